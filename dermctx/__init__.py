@@ -1,0 +1,122 @@
+"""dermctx: patient-context melanoma ranking.
+
+Score a patient's whole lesion set, not one image at a time: per-lesion CNN embeddings grouped by
+patient, a set-transformer "ugly duckling" model over the set, and LightGBM on metadata plus
+patient-relative features.
+
+The public API is re-exported here. Heavy modules (torch, timm, LightGBM) are imported on first
+use, so ``import dermctx`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API: dict[str, str] = {
+    # errors
+    "DermctxError": "dermctx.errors",
+    "TableError": "dermctx.errors",
+    "ImageError": "dermctx.errors",
+    "ModelError": "dermctx.errors",
+    "LeakageError": "dermctx.errors",
+    "errors_frame": "dermctx.errors",
+    # the lesion table
+    "validate_table": "dermctx.table",
+    "read_table": "dermctx.table",
+    "embedding_columns": "dermctx.table",
+    # loaders
+    "read_isic2020": "dermctx.io.isic",
+    "read_isic_duplicates": "dermctx.io.isic",
+    "write_isic_duplicates": "dermctx.io.isic",
+    "read_ham10000": "dermctx.io.ham",
+    "write_dicom": "dermctx.io.dicom",
+    "read_dicom": "dermctx.io.dicom",
+    "read_dicom_dir": "dermctx.io.dicom",
+    "load_image": "dermctx.io.images",
+    # splits and duplicates
+    "PatientKFold": "dermctx.splits",
+    "check_leakage": "dermctx.splits",
+    "find_duplicates": "dermctx.dedup",
+    "duplicate_groups": "dermctx.dedup",
+    # metrics (also as the module dermctx.metrics)
+    "auc": "dermctx.metrics",
+    "partial_auc": "dermctx.metrics",
+    "within_patient_auc": "dermctx.metrics",
+    "topk_rate": "dermctx.metrics",
+    "patient_bootstrap": "dermctx.metrics",
+    "paired_bootstrap": "dermctx.metrics",
+    # features and models
+    "patient_context_features": "dermctx.features",
+    "MetadataGBM": "dermctx.models.gbm",
+    "SetTransformer": "dermctx.models.set_transformer",
+    "SetTransformerConfig": "dermctx.models.set_transformer",
+    "SetRanker": "dermctx.models.set_transformer",
+    "ContextRanker": "dermctx.models.ranker",
+    # embeddings
+    "Embedder": "dermctx.embed",
+    "read_embeddings": "dermctx.embed",
+    # evaluation and reporting
+    "benchmark": "dermctx.benchmark",
+    "write_report": "dermctx.report",
+    "Taxonomy": "dermctx.taxonomy",
+    "cohort_table": "dermctx.cohort",
+}
+
+__all__ = sorted([*_API, "__version__"])
+
+
+_SUBMODULES = {"metrics", "table", "errors", "splits", "dedup", "features", "io", "models"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dermctx.{name}")
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dermctx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
+    from dermctx.benchmark import benchmark
+    from dermctx.cohort import cohort_table
+    from dermctx.dedup import duplicate_groups, find_duplicates
+    from dermctx.embed import Embedder, read_embeddings
+    from dermctx.errors import (
+        DermctxError,
+        ImageError,
+        LeakageError,
+        ModelError,
+        TableError,
+        errors_frame,
+    )
+    from dermctx.features import patient_context_features
+    from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom
+    from dermctx.io.ham import read_ham10000
+    from dermctx.io.images import load_image
+    from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates
+    from dermctx.metrics import (
+        auc,
+        paired_bootstrap,
+        partial_auc,
+        patient_bootstrap,
+        topk_rate,
+        within_patient_auc,
+    )
+    from dermctx.models.gbm import MetadataGBM
+    from dermctx.models.ranker import ContextRanker
+    from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
+    from dermctx.report import write_report
+    from dermctx.splits import PatientKFold, check_leakage
+    from dermctx.table import embedding_columns, read_table, validate_table
+    from dermctx.taxonomy import Taxonomy

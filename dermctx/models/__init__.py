@@ -1,0 +1,1 @@
+"""Models: LightGBM on features, the set transformer, and the ranker that combines them."""

@@ -1,0 +1,317 @@
+"""The lesion table: one row per lesion image, the shape every dermctx step reads and writes.
+
+Columns (see ``docs/table.md``):
+
+========== ================================================================================
+image_id   unique id of the image (string, required)
+patient_id id of the patient (string, required); the unit of every split and of context
+lesion_id  id of the lesion (string); several images may show one lesion. Defaults to image_id
+age        age in years, float in [0, 120], or missing
+sex        "male", "female", or missing
+site       anatomic site in the ISIC 2020 terms (:data:`SITES`), or missing
+diagnosis  diagnosis as the source names it (string), or missing
+target     1 for melanoma, 0 otherwise, missing for unlabelled sets
+path       path of the image file (string), or missing
+source     where the row came from ("isic2020", "ham10000", "dicom", "table", ...)
+========== ================================================================================
+
+and, when known: ``width``, ``height`` (pixels), ``dx_type`` (how the diagnosis was established),
+``site_detail`` (the source's raw site term). Any other column is kept as it is. Embeddings are
+float32 columns ``emb_0000, emb_0001, ...`` (see :func:`embedding_columns`).
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dermctx.errors import TableError
+
+__all__ = [
+    "COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SEXES",
+    "SITES",
+    "describe_rows",
+    "embedding_column_names",
+    "embedding_columns",
+    "normalise_sex",
+    "normalise_site",
+    "read_table",
+    "validate_table",
+]
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id")
+COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "patient_id",
+    "lesion_id",
+    "age",
+    "sex",
+    "site",
+    "diagnosis",
+    "target",
+    "path",
+    "source",
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("width", "height", "dx_type", "site_detail")
+SEXES: tuple[str, ...] = ("male", "female")
+SITES: tuple[str, ...] = (
+    "head/neck",
+    "upper extremity",
+    "lower extremity",
+    "torso",
+    "palms/soles",
+    "oral/genital",
+)
+
+# Raw site terms of the sources dermctx reads, mapped onto SITES (None = missing). The raw term
+# is kept in ``site_detail``. HAM10000 "hand" and "foot" are mapped to the extremity, not to
+# palms/soles: the dataset does not say whether the lesion is acral ("acral" says so).
+_SITE_TERMS: dict[str, str | None] = {
+    **{s: s for s in SITES},
+    "anterior torso": "torso",
+    "posterior torso": "torso",
+    "lateral torso": "torso",
+    "trunk": "torso",
+    "back": "torso",
+    "chest": "torso",
+    "abdomen": "torso",
+    "scalp": "head/neck",
+    "face": "head/neck",
+    "ear": "head/neck",
+    "neck": "head/neck",
+    "hand": "upper extremity",
+    "foot": "lower extremity",
+    "acral": "palms/soles",
+    "genital": "oral/genital",
+    "unknown": None,
+    "": None,
+}
+_MISSING_WORDS = {"", "unknown", "nan", "none", "na", "n/a"}
+
+
+def describe_rows(table: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 5) -> str:
+    """Name the rows where ``mask`` is true: 0-based positions and image ids, at most ``limit``."""
+    mask = np.asarray(mask, dtype=bool)
+    positions = np.flatnonzero(mask)
+    shown = []
+    ids = table["image_id"].to_numpy() if "image_id" in table.columns else None
+    for pos in positions[:limit]:
+        shown.append(f"{pos} (image_id {ids[pos]!r})" if ids is not None else str(pos))
+    more = f" and {len(positions) - limit} more" if len(positions) > limit else ""
+    return f"row{'s' if len(positions) != 1 else ''} {', '.join(shown)}{more}"
+
+
+def normalise_sex(values: pd.Series) -> pd.Series:
+    """Lower-case sex values; "unknown", empty and NaN become missing. Other values are kept."""
+    out = values.astype(object).where(values.notna(), None)
+    out = out.map(lambda v: None if v is None else str(v).strip().lower())
+    return out.map(lambda v: None if v is None or v in _MISSING_WORDS else v)
+
+
+def normalise_site(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Map raw site terms to :data:`SITES`. Returns ``(site, site_detail)``.
+
+    ``site_detail`` is the raw term (missing where the raw value is missing). A term dermctx does
+    not know is kept as ``site`` as it is, so that :func:`validate_table` names it.
+    """
+    raw = values.astype(object).where(values.notna(), None)
+    detail = raw.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
+
+    def to_site(v: str | None) -> str | None:
+        if v is None:
+            return None
+        key = v.lower()
+        return _SITE_TERMS[key] if key in _SITE_TERMS else v
+
+    return detail.map(to_site), detail
+
+
+def embedding_column_names(dim: int, prefix: str = "emb_") -> list[str]:
+    """``["emb_0000", "emb_0001", ...]``: the names of a ``dim``-wide embedding."""
+    return [f"{prefix}{i:04d}" for i in range(dim)]
+
+
+def embedding_columns(frame: pd.DataFrame, prefix: str = "emb_") -> list[str]:
+    """The embedding columns of ``frame`` (those starting with ``prefix``), in column order."""
+    return [c for c in frame.columns if isinstance(c, str) and c.startswith(prefix)]
+
+
+def _is_blank(series: pd.Series) -> np.ndarray:
+    return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
+
+
+def validate_table(
+    table: pd.DataFrame,
+    *,
+    labelled: bool = False,
+    name: str | None = None,
+) -> pd.DataFrame:
+    """Check a lesion table and return a normalised copy.
+
+    The copy has every column of :data:`COLUMNS` (missing optional ones added as missing values,
+    ``lesion_id`` defaulting to ``image_id``), ids as strings, ``age`` as float, ``sex`` and
+    ``site`` lower-case, ``target`` as int (float with NaN when some targets are missing). The
+    row order and every extra column are kept.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The lesion table.
+    labelled : bool
+        Require a target on every row.
+    name : str, optional
+        The file the table came from, named in error messages.
+
+    Raises
+    ------
+    TableError
+        Naming the column and rows at fault: a missing ``image_id``/``patient_id`` column, blank
+        ids, a duplicate ``image_id``, ``target`` not 0/1, ``sex`` not male/female, ``age``
+        outside [0, 120], or ``site`` outside :data:`SITES`.
+    """
+    where = f"{name}: " if name else ""
+    if not isinstance(table, pd.DataFrame):
+        raise TableError(f"{where}expected a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise TableError(
+            f"{where}missing column(s) {missing}; a lesion table needs {list(REQUIRED_COLUMNS)} "
+            f"(found columns {list(table.columns)[:20]})"
+        )
+    out = table.copy()  # the caller's index is kept; messages name 0-based row positions
+
+    for col in ("image_id", "patient_id"):
+        blank = _is_blank(out[col])
+        if blank.any():
+            raise TableError(
+                f"{where}column {col!r} is empty at {describe_rows(out, blank)}; "
+                f"every row needs a {col}"
+            )
+        out[col] = out[col].astype(str).str.strip()
+
+    dup = out["image_id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise TableError(
+            f"{where}column 'image_id' has duplicate values at {describe_rows(out, dup)}; "
+            "each image must appear once"
+        )
+
+    if "lesion_id" not in out.columns:
+        out["lesion_id"] = out["image_id"]
+    else:
+        blank = _is_blank(out["lesion_id"])
+        out["lesion_id"] = out["lesion_id"].astype(object).where(~blank, out["image_id"])
+        out["lesion_id"] = out["lesion_id"].astype(str).str.strip()
+
+    # age
+    if "age" not in out.columns:
+        out["age"] = np.nan
+    age = pd.to_numeric(out["age"], errors="coerce")
+    bad = (out["age"].notna() & ~_is_blank(out["age"]) & age.isna()).to_numpy()
+    bad = bad | ((age < 0) | (age > 120)).to_numpy()
+    if bad.any():
+        raise TableError(
+            f"{where}column 'age' has values outside [0, 120] or not numbers at "
+            f"{describe_rows(out, bad)} (values {list(out['age'][bad][:5])}); "
+            "expected years in [0, 120] or missing"
+        )
+    out["age"] = age.astype(float)
+
+    # sex
+    if "sex" not in out.columns:
+        out["sex"] = None
+    sex = normalise_sex(out["sex"])
+    bad = (sex.notna() & ~sex.isin(SEXES)).to_numpy()
+    if bad.any():
+        raise TableError(
+            f"{where}column 'sex' has unknown values {sorted(set(sex[bad]))[:5]} at "
+            f"{describe_rows(out, bad)}; expected one of {list(SEXES)} or missing"
+        )
+    out["sex"] = sex.astype(object)
+
+    # site
+    if "site" not in out.columns:
+        out["site"] = None
+    site = out["site"].astype(object).where(out["site"].notna(), None)
+    site = site.map(lambda v: None if v is None or str(v).strip().lower() in _MISSING_WORDS
+                    else str(v).strip().lower())
+    bad = (site.notna() & ~site.isin(SITES)).to_numpy()
+    if bad.any():
+        raise TableError(
+            f"{where}column 'site' has unknown values {sorted(set(site[bad]))[:5]} at "
+            f"{describe_rows(out, bad)}; expected one of {list(SITES)} or missing "
+            "(map raw terms with dermctx.table.normalise_site and keep them in 'site_detail')"
+        )
+    out["site"] = site.astype(object)
+
+    # target
+    if "target" not in out.columns:
+        out["target"] = np.nan
+    target = pd.to_numeric(out["target"], errors="coerce")
+    bad = (out["target"].notna() & target.isna()).to_numpy() | (
+        target.notna() & ~target.isin([0, 1])
+    ).to_numpy()
+    if bad.any():
+        raise TableError(
+            f"{where}column 'target' has values other than 0/1 at {describe_rows(out, bad)} "
+            f"(values {list(out['target'][bad][:5])}); expected 1 (melanoma), 0, or missing"
+        )
+    if labelled and target.isna().any():
+        miss = target.isna().to_numpy()
+        raise TableError(
+            f"{where}column 'target' is missing at {describe_rows(out, miss)}; "
+            "this step needs a label (0/1) on every row"
+        )
+    out["target"] = target.astype(int) if target.notna().all() else target.astype(float)
+
+    for col in ("diagnosis", "path", "source"):
+        if col not in out.columns:
+            out[col] = None
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
+    if out["source"].isna().all():
+        out["source"] = "table"
+
+    ordered = [*COLUMNS, *[c for c in out.columns if c not in COLUMNS]]
+    return out[ordered]
+
+
+def read_table(path: str | PathLike[str], *, image_dir: str | PathLike[str] | None = None
+               ) -> pd.DataFrame:
+    """Read a lesion table from a CSV or Parquet file, recognising its kind by its header.
+
+    * a canonical dermctx table (``image_id``, ``patient_id`` columns): validated as it is;
+    * an ISIC 2020 CSV (``image_name``, ``patient_id``): read with :func:`dermctx.read_isic2020`;
+    * a HAM10000 CSV (``lesion_id``, ``image_id``, ``dx``): read with :func:`dermctx.read_ham10000`.
+
+    ``image_dir`` is passed to the ISIC and HAM10000 readers to attach image paths.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TableError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    elif suffix in (".csv", ".txt", ".gz"):
+        try:
+            frame = pd.read_csv(path, nrows=0)
+        except Exception as exc:
+            raise TableError(f"{path}: cannot be read as CSV ({exc})") from exc
+        cols = set(frame.columns)
+        if {"image_name", "patient_id"} <= cols:
+            from dermctx.io.isic import read_isic2020
+
+            return read_isic2020(path, image_dir=image_dir)
+        if {"lesion_id", "image_id", "dx"} <= cols:
+            from dermctx.io.ham import read_ham10000
+
+            return read_ham10000(path, image_dir=image_dir)
+        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "lesion_id": str})
+    else:
+        raise TableError(f"{path}: unknown table format {suffix!r}; expected .csv or .parquet")
+    return validate_table(frame, name=str(path))

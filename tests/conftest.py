@@ -1,0 +1,45 @@
+"""Shared fixtures. Real-data tests skip with a reason when ``../shared/data`` is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub in tests
+
+import pytest
+
+SHARED_DATA = Path(
+    os.environ.get("DERMCTX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+).resolve()
+
+
+def _shared(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is missing (set DERMCTX_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real public data (``../shared/data``); skips when absent."""
+    return _shared("")
+
+
+@pytest.fixture(scope="session")
+def isic_dir() -> Path:
+    """``../shared/data/isic2020``; skips when absent."""
+    return _shared("isic2020")
+
+
+@pytest.fixture(scope="session")
+def isic_images() -> Path:
+    """The folder of 139 real ISIC 2020 JPEGs (with ``manifest.csv``); skips when absent."""
+    return _shared("isic2020/images")
+
+
+@pytest.fixture(scope="session")
+def ham_dir() -> Path:
+    """``../shared/data/ham10000``; skips when absent."""
+    return _shared("ham10000")
