@@ -28,6 +28,7 @@ _API: dict[str, str] = {
     "validate_table": "dermctx.table",
     "read_table": "dermctx.table",
     "embedding_columns": "dermctx.table",
+    "has_patient_context": "dermctx.table",
     # loaders
     "read_isic2020": "dermctx.io.isic",
     "read_isic_duplicates": "dermctx.io.isic",
@@ -59,6 +60,7 @@ _API: dict[str, str] = {
     # embeddings
     "Embedder": "dermctx.embed",
     "read_embeddings": "dermctx.embed",
+    "save_checkpoint": "dermctx.embed",
     # evaluation and reporting
     "benchmark": "dermctx.benchmark",
     "write_report": "dermctx.report",
@@ -91,7 +93,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.benchmark import benchmark
     from dermctx.cohort import cohort_table
     from dermctx.dedup import duplicate_groups, find_duplicates
-    from dermctx.embed import Embedder, read_embeddings
+    from dermctx.embed import Embedder, read_embeddings, save_checkpoint
     from dermctx.errors import (
         DermctxError,
         ImageError,
@@ -118,5 +120,5 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold, check_leakage
-    from dermctx.table import embedding_columns, read_table, validate_table
+    from dermctx.table import embedding_columns, has_patient_context, read_table, validate_table
     from dermctx.taxonomy import Taxonomy

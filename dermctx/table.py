@@ -39,6 +39,7 @@ __all__ = [
     "describe_rows",
     "embedding_column_names",
     "embedding_columns",
+    "has_patient_context",
     "normalise_sex",
     "normalise_site",
     "read_table",
@@ -94,6 +95,9 @@ _SITE_TERMS: dict[str, str | None] = {
 }
 _MISSING_WORDS = {"", "unknown", "nan", "none", "na", "n/a"}
 
+#: Sources whose ``patient_id`` is a stand-in (HAM10000: the lesion id), not a real patient.
+PROXY_PATIENT_SOURCES: frozenset[str] = frozenset({"ham10000"})
+
 
 def describe_rows(table: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 5) -> str:
     """Name the rows where ``mask`` is true: 0-based positions and image ids, at most ``limit``."""
@@ -105,6 +109,24 @@ def describe_rows(table: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int 
         shown.append(f"{pos} (image_id {ids[pos]!r})" if ids is not None else str(pos))
     more = f" and {len(positions) - limit} more" if len(positions) > limit else ""
     return f"row{'s' if len(positions) != 1 else ''} {', '.join(shown)}{more}"
+
+
+def has_patient_context(table: pd.DataFrame) -> bool:
+    """Whether ``patient_id`` names real patients, so that a patient's lesion set is meaningful.
+
+    False when ``table.attrs["patient_context"]`` is False (set by
+    :func:`dermctx.read_ham10000`) or when any row's ``source`` is one whose patient ids are
+    proxies (:data:`PROXY_PATIENT_SOURCES`, i.e. HAM10000; ``source`` survives operations that
+    drop ``attrs``, and CSV round trips). Splitting and ranking code calls this to warn that
+    patient-level grouping or context is unavailable. True otherwise.
+    """
+    if table.attrs.get("patient_context") is False:
+        return False
+    if "source" in table.columns:
+        sources = table["source"].dropna().astype(str).str.strip().str.lower()
+        if sources.isin(PROXY_PATIENT_SOURCES).any():
+            return False
+    return True
 
 
 def normalise_sex(values: pd.Series) -> pd.Series:
@@ -124,7 +146,7 @@ def normalise_site(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     detail = raw.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
 
     def to_site(v: str | None) -> str | None:
-        if v is None:
+        if v is None or pd.isna(v):  # pandas may store the missing values as NaN
             return None
         key = v.lower()
         return _SITE_TERMS[key] if key in _SITE_TERMS else v
@@ -212,7 +234,8 @@ def validate_table(
     # age
     if "age" not in out.columns:
         out["age"] = np.nan
-    age = pd.to_numeric(out["age"], errors="coerce")
+    # float64 even for nullable input (pd.NA would make the comparisons below ambiguous)
+    age = pd.to_numeric(out["age"], errors="coerce").astype(float)
     bad = (out["age"].notna() & ~_is_blank(out["age"]) & age.isna()).to_numpy()
     bad = bad | ((age < 0) | (age > 120)).to_numpy()
     if bad.any():

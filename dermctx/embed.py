@@ -1,0 +1,860 @@
+"""Per-lesion image embeddings from any timm backbone, with a resumable Parquet store.
+
+:class:`Embedder` turns the images of a lesion table into one pooled feature vector per image
+(``emb_0000, emb_0001, ...`` float32 columns indexed by ``image_id``). Images are decoded with
+:func:`dermctx.load_image` in a thread pool that runs ahead of the network (Pillow releases the
+GIL while decoding and resizing), so decoding overlaps compute.
+
+With ``store=`` the embeddings are appended to a Parquet store as they are computed: a folder of
+part files (``part-*.parquet``, columns ``image_id`` and ``emb_*``) whose schema metadata records
+the settings that produced them (model, weights hash, image size, aspect, TTA, colour constancy,
+normalisation, precision). A re-run skips the images already stored; a store made with other
+settings is refused with :class:`~dermctx.errors.ModelError`, never mixed. Read a store with
+:func:`read_embeddings`.
+
+``backend="ray"`` runs the same step on Ray Data (``pip install "dermctx[ray]"``): one model per
+actor, results streamed back and written to the same store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from dermctx.errors import ImageError, ModelError, TableError, error_record, errors_frame
+from dermctx.io.images import ASPECTS, COLOUR_CONSTANCY, load_image
+from dermctx.table import embedding_column_names
+
+__all__ = [
+    "Embedder",
+    "checkpoint_metadata",
+    "read_embeddings",
+    "save_checkpoint",
+    "state_dict_hash",
+]
+
+_META_KEY = b"dermctx.embeddings"
+_CKPT_PREFIX = "dermctx."
+# settings that must match for a store to be resumed
+_SETTINGS_KEYS = ("model", "weights", "image_size", "aspect", "tta", "colour_constancy",
+                  "mean", "std", "precision", "dim")
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    model: Any,
+    path: str | PathLike[str],
+    *,
+    model_name: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Write a model's weights as ``.safetensors`` with the metadata :class:`Embedder` reads.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or dict of tensors
+        The network (or its state dict).
+    path : path
+        Output file; ``.safetensors`` is appended if missing.
+    model_name : str
+        The timm architecture name (``timm.create_model(model_name)`` must rebuild it).
+    image_size : int
+        Input side in pixels the model was trained at.
+    mean, std : sequence of 3 floats
+        RGB normalisation on the 0-1 scale.
+    class_names : sequence of str, optional
+        Names of the classifier outputs, in order.
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    meta = {
+        f"{_CKPT_PREFIX}model": str(model_name),
+        f"{_CKPT_PREFIX}image_size": str(int(image_size)),
+        f"{_CKPT_PREFIX}mean": json.dumps([float(v) for v in mean]),
+        f"{_CKPT_PREFIX}std": json.dumps([float(v) for v in std]),
+        f"{_CKPT_PREFIX}class_names": json.dumps(list(class_names) if class_names else []),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def checkpoint_metadata(path: str | PathLike[str]) -> dict[str, Any]:
+    """The dermctx metadata of a ``.safetensors`` checkpoint (empty for other files).
+
+    Returns a dict with any of ``model`` (str), ``image_size`` (int), ``mean``, ``std`` (lists of
+    3 floats) and ``class_names`` (list of str).
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read safetensors header ({exc})") from exc
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not key.startswith(_CKPT_PREFIX):
+            continue
+        name = key[len(_CKPT_PREFIX):]
+        out[name] = int(value) if name == "image_size" else (
+            json.loads(value) if name in ("mean", "std", "class_names") else value)
+    return out
+
+
+def _load_state_dict(path: Path) -> dict[str, Any]:
+    """Tensors of a ``.safetensors`` file or a state-dict ``.pth`` (``weights_only=True``)."""
+    import torch
+
+    if not path.exists():
+        raise ModelError(f"checkpoint {path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise ModelError(f"checkpoint {path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(
+            f"checkpoint {path}: cannot be loaded with torch.load(weights_only=True) ({exc}); "
+            "expected a .safetensors file or a plain state dict (.pth)"
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"checkpoint {path}: expected a state dict (name -> tensor)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def state_dict_hash(model: Any) -> str:
+    """A short SHA-256 identity of a model's weights (names, dtypes, shapes and values)."""
+    import torch
+
+    state = model.state_dict() if hasattr(model, "state_dict") else model
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --- pretrained weights without a network -----------------------------------------------------
+
+
+def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether ``host`` resolves and accepts a TCP connection within ``timeout`` seconds."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo itself has no timeout
+    thread.start()
+    thread.join(2 * timeout)
+    return bool(result and result[0])
+
+
+def _pretrained_cached(model_name: str) -> bool:
+    """Whether timm would find ``model_name``'s pretrained weights without downloading."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None:
+        return False
+    if getattr(cfg, "file", None) and Path(cfg.file).exists():
+        return True
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+        names += ["model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"]
+        for name in names:
+            hit = try_to_load_from_cache(repo, name, revision=revision or None)
+            if isinstance(hit, str):
+                return True
+    url = getattr(cfg, "url", None)
+    if url:
+        import torch.hub
+
+        if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).exists():
+            return True
+    return False
+
+
+def _check_pretrained_available(model_name: str) -> None:
+    """Fail at once (not after a minute of hub retries) when weights can be neither read nor fetched."""
+    if _pretrained_cached(model_name):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get(
+        "DERMCTX_OFFLINE", ""
+    ).lower() in ("1", "true", "yes")
+    if offline or not _host_reachable("huggingface.co"):
+        why = "offline mode is set (HF_HUB_OFFLINE)" if offline else "huggingface.co cannot be reached"
+        raise ModelError(
+            f"pretrained weights for {model_name!r} are not in the local cache and {why}. "
+            "Supply weights by one of: run once with network access to fill the cache "
+            "(HF_HOME, default ~/.cache/huggingface) and copy it here; pass "
+            "checkpoint='weights.safetensors' (or a state-dict .pth); or pass pretrained=False "
+            "for random weights (tests only)"
+        )
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+def _settings_from_schema(schema: Any) -> dict[str, Any] | None:
+    meta = schema.metadata or {}
+    raw = meta.get(_META_KEY)
+    return json.loads(raw) if raw else None
+
+
+def _store_parts(store: Path) -> list[Path]:
+    if store.is_file():
+        return [store]
+    if not store.exists():
+        return []
+    return sorted(p for p in store.glob("*.parquet") if not p.name.startswith("."))
+
+
+def _store_settings(store: Path) -> dict[str, Any] | None:
+    """Settings of an existing store (ModelError if its parts disagree or are not dermctx's)."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, Any] | None = None
+    for part in _store_parts(store):
+        settings = _settings_from_schema(pq.read_schema(part))
+        if settings is None:
+            raise ModelError(f"{part}: not a dermctx embedding store part (no settings metadata)")
+        if found is not None and _differences(found, settings):
+            raise ModelError(f"store {store}: part {part.name} was made with other settings "
+                             f"({_differences(found, settings)})")
+        found = found or settings
+    return found
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
+    diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in _SETTINGS_KEYS if a.get(k) != b.get(k)]
+    return "; ".join(diffs)
+
+
+def _write_part(store: Path, image_ids: Sequence[str], emb: np.ndarray,
+                settings: dict[str, Any]) -> Path:
+    """Append one part file atomically (write to a hidden temporary name, then rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"image_id": pa.array([str(i) for i in image_ids], pa.string())}
+    for j, name in enumerate(embedding_column_names(emb.shape[1])):
+        columns[name] = pa.array(emb[:, j], pa.float32())
+    table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(settings).encode()})
+    store.mkdir(parents=True, exist_ok=True)
+    name = f"part-{len(_store_parts(store)):05d}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = store / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, store / name)
+    return store / name
+
+
+def read_embeddings(store: str | PathLike[str]) -> pd.DataFrame:
+    """Read an embedding store written by :meth:`Embedder.embed`.
+
+    Parameters
+    ----------
+    store : path
+        The store folder (or a single Parquet part file).
+
+    Returns
+    -------
+    DataFrame
+        ``emb_*`` float32 columns indexed by ``image_id``, in the order the images were stored.
+        ``frame.attrs["dermctx"]`` holds the settings that produced them (model, weights hash,
+        image size, aspect, ...).
+
+    Raises
+    ------
+    ModelError
+        The path does not exist, is not a dermctx store, or holds parts made with other settings.
+    """
+    import pyarrow.parquet as pq
+
+    store = Path(store)
+    parts = _store_parts(store)
+    if not parts:
+        raise ModelError(f"{store}: no embedding store here (expected a folder of part-*.parquet)")
+    settings = _store_settings(store)
+    frames = [pq.read_table(p).to_pandas() for p in parts]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame["image_id"] = frame["image_id"].astype(str)
+    frame = frame.drop_duplicates("image_id", keep="first").set_index("image_id")
+    frame.index = pd.Index(frame.index.astype(object), name="image_id")
+    frame = frame.astype(np.float32)
+    frame.attrs["dermctx"] = settings
+    return frame
+
+
+# --- the embedder -----------------------------------------------------------------------------
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+class Embedder:
+    """Pooled image features from a timm backbone, one row per lesion image.
+
+    Construction is cheap: the network is built on first use (:attr:`model_`, :meth:`fit` or
+    :meth:`embed`).
+
+    Parameters
+    ----------
+    model : str
+        Any timm model name (``timm.list_models()``); built with ``num_classes=0`` so the output
+        is the pooled feature vector of width ``num_features``.
+    pretrained : bool
+        Load timm's pretrained weights (from the local cache or the hub). Offline without cached
+        weights this raises :class:`ModelError` at once. ``False`` gives random weights drawn
+        with a fixed seed (the same on every run), for tests.
+    checkpoint : path, optional
+        Weights to load instead: ``.safetensors`` (those written by :func:`save_checkpoint`
+        also supply model name, image size and normalisation) or a state-dict ``.pth`` read with
+        ``torch.load(weights_only=True)``. Classifier weights in it are ignored.
+    image_size : int, optional
+        Input side in pixels; default: the checkpoint's, else the model's pretrained input size.
+    aspect : {"crop", "pad", "squash"}
+        How a non-square image is fitted (see :func:`dermctx.load_image`).
+    colour_constancy : {"shades_of_grey", "grey_world"}, optional
+        Colour correction applied to every image before the network.
+    tta : bool or {2, 4, 8}
+        Average the features over a group of flips and transposes, so that the embedding is
+        exactly invariant to them: 2 = {as is, left-right flip}; 4 = {as is, left-right flip,
+        up-down flip, 180-degree rotation}; 8 or ``True`` = all eight flips, transposes and
+        90-degree rotations (dermoscopy has no preferred orientation). Costs that many forward
+        passes per image.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available. On CUDA the forward
+        pass runs under float16 autocast (features are returned as float32).
+    batch_size : int
+        Images per forward pass.
+    num_workers : int, optional
+        Decoding threads; default ``min(8, cpu_count - 1)``, at least 1.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The network, in eval mode, channels_last, on ``device_``.
+    image_size_ : int
+    mean_, std_ : tuple of 3 floats
+        Normalisation on the 0-1 scale.
+    num_features_ : int
+        Embedding width.
+    weights_id_ : str
+        Hash of the weights (see :func:`state_dict_hash`).
+    settings_ : dict
+        Everything that determines the embeddings; written to and checked against stores.
+    """
+
+    def __init__(
+        self,
+        model: str = "efficientnet_b0",
+        *,
+        pretrained: bool = True,
+        checkpoint: str | PathLike[str] | None = None,
+        image_size: int | None = None,
+        aspect: Literal["crop", "pad", "squash"] = "crop",
+        colour_constancy: str | None = None,
+        tta: bool | int = False,
+        device: str | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> None:
+        self.model = model
+        self.pretrained = pretrained
+        self.checkpoint = checkpoint
+        self.image_size = image_size
+        self.aspect = aspect
+        self.colour_constancy = colour_constancy
+        self.tta = tta
+        self.device = device
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    # scikit-learn style parameter access (the __init__ arguments, nothing else)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as scikit-learn's ``get_params``."""
+        return {k: getattr(self, k) for k in (
+            "model", "pretrained", "checkpoint", "image_size", "aspect", "colour_constancy",
+            "tta", "device", "batch_size", "num_workers")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"Embedder({args})"
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _validate(self) -> None:
+        if self.aspect not in ASPECTS:
+            raise ModelError(f"aspect must be one of {list(ASPECTS)}, got {self.aspect!r}")
+        if self.colour_constancy is not None and self.colour_constancy not in COLOUR_CONSTANCY:
+            raise ModelError(f"colour_constancy must be one of {list(COLOUR_CONSTANCY)} or None, "
+                             f"got {self.colour_constancy!r}")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ModelError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.image_size is not None and (
+            not isinstance(self.image_size, (int, np.integer)) or self.image_size < 8
+        ):
+            raise ModelError(f"image_size must be an integer >= 8 pixels, got {self.image_size!r}")
+        if self.tta not in (False, True, 0, 1, 2, 4, 8):
+            raise ModelError(f"tta must be True/False or one of 2, 4, 8 views, got {self.tta!r}")
+        if self.num_workers is not None and (
+            not isinstance(self.num_workers, (int, np.integer)) or self.num_workers < 1
+        ):
+            raise ModelError(f"num_workers must be a positive integer, got {self.num_workers!r}")
+
+    def fit(self, X: Any = None, y: Any = None) -> Embedder:
+        """Build the network and resolve its settings (nothing is learned). Returns ``self``."""
+        import timm
+        import torch
+
+        self._validate()
+        name = str(self.model)
+        meta: dict[str, Any] = {}
+        ckpt = Path(self.checkpoint) if self.checkpoint is not None else None
+        if ckpt is not None:
+            meta = checkpoint_metadata(ckpt)
+            if meta.get("model") and meta["model"] != name:
+                raise ModelError(
+                    f"checkpoint {ckpt} was written for model {meta['model']!r}, not {name!r}; "
+                    f"pass model={meta['model']!r}"
+                )
+        if not timm.is_model(name):
+            import difflib
+
+            close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+            raise ModelError(f"unknown timm model {name!r}"
+                             + (f"; did you mean one of {close}?" if close else
+                                "; see timm.list_models()"))
+        use_pretrained = bool(self.pretrained) and ckpt is None
+        if use_pretrained:
+            _check_pretrained_available(name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # pretrained=False: the same random weights on every run
+            try:
+                net = timm.create_model(name, pretrained=use_pretrained, num_classes=0)
+            except Exception as exc:
+                raise ModelError(f"cannot build timm model {name!r}: {exc}") from exc
+        if ckpt is not None:
+            self._load_checkpoint(net, ckpt)
+
+        cfg = timm.data.resolve_data_config({}, model=net)
+        size = int(self.image_size or meta.get("image_size") or cfg["input_size"][-1])
+        mean = tuple(float(v) for v in (meta.get("mean") or cfg["mean"]))
+        std = tuple(float(v) for v in (meta.get("std") or cfg["std"]))
+        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        net = net.eval().to(device=device, memory_format=torch.channels_last)
+
+        self._built_model = net
+        self.device_ = device
+        self.image_size_ = size
+        self.mean_, self.std_ = mean, std
+        self.num_features_ = int(net.num_features)
+        self.weights_id_ = state_dict_hash(net)
+        self.settings_ = {
+            "model": name,
+            "weights": self.weights_id_,
+            "image_size": size,
+            "aspect": self.aspect,
+            "tta": self._n_views(),
+            "colour_constancy": self.colour_constancy,
+            "mean": list(mean),
+            "std": list(std),
+            "precision": "float16-autocast" if device.type == "cuda" else "float32",
+            "dim": self.num_features_,
+        }
+        return self
+
+    def _n_views(self) -> int:
+        return 8 if self.tta is True else max(1, int(self.tta))
+
+    @staticmethod
+    def _load_checkpoint(net: Any, path: Path) -> None:
+        state = _load_state_dict(path)
+        head = set()
+        classifier = getattr(net, "pretrained_cfg", {}).get("classifier")
+        for name in [classifier] if isinstance(classifier, str) else (classifier or []):
+            head |= {k for k in state if k == name or k.startswith(name + ".")}
+        state = {k: v for k, v in state.items() if k not in head}
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise ModelError(f"checkpoint {path} does not fit model: {exc}") from exc
+        if missing or unexpected:
+            raise ModelError(
+                f"checkpoint {path} does not fit the model: missing keys {list(missing)[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unexpected keys {list(unexpected)[:5]}"
+                f"{'...' if len(unexpected) > 5 else ''}"
+            )
+
+    @property
+    def model_(self) -> Any:
+        """The network (built on first access)."""
+        if getattr(self, "_built_model", None) is None:
+            self.fit()
+        return self._built_model
+
+    def _ensure_built(self) -> None:
+        if getattr(self, "_built_model", None) is None:
+            self.fit()
+
+    # -- computing --------------------------------------------------------------------------
+
+    def _load(self, path: Any) -> np.ndarray:
+        return load_image(path, self.image_size_, aspect=self.aspect,
+                          colour_constancy=self.colour_constancy)
+
+    def forward_images(self, images: np.ndarray) -> np.ndarray:
+        """Embed a batch of decoded images.
+
+        Parameters
+        ----------
+        images : ndarray, uint8, shape (B, S, S, 3)
+            RGB images at ``image_size_``.
+
+        Returns
+        -------
+        ndarray, float32, shape (B, num_features_)
+        """
+        import torch
+
+        net = self.model_
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device_, non_blocking=True)
+        x = x.permute(0, 3, 1, 2)  # (B, 3, S, S), channels_last in memory
+        mean = torch.tensor(self.mean_, device=x.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std_, device=x.device).view(1, 3, 1, 1) * 255.0
+        x = ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+        n = self._n_views()
+        views = [x] if n == 1 else [x, x.flip(3)]  # x.flip(3): left-right
+        if n >= 4:
+            views += [x.flip(2), x.flip(2).flip(3)]  # up-down, 180 degrees
+        if n == 8:
+            t = x.transpose(2, 3)
+            views += [t, t.flip(3), t.flip(2), t.flip(2).flip(3)]
+        amp = (torch.autocast("cuda", dtype=torch.float16) if self.device_.type == "cuda"
+               else contextlib.nullcontext())
+        with torch.inference_mode(), amp:
+            feats = sum(net(v.contiguous(memory_format=torch.channels_last)).float()
+                        for v in views) / len(views)  # (B, D)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    def _local_batches(self, rows: pd.DataFrame
+                       ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Yield ``(image_ids, embeddings (B, D), error records)`` batch by batch."""
+        for ids, images, errors in self._decoded_batches(rows):
+            yield ids, (self.forward_images(images) if ids else
+                        np.empty((0, self.num_features_), np.float32)), errors
+
+    def _decoded_batches(self, rows: pd.DataFrame
+                         ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Yield ``(image_ids, images (B, S, S, 3) uint8, error records)`` batch by batch,
+        decoding ahead of the consumer in a thread pool (up to two batches in flight)."""
+        workers = int(self.num_workers or _default_workers())
+        size = self.image_size_
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dermctx-decode") as pool:
+            pending: deque[tuple[int, str, Any, cf.Future]] = deque()
+            it = iter(zip(rows["_row"], rows["image_id"], rows["path"], strict=True))
+            window = 2 * self.batch_size
+            try:
+                while True:
+                    while len(pending) < window:
+                        nxt = next(it, None)
+                        if nxt is None:
+                            break
+                        row, image_id, path = nxt
+                        fut = (pool.submit(self._load, path) if path is not None
+                               else None)
+                        pending.append((row, image_id, path, fut))
+                    if not pending:
+                        return
+                    ids: list[str] = []
+                    images = np.empty((0, size, size, 3), np.uint8)
+                    batch: list[np.ndarray] = []
+                    errors: list[dict[str, Any]] = []
+                    while pending and len(batch) + len(errors) < self.batch_size:
+                        row, image_id, path, fut = pending.popleft()
+                        if fut is None:
+                            errors.append(error_record(image_id, row, None, "load",
+                                                       "no image path in the table"))
+                            continue
+                        try:
+                            batch.append(fut.result())
+                            ids.append(image_id)
+                        except ImageError as exc:
+                            errors.append(error_record(image_id, row, str(path), "load", exc))
+                        except Exception as exc:  # an unexpected decoder failure, kept per image
+                            errors.append(error_record(image_id, row, str(path), "load", exc))
+                    if batch:
+                        images = np.stack(batch)
+                    yield ids, images, errors
+            finally:
+                for *_, fut in pending:
+                    if fut is not None:
+                        fut.cancel()
+
+    def embed(
+        self,
+        table: pd.DataFrame,
+        *,
+        store: str | PathLike[str] | None = None,
+        progress: bool = True,
+        backend: Literal["local", "ray"] = "local",
+        chunk_size: int = 1024,
+        ray_actors: int | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Embed every image of a lesion table.
+
+        Parameters
+        ----------
+        table : DataFrame
+            A lesion table; needs ``image_id`` (unique) and ``path``.
+        store : path, optional
+            A Parquet store folder. Images already in it are read, not recomputed; new ones are
+            appended every ``chunk_size`` images, so an interrupted run keeps what it did.
+        progress : bool
+            Show a tqdm progress bar.
+        backend : {"local", "ray"}
+            ``"ray"`` runs decoding and the network on Ray Data actors (one model per actor);
+            it uses the Ray cluster ``ray.init`` connects to (see ``docs/embeddings.md``).
+        chunk_size : int
+            Images per store part file.
+        ray_actors : int, optional
+            Number of Ray actors (default: 1 per GPU when ``device`` is CUDA, else 2).
+
+        Returns
+        -------
+        embeddings : DataFrame
+            ``emb_*`` float32 columns indexed by ``image_id``, in table order, one row per image
+            that was stored or computed.
+        errors : DataFrame
+            The errors table (:func:`dermctx.errors.errors_frame`): one row per image that could
+            not be read; ``len(embeddings) + len(errors) == len(table)``.
+
+        Raises
+        ------
+        TableError
+            ``table`` lacks ``image_id``/``path`` or has duplicate image ids.
+        ModelError
+            ``store`` was made with other settings (model, weights, size, aspect, ...).
+        """
+        rows = _embed_rows(table)
+        self._ensure_built()
+        store_path = Path(store) if store is not None else None
+        done = pd.DataFrame()
+        if store_path is not None:
+            if store_path.exists() and store_path.is_file():
+                raise ModelError(f"store {store_path} is a file; a store is a folder of part files "
+                                 "(give a new path, or read it with read_embeddings)")
+            found = _store_settings(store_path)
+            if found is not None and _differences(found, self.settings_):
+                raise ModelError(
+                    f"store {store_path} was made with other settings "
+                    f"({_differences(found, self.settings_)}); use a new store path"
+                )
+            if found is not None:
+                done = read_embeddings(store_path)
+        todo = rows[~rows["image_id"].isin(done.index)] if len(done) else rows
+
+        columns = embedding_column_names(self.num_features_)
+        new_ids: list[str] = []
+        new_emb: list[np.ndarray] = []
+        error_records: list[dict[str, Any]] = []
+        buffer_ids: list[str] = []
+        buffer_emb: list[np.ndarray] = []
+
+        def flush() -> None:
+            if store_path is not None and buffer_ids:
+                _write_part(store_path, buffer_ids, np.concatenate(buffer_emb), self.settings_)
+            buffer_ids.clear()
+            buffer_emb.clear()
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), disable=not progress or len(todo) == 0, unit="img",
+                   desc=f"embed {self.model}")
+        try:
+            batches = (self._local_batches(todo) if backend == "local"
+                       else self._ray_batches(todo, ray_actors) if backend == "ray"
+                       else None)
+            if batches is None:
+                raise ModelError(f"backend must be 'local' or 'ray', got {backend!r}")
+            for ids, emb, errors in batches:
+                error_records.extend(errors)
+                if ids:
+                    new_ids.extend(ids)
+                    new_emb.append(emb)
+                    buffer_ids.extend(ids)
+                    buffer_emb.append(emb)
+                    if len(buffer_ids) >= chunk_size:
+                        flush()
+                bar.update(len(ids) + len(errors))
+        finally:
+            flush()  # keep what was computed, even when interrupted
+            bar.close()
+
+        dim = self.num_features_
+        fresh = pd.DataFrame(np.concatenate(new_emb) if new_emb else np.empty((0, dim), np.float32),
+                             index=pd.Index(new_ids, dtype=object, name="image_id"),
+                             columns=columns)
+        parts = [f for f in (done, fresh) if len(f)]
+        allemb = pd.concat(parts) if len(parts) > 1 else (parts[0] if parts else fresh)
+        keep = rows["image_id"][rows["image_id"].isin(allemb.index)]
+        out = allemb.loc[keep.to_numpy()].astype(np.float32)
+        out.index = pd.Index(out.index.to_numpy(dtype=object), name="image_id")
+        out.attrs["dermctx"] = dict(self.settings_)
+        errors = errors_frame(sorted(error_records, key=lambda r: r["row"]))
+        return out, errors
+
+    # -- Ray Data backend -------------------------------------------------------------------
+
+    def _ray_batches(self, todo: pd.DataFrame, actors: int | None
+                     ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        try:
+            import ray
+            import ray.data
+        except ImportError as exc:
+            raise ModelError('backend="ray" needs Ray Data: pip install "dermctx[ray]"') from exc
+        if len(todo) == 0:
+            return
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        on_gpu = self.device_.type == "cuda"
+        n = int(actors or (max(1, int(ray.cluster_resources().get("GPU", 1))) if on_gpu else 2))
+        params = self.get_params()
+        params["device"] = "cuda" if on_gpu else "cpu"
+        params["num_workers"] = 1
+        source = pd.DataFrame({
+            "row": todo["_row"].to_numpy(dtype=np.int64),
+            "image_id": todo["image_id"].astype(str).to_numpy(dtype=object),
+            "path": todo["path"].map(lambda p: "" if p is None else str(p)).to_numpy(dtype=object),
+        })
+        ds = ray.data.from_pandas(source).map_batches(
+            _RayEmbedActor,
+            fn_constructor_args=(params, self.settings_),
+            batch_size=self.batch_size,
+            batch_format="pandas",
+            concurrency=n,
+            num_gpus=1 if on_gpu else 0,
+            num_cpus=1,
+        )
+        for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="pandas"):
+            ok = batch["ok"].to_numpy(dtype=bool)
+            errors = [
+                error_record(r.image_id, int(r.row), r.path or None, "load", r.message)
+                for r in batch[~ok].itertuples()
+            ]
+            emb = (np.stack(batch.loc[ok, "embedding"].to_numpy()).astype(np.float32)
+                   if ok.any() else np.empty((0, self.num_features_), np.float32))
+            yield list(batch.loc[ok, "image_id"].astype(str)), emb, errors
+
+
+class _RayEmbedActor:
+    """A Ray Data actor: builds the network once, then embeds batches of (row, image_id, path)."""
+
+    def __init__(self, params: dict[str, Any], settings: dict[str, Any]) -> None:
+        self.embedder = Embedder(**params).fit()
+        mine = {**self.embedder.settings_, "precision": settings.get("precision")}
+        if _differences(mine, settings):
+            raise ModelError("a Ray actor built a different model than the driver "
+                             f"({_differences(mine, settings)}); "
+                             "is the checkpoint the same file on every node?")
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        images, ok, messages = [], [], []
+        for path in batch["path"]:
+            try:
+                if not path:
+                    raise ImageError("no image path in the table")
+                images.append(self.embedder._load(path))
+                ok.append(True)
+                messages.append("")
+            except Exception as exc:
+                ok.append(False)
+                messages.append(f"{type(exc).__name__}: {exc}")
+        emb = (self.embedder.forward_images(np.stack(images)) if images
+               else np.empty((0, self.embedder.num_features_), np.float32))
+        rows: list[Any] = []
+        it = iter(emb)
+        for flag in ok:
+            rows.append(next(it) if flag else None)
+        out = batch[["row", "image_id", "path"]].copy()
+        out["ok"] = ok
+        out["message"] = messages
+        out["embedding"] = rows
+        return out
+
+
+def _embed_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """``_row`` (input position), ``image_id`` (str) and ``path`` (str or None) of a table."""
+    if not isinstance(table, pd.DataFrame):
+        raise TableError(f"expected a lesion table (pandas DataFrame), got {type(table).__name__}")
+    missing = [c for c in ("image_id", "path") if c not in table.columns]
+    if missing:
+        raise TableError(f"the table has no column(s) {missing}; embedding needs 'image_id' and "
+                         "'path' (read it with dermctx.read_table, passing image_dir)")
+    ids = table["image_id"].astype(str).str.strip()
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        from dermctx.table import describe_rows
+
+        raise TableError(f"column 'image_id' has duplicate values at {describe_rows(table, dup)}; "
+                         "each image must appear once")
+    paths = table["path"].astype(object)
+    paths = paths.map(lambda p: None if p is None or (isinstance(p, float) and np.isnan(p))
+                      or str(p).strip() == "" else str(p))
+    return pd.DataFrame({
+        "_row": np.arange(len(table)),
+        "image_id": ids.to_numpy(dtype=object),
+        "path": paths.to_numpy(dtype=object),
+    })

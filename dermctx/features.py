@@ -1,0 +1,303 @@
+"""Patient-context features: how each lesion compares with the same patient's other lesions.
+
+:func:`patient_context_features` turns per-lesion columns (a CNN logit, image width, an embedding)
+into patient-relative columns named ``{col}__{stat}``. Every statistic is *leave-one-out*: a lesion
+is compared with the patient's *other* lesions, so its own value never leaks into its reference.
+
+Defined values on small sets (so no NaN appears from set size alone):
+
+============================ ====================== ==========================================
+feature                      one-lesion patient     meaning
+============================ ====================== ==========================================
+``{col}__diff``              0                      value minus the mean of the other lesions
+``{col}__z``                 0                      ``diff`` / std of the others (floored)
+``{col}__rank``              0.5                    average rank within patient, scaled to [0, 1]
+``{col}__ratio``             1                      value / mean of the others
+``{col}__same``              1                      fraction of the others with exactly this value
+``{col}__site_diff``         0                      ``diff`` against same-site lesions only
+``{col}__site_z``            0                      ``z`` against same-site lesions only
+``patient__count``           1                      number of lesions of the patient
+``patient__site_count``      1                      number of the patient's lesions at this site
+``emb__centroid_dist``       0                      distance to the centroid of the others
+``emb__centroid_dist_rank``  0.5                    its rank within patient, scaled to [0, 1]
+``emb__knn_dist``            0                      mean distance to the k nearest others
+``emb__lof``                 1                      local outlier factor among the patient's set
+============================ ====================== ==========================================
+
+A lesion whose own value is missing gets NaN features for that column (and is left out of the
+other lesions' references); LightGBM handles NaN natively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from dermctx.errors import TableError
+from dermctx.table import embedding_columns
+
+__all__ = ["CONTEXT_STATS", "EXACT_MAX", "patient_context_features"]
+
+#: Statistics computed for every scalar column, in output order.
+CONTEXT_STATS: tuple[str, ...] = ("diff", "z", "rank", "ratio", "same")
+
+#: Largest patient set on which embedding kNN/LOF scores are exact; above it every lesion is
+#: compared with a random reference sample of this many of the patient's lesions, so the cost
+#: per patient is O(n * EXACT_MAX * d) instead of O(n^2 * d).
+EXACT_MAX: int = 256
+
+
+def _loo_moments(
+    x: np.ndarray, codes: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leave-one-out count, mean and variance (ddof=0) of the *other* valid values of each group.
+
+    Returns arrays of shape (n,): ``n_other``, ``mean_other`` (NaN where ``n_other == 0``),
+    ``var_other`` (0 where ``n_other < 1``). Rows with NaN ``x`` are left out of every sum.
+    """
+    valid = ~np.isnan(x)
+    centre = np.nanmean(x) if valid.any() else 0.0
+    xc = np.where(valid, x - centre, 0.0)  # centred for numerical stability of sum of squares
+    count = np.bincount(codes, weights=valid.astype(float), minlength=n_groups)
+    s = np.bincount(codes, weights=xc, minlength=n_groups)
+    q = np.bincount(codes, weights=xc * xc, minlength=n_groups)
+    n_other = count[codes] - valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = (s[codes] - xc) / n_other
+        var = (q[codes] - xc * xc) / n_other - m * m
+    var = np.where(n_other > 0, np.clip(var, 0.0, None), 0.0)
+    return n_other, m + centre, var
+
+
+def _group_rank(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Average rank of ``x`` within its group scaled to [0, 1] (0.5 for a lone value; NaN stays)."""
+    s = pd.Series(x)
+    r = s.groupby(codes).rank(method="average").to_numpy()
+    n = s.notna().groupby(codes).transform("sum").to_numpy().astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (r - 1.0) / (n - 1.0)
+    return np.where(n > 1, out, np.where(np.isnan(x), np.nan, 0.5))
+
+
+def _same_fraction(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Fraction of the group's other valid values equal to ``x`` (1 when there are none)."""
+    valid = ~np.isnan(x)
+    frame = pd.DataFrame({"g": codes, "x": np.where(valid, x, np.inf)})
+    same = frame.groupby(["g", "x"])["x"].transform("size").to_numpy() - 1.0
+    n_other = pd.Series(valid).groupby(codes).transform("sum").to_numpy() - 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(n_other > 0, same / n_other, 1.0)
+    return np.where(valid, out, np.nan)
+
+
+def _scalar_features(
+    x: np.ndarray,
+    name: str,
+    codes: np.ndarray,
+    site_codes: np.ndarray | None,
+    z_floor: float,
+) -> dict[str, np.ndarray]:
+    valid = ~np.isnan(x)
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    floor = z_floor * float(np.nanstd(x)) if valid.sum() > 1 else 0.0
+    n_other, m, var = _loo_moments(x, codes, n_groups)
+    alone = n_other <= 0
+    diff = np.where(alone, 0.0, x - m)
+    denom = np.sqrt(var + floor * floor)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(denom > 0, diff / denom, 0.0)
+        ratio = np.where(alone, 1.0, x / m)
+    ratio = np.where(np.isfinite(ratio), ratio, np.nan)
+    out = {
+        f"{name}__diff": diff,
+        f"{name}__z": z,
+        f"{name}__rank": _group_rank(x, codes),
+        f"{name}__ratio": ratio,
+        f"{name}__same": _same_fraction(x, codes),
+    }
+    if site_codes is not None:
+        n_sg = int(site_codes.max()) + 1
+        n_o, m_s, var_s = _loo_moments(x, site_codes, n_sg)
+        alone = n_o <= 0
+        diff_s = np.where(alone, 0.0, x - m_s)
+        den_s = np.sqrt(var_s + floor * floor)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z_s = np.where(den_s > 0, diff_s / den_s, 0.0)
+        out[f"{name}__site_diff"] = diff_s
+        out[f"{name}__site_z"] = z_s
+    for key, value in out.items():
+        out[key] = np.where(valid, value, np.nan)
+    return out
+
+
+def _lof_knn(
+    emb: np.ndarray, k: int, exact_max: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean distance to the k nearest others and the local outlier factor, within one set.
+
+    ``emb`` is (n, D). Neighbours are searched among all n lesions when ``n <= exact_max``, else
+    among a random reference sample of ``exact_max`` lesions. Returns two arrays of shape (n,).
+    """
+    n = len(emb)
+    if n < 2:
+        return np.zeros(n), np.ones(n)
+    ref = np.arange(n) if n <= exact_max else np.sort(rng.choice(n, exact_max, replace=False))
+    sq = np.einsum("nd,nd->n", emb, emb)
+    d = sq[:, None] + sq[ref][None, :] - 2.0 * emb @ emb[ref].T  # (n, m)
+    d = np.sqrt(np.clip(d, 0.0, None))
+    d[ref, np.arange(len(ref))] = np.inf  # a lesion is not its own neighbour
+    k_eff = max(min(k, len(ref) - 1), 1)
+    nn = np.argpartition(d, k_eff - 1, axis=1)[:, :k_eff]  # (n, k) indices into ref
+    nn_d = np.take_along_axis(d, nn, axis=1)  # (n, k)
+    knn = nn_d.mean(axis=1)
+    kdist = nn_d.max(axis=1)  # k-distance of every lesion, (n,)
+    kdist_ref = kdist[ref]  # (m,)
+    reach = np.maximum(kdist_ref[nn], nn_d)  # (n, k)
+    lrd = 1.0 / (reach.mean(axis=1) + 1e-12)  # (n,)
+    lrd_ref = lrd[ref]
+    lof = lrd_ref[nn].mean(axis=1) / lrd
+    return knn, lof
+
+
+def _embedding_features(
+    emb: np.ndarray,
+    name: str,
+    codes: np.ndarray,
+    k: int,
+    exact_max: int,
+    random_state: int | None,
+) -> dict[str, np.ndarray]:
+    n, _ = emb.shape
+    valid = ~np.isnan(emb).any(axis=1)
+    e = np.where(valid[:, None], emb, 0.0).astype(np.float64)
+    n_groups = int(codes.max()) + 1 if n else 0
+    count = np.bincount(codes, weights=valid.astype(float), minlength=n_groups)
+    sums = np.zeros((n_groups, e.shape[1]))
+    np.add.at(sums, codes, e)
+    n_other = count[codes] - 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid = (sums[codes] - e) / n_other[:, None]  # (n, D) leave-one-out centroid
+    dist = np.where(n_other > 0, np.linalg.norm(e - np.nan_to_num(centroid), axis=1), 0.0)
+    dist = np.where(valid, dist, np.nan)
+
+    knn = np.full(n, np.nan)
+    lof = np.full(n, np.nan)
+    rng = np.random.default_rng(random_state)
+    idx = np.flatnonzero(valid)
+    order = idx[np.argsort(codes[idx], kind="stable")]
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    for rows in np.split(order, bounds):  # one pass per patient, vectorised within it
+        if len(rows) == 0:
+            continue
+        knn[rows], lof[rows] = _lof_knn(e[rows], k, exact_max, rng)
+    return {
+        f"{name}__centroid_dist": dist,
+        f"{name}__centroid_dist_rank": _group_rank(dist, codes),
+        f"{name}__knn_dist": knn,
+        f"{name}__lof": lof,
+    }
+
+
+def patient_context_features(
+    table: pd.DataFrame,
+    cols: Sequence[str] = (),
+    *,
+    embedding_prefix: str | None = "emb_",
+    by_site: bool = True,
+    patient_col: str = "patient_id",
+    site_col: str = "site",
+    z_floor: float = 0.1,
+    n_neighbors: int = 5,
+    exact_max: int = EXACT_MAX,
+    random_state: int | None = 0,
+) -> pd.DataFrame:
+    """Patient-relative features of lesion columns, leave-one-out against the patient's others.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Lesion table, one row per lesion, with ``patient_col`` and the columns named in ``cols``
+        (and ``site_col`` when ``by_site``).
+    cols : sequence of str
+        Numeric per-lesion columns (e.g. ``"cnn_logit"``, ``"width"``). For each one the output
+        has ``{col}__diff``, ``{col}__z``, ``{col}__rank``, ``{col}__ratio``, ``{col}__same`` and,
+        with ``by_site``, ``{col}__site_diff`` and ``{col}__site_z``.
+    embedding_prefix : str or None
+        Embedding columns (``emb_0000, ...``) are those starting with this prefix; when present the
+        output has ``{name}__centroid_dist``, ``{name}__centroid_dist_rank``, ``{name}__knn_dist``
+        and ``{name}__lof`` where ``name`` is the prefix without its trailing ``_`` (``"emb"``).
+        ``None`` skips embeddings.
+    by_site : bool
+        Add the site-conditioned versions (against the patient's other lesions at the same site;
+        a lesion with a missing site has no same-site others) and ``patient__site_count``.
+    z_floor : float
+        The std in ``z`` is ``sqrt(var_others + (z_floor * global_std) ** 2)``, so small sets with
+        equal values give a finite z instead of a division by zero.
+    n_neighbors : int
+        ``k`` of the kNN distance and the local outlier factor (fewer when the set is smaller).
+    exact_max : int
+        kNN/LOF are exact on sets up to this size; larger sets use a reference sample of this
+        many lesions (drawn with ``random_state``). The total cost is
+        O(sum_p n_p * min(n_p, exact_max) * D), linear in the number of lesions for a fixed cap.
+    random_state : int or None
+        Seed of that reference sample.
+
+    Returns
+    -------
+    DataFrame
+        On ``table.index`` (same row order), float64 columns ``patient__count``, then the
+        columns above. See the module docstring for the values on one-lesion patients.
+
+    Raises
+    ------
+    TableError
+        ``patient_col`` or a column of ``cols`` missing, a non-numeric column, blank patient ids.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TableError(f"expected a lesion table (pandas DataFrame), got {type(table).__name__}")
+    if isinstance(cols, str):
+        cols = [cols]
+    missing = [c for c in [patient_col, *cols] if c not in table.columns]
+    if missing:
+        raise TableError(
+            f"patient_context_features: column(s) {missing} not in the table "
+            f"(columns {list(table.columns)[:20]}); expected {patient_col!r} and each of {list(cols)}"
+        )
+    pid = table[patient_col]
+    if pid.isna().any():
+        bad = np.flatnonzero(pid.isna().to_numpy())[:5]
+        raise TableError(f"column {patient_col!r} is missing at rows {list(bad)}; every lesion needs a patient")
+    codes = pd.factorize(pid.astype(str))[0].astype(np.int64)
+    out: dict[str, np.ndarray] = {}
+    count = np.bincount(codes)[codes].astype(float) if len(codes) else np.zeros(0)
+    out["patient__count"] = count
+
+    site_codes = None
+    if by_site:
+        if site_col not in table.columns:
+            raise TableError(
+                f"by_site=True needs a {site_col!r} column (not in the table); pass by_site=False"
+            )
+        scode = pd.factorize(table[site_col].astype(object))[0].astype(np.int64)  # -1 = missing
+        key = codes * (int(scode.max()) + 2) + scode + 1
+        # a missing site is shared with nobody: each such lesion is its own group
+        key = np.where(scode < 0, -1 - np.arange(len(scode)), key)
+        site_codes = pd.factorize(key)[0].astype(np.int64)
+        out["patient__site_count"] = np.bincount(site_codes)[site_codes].astype(float)
+
+    for col in cols:
+        try:
+            x = pd.to_numeric(table[col], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+        except (ValueError, TypeError) as exc:
+            raise TableError(f"column {col!r} must be numeric for patient context features ({exc})") from exc
+        out.update(_scalar_features(x, col, codes, site_codes, z_floor))
+
+    if embedding_prefix:
+        emb_cols = embedding_columns(table, embedding_prefix)
+        if emb_cols:
+            emb = table[emb_cols].to_numpy(dtype=np.float64, na_value=np.nan)
+            name = embedding_prefix.rstrip("_") or "emb"
+            out.update(_embedding_features(emb, name, codes, n_neighbors, exact_max, random_state))
+    return pd.DataFrame(out, index=table.index)

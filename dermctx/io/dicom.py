@@ -1,0 +1,517 @@
+"""DICOM: wrap a baseline JPEG unchanged in a VL Photographic Image, and read such files back.
+
+Tag map (lesion table -> DICOM), used by :func:`write_dicom` and read back by :func:`read_dicom`
+and :func:`read_dicom_dir`:
+
+=============== ======================================================================
+image_id        SOPInstanceUID = UID derived from the image id; the raw id in the private
+                block ``"dermctx"`` (group 0x0011), element 0x01 (UT)
+patient_id      PatientID; StudyInstanceUID = UID derived from the patient id (one study
+                per patient)
+lesion_id       SeriesDescription and private element 0x02 (UT); SeriesInstanceUID =
+                UID derived from patient and lesion ids (one series per lesion)
+age             PatientAge, whole years as "045Y" (rounded to the nearest year)
+sex             PatientSex "M" / "F" (empty when missing)
+site            AnatomicRegionSequence, one item coded in the local scheme
+                ``99DERMCTX`` (CodeValue = CodeMeaning = the ISIC 2020 site term)
+site_detail     private element 0x03 (UT): the source's raw site term
+source          private element 0x04 (UT)
+width, height   Columns, Rows (from the JPEG frame header)
+=============== ======================================================================
+
+Fixed: Modality ``XC`` (external-camera photography), SOP class VL Photographic Image Storage,
+transfer syntax JPEG Baseline (1.2.840.10008.1.2.4.50), PhotometricInterpretation
+``YBR_FULL_422`` for 3-channel JPEG (``RGB`` when an Adobe marker says the JPEG holds RGB,
+``MONOCHROME2`` for 1 channel), LossyImageCompression ``01`` / ``ISO_10918_1``.
+Labels (target, diagnosis) are never written: join them by image id
+(``read_dicom_dir(folder, labels=csv)``).
+
+The site is coded in a local scheme because the DICOM/SNOMED anatomic terms have no single
+concept for "palms/soles" or "oral/genital", and BodyPartExamined (a CS value) cannot hold the
+"/" of the ISIC terms; a local scheme keeps the table's vocabulary exact on a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID, JPEGBaseline8Bit, VLPhotographicImageStorage, generate_uid
+
+from dermctx.errors import ImageError, TableError, error_record, errors_frame
+from dermctx.table import SITES, normalise_site, validate_table
+
+__all__ = ["PRIVATE_CREATOR", "SITE_SCHEME", "read_dicom", "read_dicom_dir", "write_dicom"]
+
+#: Private creator of the dermctx block (group 0x0011) holding the raw ids.
+PRIVATE_CREATOR = "dermctx"
+PRIVATE_GROUP = 0x0011
+#: Coding scheme of the site in AnatomicRegionSequence (a local scheme: "99" prefix).
+SITE_SCHEME = "99DERMCTX"
+_PRIVATE = {"image_id": 0x01, "lesion_id": 0x02, "site_detail": 0x03, "source": 0x04}
+
+# JPEG start-of-frame markers (all but DHT 0xC4, JPG 0xC8, DAC 0xCC), and the names of the
+# non-baseline ones for error messages.
+_SOF = {0xC0 + i for i in range(16)} - {0xC4, 0xC8, 0xCC}
+_SOF_NAMES = {0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
+              0xC9: "arithmetic-coded", 0xCA: "arithmetic progressive"}
+
+
+def _uid(*parts: str) -> UID:
+    """A deterministic UID from ``parts`` (JSON-encoded so that ("ab", "c") != ("a", "bc"))."""
+    return generate_uid(entropy_srcs=[json.dumps(["dermctx", *parts])])
+
+
+def _jpeg_header(data: bytes, name: str) -> dict[str, Any]:
+    """Parse the marker segments of a JPEG up to its scan; check it is complete baseline JPEG.
+
+    Returns ``{"width", "height", "components", "adobe_transform"}``. Raises :class:`ImageError`
+    for anything that is not a complete 8-bit baseline (SOF0) JPEG.
+    """
+    if data[:2] != b"\xff\xd8":
+        raise ImageError(f"{name}: not a JPEG file (no start-of-image marker); expected a baseline JPEG")
+    pos, n = 2, len(data)
+    frame: dict[str, Any] | None = None
+    adobe: int | None = None
+    while True:
+        while pos < n and data[pos] != 0xFF:  # tolerate stray bytes between segments
+            pos += 1
+        while pos < n and data[pos] == 0xFF:
+            pos += 1
+        if pos + 2 >= n:
+            raise ImageError(f"{name}: truncated JPEG (file ends inside the header, {n} bytes)")
+        marker = data[pos]
+        pos += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            continue
+        if marker == 0xD9:
+            raise ImageError(f"{name}: JPEG has no image data (end-of-image before any scan)")
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        segment = data[pos + 2:pos + length]
+        if length < 2 or pos + length > n:
+            raise ImageError(f"{name}: truncated JPEG (segment 0xFF{marker:02X} runs past the end)")
+        if marker in _SOF:
+            if marker != 0xC0:
+                kind = _SOF_NAMES.get(marker, f"SOF 0xFF{marker:02X}")
+                raise ImageError(
+                    f"{name}: {kind} JPEG; expected baseline JPEG (SOF0), which is what the DICOM "
+                    "JPEG Baseline transfer syntax holds. Re-encode the image as baseline JPEG"
+                )
+            if segment[0] != 8:
+                raise ImageError(f"{name}: {segment[0]}-bit JPEG; expected 8-bit baseline JPEG")
+            frame = {
+                "height": int.from_bytes(segment[1:3], "big"),
+                "width": int.from_bytes(segment[3:5], "big"),
+                "components": segment[5],
+            }
+        elif marker == 0xEE and segment[:5] == b"Adobe" and len(segment) >= 12:
+            adobe = segment[11]
+        elif marker == 0xDA:  # start of scan: entropy-coded data follows, up to end-of-image
+            break
+        pos += length
+    if frame is None:
+        raise ImageError(f"{name}: JPEG has no frame header (SOF0) before its scan")
+    if frame["width"] == 0 or frame["height"] == 0:
+        raise ImageError(f"{name}: JPEG frame header gives size {frame['width']}x{frame['height']}")
+    # Inside entropy-coded data every 0xFF is stuffed (FF00) or a restart marker, so the last
+    # FFD9 after the scan start is the end-of-image marker; a cut-off file has none.
+    if data.rfind(b"\xff\xd9", pos) < 0:
+        raise ImageError(
+            f"{name}: truncated JPEG (no end-of-image marker after the scan; {n} bytes); "
+            "expected a complete file"
+        )
+    frame["adobe_transform"] = adobe
+    return frame
+
+
+def _photometric(info: Mapping[str, Any], name: str) -> str:
+    comps, adobe = info["components"], info["adobe_transform"]
+    if comps == 1:
+        return "MONOCHROME2"
+    if comps == 3:
+        return "RGB" if adobe == 0 else "YBR_FULL_422"
+    raise ImageError(f"{name}: JPEG with {comps} channels (CMYK?); expected 1 (grey) or 3 (colour)")
+
+
+def _get(row: Mapping[str, Any], key: str) -> Any:
+    value = row.get(key) if hasattr(row, "get") else None
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    text = str(value).strip()
+    return text if text else None
+
+
+def _age_string(age: Any, name: str) -> str:
+    if age is None:
+        return ""
+    try:
+        years = float(age)
+    except (TypeError, ValueError):
+        raise TableError(f"{name}: 'age' is {age!r}; expected years in [0, 120] or missing") from None
+    if not math.isfinite(years) or not 0 <= years <= 120:
+        raise TableError(f"{name}: 'age' is {age!r}; expected years in [0, 120] or missing")
+    return f"{round(years):03d}Y"
+
+
+def write_dicom(
+    jpeg_path: str | PathLike[str],
+    row: Mapping[str, Any] | pd.Series,
+    out_path: str | PathLike[str],
+) -> Path:
+    """Wrap a baseline JPEG, byte for byte, in a DICOM VL Photographic Image file.
+
+    Parameters
+    ----------
+    jpeg_path : path
+        An 8-bit baseline JPEG (1 or 3 channels). Its bytes are stored unchanged (encapsulated,
+        never re-encoded), so the DICOM decodes to exactly the JPEG's pixels.
+    row : mapping or Series
+        One lesion-table row: ``image_id`` and ``patient_id`` (required), ``lesion_id``, ``age``,
+        ``sex``, ``site``, ``site_detail``, ``source`` (optional). See the module's tag map.
+    out_path : path
+        The DICOM file to write (parent folders are created).
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+
+    Raises
+    ------
+    ImageError
+        ``jpeg_path`` is missing, not a JPEG, truncated, progressive or otherwise not baseline.
+    TableError
+        ``row`` lacks an image or patient id, or has an age, sex or site outside the table's
+        vocabulary.
+    """
+    jpeg_path, out_path = Path(jpeg_path), Path(out_path)
+    image_id = _get(row, "image_id")
+    where = f"row image_id {image_id!r}" if image_id else "row"
+    for key in ("image_id", "patient_id"):
+        if _get(row, key) is None:
+            raise TableError(f"write_dicom: {where} has no {key!r}; a DICOM file needs one")
+    try:
+        data = jpeg_path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{jpeg_path}: cannot read the JPEG ({exc.strerror or exc})") from exc
+    info = _jpeg_header(data, str(jpeg_path))
+    photometric = _photometric(info, str(jpeg_path))
+
+    patient_id = _get(row, "patient_id")
+    lesion_id = _get(row, "lesion_id") or image_id
+    sex = (_get(row, "sex") or "").lower()
+    if sex not in ("", "male", "female"):
+        raise TableError(f"write_dicom: {where}: 'sex' is {sex!r}; expected male, female or missing")
+    site = (_get(row, "site") or "").lower() or None
+    if site is not None and site not in SITES:
+        raise TableError(f"write_dicom: {where}: 'site' is {site!r}; expected one of {list(SITES)}")
+
+    sop_uid = _uid("image", image_id)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = VLPhotographicImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = VLPhotographicImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = _uid("patient", patient_id)
+    ds.SeriesInstanceUID = _uid("lesion", patient_id, lesion_id)
+    ds.Modality = "XC"
+    ds.PatientID = patient_id
+    ds.PatientName = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = {"male": "M", "female": "F"}.get(sex, "")
+    ds.PatientAge = _age_string(_get(row, "age"), f"write_dicom: {where}")
+    ds.StudyDate = ds.StudyTime = ds.ContentDate = ds.ContentTime = ""
+    ds.AcquisitionDateTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ds.AccessionNumber = ""
+    ds.Manufacturer = ""
+    ds.SeriesNumber = ds.InstanceNumber = None
+    ds.SeriesDescription = lesion_id[:64]
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    region = []
+    if site is not None:
+        item = Dataset()
+        item.CodeValue = site
+        item.CodingSchemeDesignator = SITE_SCHEME
+        item.CodeMeaning = site
+        region.append(item)
+    ds.AnatomicRegionSequence = region
+
+    ds.SamplesPerPixel = 1 if photometric == "MONOCHROME2" else 3
+    ds.PhotometricInterpretation = photometric
+    if ds.SamplesPerPixel == 3:
+        ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = info["height"], info["width"]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    for key, element in _PRIVATE.items():
+        value = image_id if key == "image_id" else lesion_id if key == "lesion_id" else _get(row, key)
+        if value is not None:
+            block.add_new(element, "UT", value)
+
+    ds.PixelData = encapsulate([data])
+    ds["PixelData"].VR = "OB"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out_path, enforce_file_format=True)
+    return out_path
+
+
+def _private(ds: Dataset, key: str) -> str | None:
+    try:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    except KeyError:
+        return None
+    element = _PRIVATE[key]
+    if element not in block:
+        return None
+    value = str(block[element].value).strip()
+    return value or None
+
+
+def _header_record(ds: Dataset, path: Path) -> dict[str, Any]:
+    """The lesion-table fields of one DICOM header (see the module's tag map)."""
+    name = str(path)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageError(f"{name}: DICOM file holds no image (no Rows/Columns); expected an image")
+    image_id = _private(ds, "image_id") or str(ds.get("SOPInstanceUID", "") or "").strip() or None
+    if image_id is None:
+        raise ImageError(f"{name}: no image id (neither the dermctx private block nor SOPInstanceUID)")
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if not patient_id:
+        raise ImageError(f"{name}: PatientID is empty; a lesion table needs a patient id per image")
+    age_text = str(ds.get("PatientAge", "") or "").strip().upper()
+    age = np.nan
+    if age_text:
+        units = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+        try:
+            age = float(age_text[:-1]) * units[age_text[-1]]
+        except (KeyError, ValueError):
+            raise ImageError(f"{name}: PatientAge {age_text!r}; expected a DICOM age such as '045Y'") from None
+    sex = {"M": "male", "F": "female"}.get(str(ds.get("PatientSex", "") or "").strip().upper())
+    site, site_detail = None, _private(ds, "site_detail")
+    for item in ds.get("AnatomicRegionSequence", []) or []:
+        if item.get("CodingSchemeDesignator") == SITE_SCHEME and item.get("CodeValue") in SITES:
+            site = str(item.CodeValue)
+            break
+    if site is None:  # a DICOM not written by dermctx: try its region or body part as a raw term
+        raw = None
+        for item in ds.get("AnatomicRegionSequence", []) or []:
+            raw = item.get("CodeMeaning") or raw
+        raw = raw or ds.get("BodyPartExamined")
+        if raw:
+            mapped, _ = normalise_site(pd.Series([str(raw)], dtype=object))
+            site = mapped.iloc[0] if mapped.iloc[0] in SITES else None
+            site_detail = site_detail or str(raw)
+    return {
+        "image_id": image_id,
+        "patient_id": patient_id,
+        "lesion_id": _private(ds, "lesion_id") or image_id,
+        "age": age,
+        "sex": sex,
+        "site": site,
+        "site_detail": site_detail,
+        "width": int(ds.Columns),
+        "height": int(ds.Rows),
+        "path": name,
+        "source": _private(ds, "source") or "dicom",
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+        "modality": str(ds.get("Modality", "")),
+    }
+
+
+def _dcmread(path: Path, *, stop_before_pixels: bool) -> Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise ImageError(f"{path}: not a DICOM file ({exc}); expected a DICOM Part 10 file") from exc
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def read_dicom(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read one DICOM image: pixels as RGB and the lesion-table fields of its header.
+
+    Pixels are decoded with Pillow (``pydicom.pixels.pixel_array(..., decoding_plugin="pillow")``);
+    YBR data is converted to RGB and grey images are repeated over three channels. For a file
+    written by :func:`write_dicom` the pixels equal Pillow's decode of the original JPEG.
+
+    Returns
+    -------
+    pixels : ndarray of uint8, shape (H, W, 3)
+        RGB pixels.
+    meta : dict
+        ``image_id, patient_id, lesion_id, age`` (years, float or NaN), ``sex, site, site_detail,
+        width, height, path, source, sop_instance_uid, modality`` and
+        ``photometric_interpretation``, ``transfer_syntax``.
+
+    Raises
+    ------
+    ImageError
+        Naming the file: not a DICOM file, no image, no patient id, pixels that cannot be decoded
+        or are not 8-bit single-frame images.
+    """
+    path = Path(path)
+    ds = _dcmread(path, stop_before_pixels=False)
+    meta = _header_record(ds, path)
+    meta["photometric_interpretation"] = str(ds.get("PhotometricInterpretation", ""))
+    meta["transfer_syntax"] = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if "PixelData" not in ds:
+        raise ImageError(f"{path}: DICOM file has no pixel data")
+    try:
+        pixels = pixel_array(ds, decoding_plugin="pillow")
+    except Exception as exc:  # the decoders raise many kinds; name the file whatever it is
+        raise ImageError(f"{path}: cannot decode the pixels ({type(exc).__name__}: {exc})") from exc
+    if pixels.dtype != np.uint8:
+        raise ImageError(f"{path}: pixels are {pixels.dtype}; expected 8-bit images")
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ImageError(f"{path}: pixel array has shape {pixels.shape}; expected one (H, W, 3) frame")
+    return np.ascontiguousarray(pixels), meta
+
+
+def _read_labels(labels: str | PathLike[str] | pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Labels keyed by image id, from a lesion table, an ISIC/HAM CSV or a plain CSV."""
+    from dermctx.io.ham import read_ham10000
+    from dermctx.io.isic import read_isic2020
+
+    if isinstance(labels, pd.DataFrame):
+        frame, name = labels.copy(), "<labels DataFrame>"
+    else:
+        path = Path(labels)
+        name = str(path)
+        if not path.is_file():
+            raise TableError(f"{name}: no such file (expected a labels CSV with image_id)")
+        try:
+            frame = pd.read_csv(path, dtype={c: str for c in ("image_id", "image_name", "patient_id", "lesion_id")})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise TableError(f"{name}: cannot be read as CSV ({exc})") from exc
+    cols = set(frame.columns)
+    if {"image_name", "patient_id"} <= cols:
+        frame = read_isic2020(frame)
+    elif {"lesion_id", "image_id", "dx"} <= cols:
+        frame = read_ham10000(frame)
+    elif "image_name" in cols and "image_id" not in cols:
+        frame = frame.rename(columns={"image_name": "image_id"})
+    if "image_id" not in frame.columns:
+        raise TableError(f"{name}: labels need an 'image_id' (or 'image_name') column; found {list(frame.columns)}")
+    ids = frame["image_id"].astype(str).str.strip()
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise TableError(
+            f"{name}: column 'image_id' repeats at rows {np.flatnonzero(dup)[:5].tolist()}; "
+            "each image needs one label row"
+        )
+    return frame.assign(image_id=ids).set_index("image_id"), name
+
+
+def read_dicom_dir(
+    directory: str | PathLike[str],
+    labels: str | PathLike[str] | pd.DataFrame | None = None,
+    *,
+    recursive: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build a lesion table from the headers of every DICOM file in a folder (no pixel decoding).
+
+    Parameters
+    ----------
+    directory : path
+        Folder to scan. Every regular file (names starting with "." skipped) is tried, whatever
+        its extension, in sorted path order.
+    labels : path or DataFrame, optional
+        Labels joined by image id: a lesion table, an ISIC 2020 or HAM10000 CSV, or any CSV or
+        frame with ``image_id`` (or ``image_name``) and e.g. ``target``, ``diagnosis``. Values
+        from the DICOM header win; a label column fills the columns the header lacks or leaves
+        missing. Label rows with no DICOM file are ignored; files with no label row keep
+        ``target`` missing.
+    recursive : bool
+        Also scan sub-folders.
+
+    Returns
+    -------
+    table : DataFrame
+        The validated lesion table, one row per readable DICOM image, ``path`` set to its file,
+        ``source`` as written (``"dicom"`` for files from elsewhere), plus ``width``, ``height``,
+        ``sop_instance_uid`` and ``modality``.
+    errors : DataFrame
+        The errors table (:func:`dermctx.errors.errors_frame`), one row per file that is not a
+        readable DICOM image or repeats an image id; ``row`` is the file's position in the
+        scan. ``len(table) + len(errors)`` is the number of files scanned.
+
+    Raises
+    ------
+    ImageError
+        ``directory`` is not a folder.
+    TableError
+        ``labels`` cannot be read or lacks ``image_id``, or the joined labels are invalid.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageError(f"{directory}: not a folder (expected a folder of DICOM files)")
+    walker = directory.rglob("*") if recursive else directory.glob("*")
+    files = sorted(
+        p for p in walker
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+    records: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for row, path in enumerate(files):
+        try:
+            record = _header_record(_dcmread(path, stop_before_pixels=True), path)
+        except ImageError as exc:
+            errors.append(error_record(None, row, str(path), "read_dicom_dir", str(exc)))
+            continue
+        if record["image_id"] in seen:
+            errors.append(error_record(
+                record["image_id"], row, str(path), "read_dicom_dir",
+                f"{path}: image_id {record['image_id']!r} was already read from {seen[record['image_id']]}",
+            ))
+            continue
+        seen[record["image_id"]] = str(path)
+        records.append(record)
+    columns = [
+        "image_id", "patient_id", "lesion_id", "age", "sex", "site", "site_detail", "width",
+        "height", "path", "source", "sop_instance_uid", "modality",
+    ]
+    table = pd.DataFrame.from_records(records, columns=columns)
+    table["width"] = table["width"].astype("Int64")
+    table["height"] = table["height"].astype("Int64")
+    name = str(directory)
+    if labels is not None:
+        label_frame, name = _read_labels(labels)
+        name = f"{directory} + {name}"
+        joined = label_frame.reindex(table["image_id"].to_numpy())
+        for col in joined.columns:
+            values = joined[col].to_numpy()
+            if col not in table.columns:
+                table[col] = values
+            elif col not in ("image_id", "path", "source"):
+                table[col] = table[col].astype(object).where(table[col].notna(), values)
+    return validate_table(table, name=name), errors_frame(errors)

@@ -1,0 +1,225 @@
+"""Read one lesion image (JPEG, PNG, DICOM, ...) as a square uint8 RGB array of a given size.
+
+:func:`load_image` is the single entry point every image consumer uses (embeddings, duplicate
+detection, figures). It is built for large dermoscopy originals (ISIC 2020 averages 12.7
+megapixels): a JPEG is decoded at a reduced scale in the DCT domain (Pillow's ``Image.draft``)
+to the smallest scale that still keeps at least :data:`DRAFT_OVERSAMPLE` times the output
+resolution, and only then resized with an antialiasing filter. That is several times faster than
+a full decode and visually indistinguishable from it (see ``benchmarks/image_load.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from dermctx.errors import ImageError
+
+__all__ = ["ASPECTS", "COLOUR_CONSTANCY", "DRAFT_OVERSAMPLE", "colour_constancy", "load_image"]
+
+Aspect = Literal["crop", "pad", "squash"]
+ASPECTS: tuple[str, ...] = ("crop", "pad", "squash")
+COLOUR_CONSTANCY: tuple[str, ...] = ("shades_of_grey", "grey_world")
+
+#: A JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose size is still at least this
+#: many times the resized size (before cropping/padding) in both directions. 2 keeps the result
+#: within ~40 dB PSNR of a full decode; 1 would be faster and blurrier.
+DRAFT_OVERSAMPLE: float = 2.0
+
+_RESAMPLE = Image.Resampling.BICUBIC
+_DICOM_SUFFIXES = {".dcm", ".dicom"}
+
+
+def _source_path(source: Any) -> tuple[Path, str]:
+    """The file a source names, and how to name the source in messages."""
+    if isinstance(source, (str, PathLike)):
+        return Path(source), str(source)
+    if isinstance(source, Mapping) or (hasattr(source, "index") and hasattr(source, "get")):
+        # a lesion-table row (pandas Series) or a dict with a "path" entry
+        path = source.get("path")
+        image_id = source.get("image_id")
+        who = f"image_id {image_id!r}" if image_id is not None else "row"
+        if path is None or (isinstance(path, float) and np.isnan(path)) or str(path).strip() == "":
+            raise ImageError(f"{who}: the lesion-table row has no 'path'; expected an image file path")
+        return Path(str(path)), f"{path} ({who})"
+    raise ImageError(
+        f"expected a path or a lesion-table row with a 'path' entry, got {type(source).__name__}"
+    )
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    if path.suffix:  # a named image format: do not sniff
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _target_size(w: int, h: int, size: int, aspect: str) -> tuple[int, int]:
+    """Size (w, h) the image is resized to before a centre crop ("crop") or padding ("pad").
+
+    The side that sets the scale is exactly ``size``; the other is rounded (at least ``size``
+    for "crop", at most ``size`` and at least 1 for "pad").
+    """
+    if aspect == "squash":
+        return size, size
+    if aspect == "crop":
+        scale = size / min(w, h)
+        tw, th = max(size, round(w * scale)), max(size, round(h * scale))
+    else:
+        scale = size / max(w, h)
+        tw, th = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+    return tw, th
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(np.round(arr).astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        background = Image.new("RGB", im.size, (0, 0, 0))
+        rgba = im.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -> Image.Image:
+    """Decode ``path`` as an RGB PIL image, upright, at a draft scale suited to ``target``."""
+    if not path.exists():
+        raise ImageError(f"{where}: no such file")
+    if _is_dicom(path):
+        from dermctx.io.dicom import read_dicom  # lazy: pydicom only when needed
+
+        try:
+            rgb, _meta = read_dicom(path)
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise ImageError(f"{where}: cannot read DICOM ({type(exc).__name__}: {exc})") from exc
+        return _to_rgb(Image.fromarray(np.ascontiguousarray(rgb)))
+    try:
+        im = Image.open(path)
+        if target is not None and im.format in ("JPEG", "MPO"):
+            tw, th = _target_size(im.width, im.height, target[0], aspect)
+            im.draft("RGB", (int(tw * DRAFT_OVERSAMPLE), int(th * DRAFT_OVERSAMPLE)))
+        im = ImageOps.exif_transpose(im)  # loads the pixels (raises on truncated data)
+        im.load()
+        return _to_rgb(im)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(
+            f"{where}: cannot decode image ({type(exc).__name__}: {exc}); "
+            "expected a readable JPEG, PNG, TIFF or DICOM file"
+        ) from exc
+
+
+def colour_constancy(image: np.ndarray, method: str = "shades_of_grey", power: float = 6.0
+                     ) -> np.ndarray:
+    """Colour-constancy correction of an RGB image.
+
+    Estimates the illuminant as the per-channel Minkowski ``power``-mean (``power=6``:
+    "shades of grey", as used by ISIC 2019/2020 winning entries; ``power=1``: "grey world") and
+    rescales each channel so that the illuminant becomes neutral grey of the same intensity.
+
+    Parameters
+    ----------
+    image : ndarray, uint8, shape (H, W, 3)
+    method : {"shades_of_grey", "grey_world"}
+        ``"grey_world"`` forces ``power=1``.
+    power : float
+        Minkowski norm of "shades_of_grey".
+
+    Returns
+    -------
+    ndarray, uint8, shape (H, W, 3)
+    """
+    if method not in COLOUR_CONSTANCY:
+        raise ImageError(f"colour_constancy must be one of {list(COLOUR_CONSTANCY)} or None, got {method!r}")
+    p = 1.0 if method == "grey_world" else float(power)
+    img = image.astype(np.float32)
+    illum = np.power(np.mean(np.power(img, p), axis=(0, 1)), 1.0 / p)  # (3,)
+    norm = float(np.sqrt(np.sum(illum**2)))
+    if norm == 0.0:  # an all-black image has no illuminant to correct
+        return image.copy()
+    gain = norm / (np.maximum(illum, 1e-6) * np.sqrt(3.0))  # (3,)
+    return np.clip(np.rint(img * gain), 0, 255).astype(np.uint8)
+
+
+def load_image(
+    source: str | PathLike[str] | Mapping[str, Any] | Any,
+    size: int,
+    *,
+    aspect: Aspect = "crop",
+    colour_constancy: str | None = None,
+) -> np.ndarray:
+    """Read an image as a square RGB uint8 array of ``size`` x ``size`` pixels.
+
+    Parameters
+    ----------
+    source : path or lesion-table row
+        A JPEG, PNG, TIFF or DICOM file (DICOM by suffix ``.dcm`` or by its ``DICM`` magic), or a
+        row of a lesion table (a pandas Series or dict) whose ``path`` names one.
+    size : int
+        Output side in pixels.
+    aspect : {"crop", "pad", "squash"}
+        ``"crop"``: resize the short side to ``size`` and centre-crop (timm's eval transform with
+        ``crop_pct=1``); ``"pad"``: resize the long side to ``size`` and centre the image on black;
+        ``"squash"``: resize both sides to ``size``, ignoring the aspect ratio.
+    colour_constancy : {"shades_of_grey", "grey_world"} or None
+        Colour-constancy correction (see :func:`colour_constancy`), applied to the resized image
+        before cropping or padding.
+
+    Returns
+    -------
+    ndarray, uint8, shape (size, size, 3)
+        The upright image (EXIF orientation applied), RGB.
+
+    Raises
+    ------
+    ImageError
+        The file is missing, unreadable or truncated (the message names it), or an argument is
+        not one of the values above.
+    """
+    if aspect not in ASPECTS:
+        raise ImageError(f"aspect must be one of {list(ASPECTS)}, got {aspect!r}")
+    if colour_constancy is not None and colour_constancy not in COLOUR_CONSTANCY:
+        raise ImageError(
+            f"colour_constancy must be one of {list(COLOUR_CONSTANCY)} or None, got {colour_constancy!r}"
+        )
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ImageError(f"size must be a positive integer number of pixels, got {size!r}")
+    size = int(size)
+    path, where = _source_path(source)
+    im = _open(path, where, (size, size), aspect)
+
+    tw, th = _target_size(im.width, im.height, size, aspect)
+    if (tw, th) != im.size:
+        im = im.resize((tw, th), _RESAMPLE)
+    arr = np.asarray(im, dtype=np.uint8)  # (th, tw, 3)
+    if colour_constancy is not None:
+        arr = globals()["colour_constancy"](arr, colour_constancy)
+    if aspect == "crop":
+        top, left = (th - size) // 2, (tw - size) // 2
+        arr = arr[top : top + size, left : left + size]
+    elif aspect == "pad":
+        out = np.zeros((size, size, 3), dtype=np.uint8)
+        top, left = (size - th) // 2, (size - tw) // 2
+        out[top : top + th, left : left + tw] = arr
+        arr = out
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,991 @@
+"""Metrics for melanoma ranking, and patient-level bootstrap confidence intervals.
+
+Every metric takes labels ``y`` (1 = melanoma, 0 = not) and scores ``s`` (higher = more
+suspicious); the patient-aware ones also take ``patient_id``. Lesions of one patient are not
+independent, so uncertainty comes from resampling *patients*: :func:`patient_bootstrap` and
+:func:`paired_bootstrap`. The built-in metrics have vectorised bootstrap paths (each resample is a
+vector of patient weights, never a copied table); any other callable works through a generic loop.
+
+Core metrics: :func:`auc`, :func:`partial_auc` (the ISIC 2024 score), :func:`within_patient_auc`,
+:func:`topk_rate`. Operating points: :func:`roc_curve`, :func:`sensitivity_at_specificity`,
+:func:`specificity_at_sensitivity`. Multi-class: :func:`per_class_metrics`. Calibration:
+:func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_curve`. Subgroups:
+:func:`subgroup_table`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from dermctx.errors import DermctxError
+
+__all__ = [
+    "AGE_BANDS",
+    "METRICS",
+    "BootstrapResult",
+    "MetricError",
+    "OperatingPoint",
+    "PairedBootstrapResult",
+    "RocCurve",
+    "WithinPatientAUC",
+    "age_band",
+    "auc",
+    "brier_score",
+    "expected_calibration_error",
+    "paired_bootstrap",
+    "partial_auc",
+    "patient_bootstrap",
+    "per_class_metrics",
+    "reliability_curve",
+    "roc_curve",
+    "sensitivity_at_specificity",
+    "specificity_at_sensitivity",
+    "subgroup_table",
+    "topk_rate",
+    "within_patient_auc",
+]
+
+
+class MetricError(DermctxError):
+    """A metric is undefined for its input (e.g. an AUC with one class), or the input is bad."""
+
+
+# --- input checks ---------------------------------------------------------------------------
+
+
+def _labels(y: Any, name: str = "y") -> np.ndarray:
+    values = np.asarray(y)
+    if values.ndim != 1:
+        raise MetricError(f"{name} has shape {values.shape}; expected a 1-D array of 0/1 labels")
+    try:
+        out = values.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"{name} must hold 0/1 labels, got dtype {values.dtype}") from exc
+    bad = ~np.isin(out, (0.0, 1.0))
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise MetricError(
+            f"{name} has values other than 0/1 at rows {rows} (e.g. {values[rows[0]]!r}); "
+            "expected 1 (melanoma) or 0, no missing labels"
+        )
+    return out.astype(np.int8)
+
+
+def _scores(s: Any, n: int, name: str = "s") -> np.ndarray:
+    values = np.asarray(s)
+    if values.ndim != 1 or len(values) != n:
+        raise MetricError(f"{name} has shape {values.shape}; expected ({n},), one score per label")
+    try:
+        out = values.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"{name} must hold numbers, got dtype {values.dtype}") from exc
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise MetricError(
+            f"{name} is NaN or infinite at rows {np.flatnonzero(bad)[:5].tolist()}; every lesion needs a score"
+        )
+    return out
+
+
+def _patients(patient_id: Any, n: int) -> np.ndarray:
+    """Patient ids as int codes 0..P-1 (order of first appearance)."""
+    values = pd.Series(np.asarray(patient_id, dtype=object))
+    if values.ndim != 1 or len(values) != n:
+        raise MetricError(f"patient_id has {len(values)} values; expected {n}, one per label")
+    if values.isna().any():
+        rows = np.flatnonzero(values.isna().to_numpy())[:5].tolist()
+        raise MetricError(f"patient_id is missing at rows {rows}; every lesion needs a patient")
+    codes, _ = pd.factorize(values.astype(str))
+    return codes
+
+
+def _both_classes(y: np.ndarray, what: str) -> None:
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        only = "melanoma" if n_pos else "non-melanoma"
+        raise MetricError(
+            f"{what} is undefined: all {len(y)} lesions are {only}; both classes are needed"
+        )
+
+
+# --- core metrics ---------------------------------------------------------------------------
+
+
+def auc(y: Any, s: Any) -> float:
+    """Area under the ROC curve: the chance a random melanoma outscores a random other lesion.
+
+    Ties count one half (the Mann-Whitney statistic; equal to the trapezoidal ROC area).
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        1 = melanoma, 0 = not.
+    s : array-like of shape (n,)
+        Scores, higher = more suspicious.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Raises
+    ------
+    MetricError
+        When ``y`` holds one class only, or labels/scores are malformed.
+    """
+    y = _labels(y)
+    s = _scores(s, len(y))
+    _both_classes(y, "auc")
+    return _auc(y, s)
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s)  # average ranks: ties count one half
+    n_pos = float(y.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def partial_auc(y: Any, s: Any, min_tpr: float = 0.80) -> float:
+    """Partial AUC above a minimum sensitivity, exactly as the ISIC 2024 challenge scores it.
+
+    The labels are flipped (``v = 1 - y``), the ROC of ``-s`` is taken, and its TPR is integrated
+    over FPR in ``[0, 1 - min_tpr]`` with linear interpolation at the cut. In the original terms,
+    this is the area under the ROC where melanoma sensitivity is at least ``min_tpr``.
+
+    Returns
+    -------
+    float in [0, 1 - min_tpr] (0.2 for a perfect ranking at the default ``min_tpr=0.80``)
+    """
+    y = _labels(y)
+    s = _scores(s, len(y))
+    if not 0.0 <= float(min_tpr) < 1.0:
+        raise MetricError(f"min_tpr={min_tpr!r}; expected a number in [0, 1)")
+    _both_classes(y, "partial_auc")
+    order, cut = _roc_order(1 - y, -s)
+    weights = np.ones((1, len(y)))
+    return float(_weighted_roc_area(1 - y[order], weights[:, order], cut, 1.0 - float(min_tpr))[0])
+
+
+def _roc_order(v: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by descending ``score``; ``cut`` marks the last position of each run of equal scores."""
+    order = np.argsort(-score, kind="mergesort")
+    sorted_score = score[order]
+    cut = np.r_[sorted_score[1:] != sorted_score[:-1], True]
+    return order, cut
+
+
+def _weighted_roc_area(v: np.ndarray, w: np.ndarray, cut: np.ndarray, max_fpr: float) -> np.ndarray:
+    """ROC area up to ``max_fpr`` for each row of weights.
+
+    ``v`` (n,) are the positive-class indicators in descending-score order, ``w`` (R, n) the
+    lesion weights per resample in the same order, ``cut`` (n,) the ends of tied-score runs.
+    The ROC through the tied-score points is integrated with the trapezoid rule and cut at
+    ``max_fpr`` with linear interpolation (sklearn's ``roc_curve`` + ``auc``). Returns (R,),
+    NaN where a row has no weight on one class.
+    """
+    tp = np.cumsum(w * v, axis=1)[:, cut]  # (R, T)
+    fp = np.cumsum(w * (1 - v), axis=1)[:, cut]  # (R, T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.concatenate([np.zeros((len(w), 1)), tp / tp[:, -1:]], axis=1)  # (R, T+1)
+        fpr = np.concatenate([np.zeros((len(w), 1)), fp / fp[:, -1:]], axis=1)
+        x0, x1 = fpr[:, :-1], fpr[:, 1:]
+        y0, y1 = tpr[:, :-1], tpr[:, 1:]
+        x1c = np.minimum(x1, max_fpr)
+        frac = np.where(x1 > x0, (x1c - x0) / (x1 - x0), 0.0)
+        y1c = y0 + frac * (y1 - y0)
+        area = np.where(x0 < max_fpr, (x1c - x0) * (y0 + y1c) / 2, 0.0).sum(axis=1)
+    return np.where((tp[:, -1] > 0) & (fp[:, -1] > 0), area, np.nan)
+
+
+class WithinPatientAUC(NamedTuple):
+    """Mean within-patient AUC and the number of patients it averages."""
+
+    value: float
+    n_patients: int
+
+    def __repr__(self) -> str:
+        return f"WithinPatientAUC({self.value:.4f} over {self.n_patients} patients)"
+
+
+def _per_patient_auc(
+    y: np.ndarray, s: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUC of each patient (NaN without both classes) and a mask of the patients that have one."""
+    n_pat = int(codes.max()) + 1 if len(codes) else 0
+    ranks = pd.Series(s).groupby(codes).rank(method="average").to_numpy()
+    n_pos = np.bincount(codes, weights=y, minlength=n_pat)
+    n_all = np.bincount(codes, minlength=n_pat).astype(float)
+    n_neg = n_all - n_pos
+    rank_pos = np.bincount(codes, weights=ranks * y, minlength=n_pat)
+    valid = (n_pos > 0) & (n_neg > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (rank_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where(valid, value, np.nan), valid
+
+
+def within_patient_auc(y: Any, s: Any, patient_id: Any) -> WithinPatientAUC:
+    """AUC within each patient, averaged (unweighted) over patients having both classes.
+
+    It asks the "ugly duckling" question: among one patient's lesions, does the melanoma rank
+    above that patient's other lesions?
+
+    Returns
+    -------
+    WithinPatientAUC
+        ``(value, n_patients)``; ``value`` is NaN when no patient has both classes.
+    """
+    y = _labels(y)
+    s = _scores(s, len(y))
+    codes = _patients(patient_id, len(y))
+    value, valid = _per_patient_auc(y, s, codes)
+    n = int(valid.sum())
+    return WithinPatientAUC(float(value[valid].mean()) if n else float("nan"), n)
+
+
+def _topk_credit(y: np.ndarray, s: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Per patient: expected credit (0..1) of a melanoma among the top ``k``; NaN without melanoma."""
+    n_pat = int(codes.max()) + 1 if len(codes) else 0
+    credit = np.full(n_pat, np.nan)
+    has_mel = np.bincount(codes, weights=y, minlength=n_pat) > 0
+    rows = np.flatnonzero(has_mel[codes])
+    if len(rows) == 0:
+        return credit
+    order = rows[np.lexsort((-s[rows], codes[rows]))]
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1]
+    for lo, hi in zip(starts, np.r_[starts[1:], len(order)], strict=False):
+        idx = order[lo:hi]
+        ss, yy = s[idx], y[idx]
+        if len(idx) <= k:
+            credit[codes[idx[0]]] = 1.0
+            continue
+        t = ss[k - 1]  # k-th highest score
+        above, tied = ss > t, ss == t
+        if yy[above].any():
+            credit[codes[idx[0]]] = 1.0
+            continue
+        m, r, hit = int(tied.sum()), k - int(above.sum()), int(yy[tied].sum())
+        # r of the m tied lesions fill the top k at random: P(at least one of `hit` melanomas)
+        credit[codes[idx[0]]] = 1.0 - math.comb(m - hit, r) / math.comb(m, r)
+    return credit
+
+
+def topk_rate(y: Any, s: Any, patient_id: Any, k: int = 1) -> float:
+    """Share of melanoma patients who have a melanoma among their ``k`` highest-scored lesions.
+
+    Only patients with at least one melanoma count. When lesions tie at the ``k``-th place, the
+    tied places are filled at random and the patient gets the expected credit (e.g. one melanoma
+    tied with one benign lesion for the last place counts one half). A patient with ``k`` or fewer
+    lesions always counts as a hit.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Raises
+    ------
+    MetricError
+        When no patient has a melanoma, or ``k`` < 1.
+    """
+    y = _labels(y)
+    s = _scores(s, len(y))
+    codes = _patients(patient_id, len(y))
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise MetricError(f"topk_rate: k={k!r}; expected an int >= 1")
+    credit = _topk_credit(y, s, codes, int(k))
+    valid = ~np.isnan(credit)
+    if not valid.any():
+        raise MetricError("topk_rate is undefined: no patient has a melanoma")
+    return float(credit[valid].mean())
+
+
+# --- bootstrap ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A metric with its patient-bootstrap percentile CI.
+
+    ``estimate`` is the metric on the data as given; ``low``/``high`` bound the central
+    ``level`` share of the resampled values; ``n_valid`` resamples were defined (a resample
+    without both classes is skipped).
+    """
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    n_valid: int
+    n_patients: int
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.metric} = {self.estimate:.4f} ({self.level:.0%} CI {self.low:.4f} to {self.high:.4f}; "
+            f"{self.n_patients} patients, {self.n_valid}/{self.n_boot} resamples)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PairedBootstrapResult:
+    """Difference ``metric(s1) - metric(s2)`` on the same lesions, with its patient-bootstrap CI.
+
+    ``p_le_0`` is the share of resamples where the difference is <= 0 (a one-sided bootstrap
+    p-value for "s1 is better").
+    """
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    p_le_0: float
+    estimate_1: float
+    estimate_2: float
+    level: float
+    n_boot: int
+    n_valid: int
+    n_patients: int
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.metric}: {self.estimate_1:.4f} - {self.estimate_2:.4f} = {self.estimate:+.4f} "
+            f"({self.level:.0%} CI {self.low:+.4f} to {self.high:+.4f}; P(diff <= 0) = {self.p_le_0:.3f}; "
+            f"{self.n_patients} patients, {self.n_valid}/{self.n_boot} resamples)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON)."""
+        return dict(self.__dict__)
+
+
+def _metric_name(metric: Any) -> str:
+    return metric if isinstance(metric, str) else getattr(metric, "__name__", repr(metric))
+
+
+def _resolve(metric: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(metric):
+        return metric
+    if metric in METRICS:
+        return METRICS[metric]
+    raise MetricError(f"unknown metric {metric!r}; expected a callable or one of {sorted(METRICS)}")
+
+
+def _value(result: Any) -> float:
+    """A metric's number (``WithinPatientAUC`` and other tuples give their first field)."""
+    if isinstance(result, tuple):
+        result = result[0]
+    return float(result)
+
+
+def _takes_patient(func: Callable[..., Any]) -> bool:
+    try:
+        return "patient_id" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Vectorised:
+    """Metric values for a batch of patient-weight vectors, for the built-in metrics.
+
+    Built once per (metric, y, s, patient) with per-patient precomputation; ``__call__`` takes
+    ``W`` (R, P) patient weights (resample counts) and returns (R,) metric values.
+    """
+
+    def __init__(
+        self, func: Callable[..., Any], y: np.ndarray, s: np.ndarray, codes: np.ndarray, kw: dict
+    ):
+        self.codes = codes
+        n_pat = int(codes.max()) + 1
+        if func is auc or func is partial_auc:
+            max_fpr = 1.0 if func is auc else 1.0 - float(kw.get("min_tpr", 0.80))
+            v, score = (y, s) if func is auc else (1 - y, -s)
+            order, self.cut = _roc_order(v, score)
+            self.v, self.lesion_codes, self.max_fpr = v[order], codes[order], max_fpr
+            self.kind = "roc"
+        elif func is within_patient_auc:
+            value, valid = _per_patient_auc(y, s, codes)
+            self.num, self.den, self.kind = np.where(valid, value, 0.0), valid.astype(float), "mean"
+        elif func is topk_rate:
+            credit = _topk_credit(y, s, codes, int(kw.get("k", 1)))
+            valid = ~np.isnan(credit)
+            self.num, self.den, self.kind = (
+                np.where(valid, credit, 0.0),
+                valid.astype(float),
+                "mean",
+            )
+        elif func is brier_score:
+            self.num = np.bincount(codes, weights=(s - y) ** 2, minlength=n_pat)
+            self.den, self.kind = np.bincount(codes, minlength=n_pat).astype(float), "mean"
+        else:
+            raise KeyError(func)
+
+    def __call__(self, W: np.ndarray) -> np.ndarray:
+        if self.kind == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                den = W @ self.den
+                return np.where(den > 0, (W @ self.num) / den, np.nan)
+        out = np.empty(len(W))
+        chunk = max(1, 2_000_000 // max(len(self.v), 1))  # bound memory: ~16 MB per array
+        for lo in range(0, len(W), chunk):
+            w = W[lo : lo + chunk][:, self.lesion_codes]  # (r, n) lesion weights
+            out[lo : lo + chunk] = _weighted_roc_area(self.v, w, self.cut, self.max_fpr)
+        return out
+
+
+_VECTORISED: set[Callable[..., Any]] = set()  # filled below, after the metrics are defined
+
+
+class _Generic:
+    """Metric values by calling ``func`` on each resample's rows (any callable metric)."""
+
+    def __init__(
+        self, func: Callable[..., Any], y: np.ndarray, s: np.ndarray, codes: np.ndarray, kw: dict
+    ):
+        self.func, self.y, self.s, self.kw = func, y, s, kw
+        self.with_patient = _takes_patient(func)
+        order = np.argsort(codes, kind="mergesort")
+        bounds = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1, len(order)]
+        self.rows = [order[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def __call__(self, W: np.ndarray) -> np.ndarray:
+        out = np.full(len(W), np.nan)
+        for r, weights in enumerate(W):
+            drawn = np.repeat(np.arange(len(weights)), weights.astype(int))
+            idx = np.concatenate([self.rows[p] for p in drawn])
+            kw = dict(self.kw)
+            if self.with_patient:  # a patient drawn twice counts as two patients
+                kw["patient_id"] = np.repeat(
+                    np.arange(len(drawn)), [len(self.rows[p]) for p in drawn]
+                )
+            try:
+                out[r] = _value(self.func(self.y[idx], self.s[idx], **kw))
+            except DermctxError:
+                pass  # undefined on this resample (e.g. one class): skipped
+        return out
+
+
+def _evaluator(func: Callable[..., Any], y: np.ndarray, s: np.ndarray, codes: np.ndarray, kw: dict):
+    if func in _VECTORISED:
+        return _Vectorised(func, y, s, codes, kw)
+    return _Generic(func, y, s, codes, kw)
+
+
+def _prepare(metric: Any, y: Any, s: Any, patient_id: Any, name: str = "s"):
+    func = _resolve(metric)
+    y = _labels(y)
+    s = _scores(s, len(y), name)
+    codes = _patients(patient_id, len(y))
+    return func, y, s, codes
+
+
+def _estimate(
+    func: Callable[..., Any], y: np.ndarray, s: np.ndarray, patient_id: Any, kw: dict
+) -> float:
+    kw = dict(kw)
+    if _takes_patient(func):
+        kw["patient_id"] = patient_id
+    return _value(func(y, s, **kw))
+
+
+def _weights(n_pat: int, n_boot: int, seed: int | None) -> np.ndarray:
+    """(n_boot, n_pat) resample counts: each row draws n_pat patients with replacement."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=n_boot).astype(float)
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise MetricError(f"n_boot={n_boot!r}; expected an int >= 1")
+    if not 0.0 < level < 1.0:
+        raise MetricError(f"level={level!r}; expected a number in (0, 1), e.g. 0.95")
+
+
+def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    ok = values[~np.isnan(values)]
+    if len(ok) == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def patient_bootstrap(
+    metric: str | Callable[..., Any],
+    y: Any,
+    s: Any,
+    patient_id: Any,
+    *,
+    n_boot: int = 2000,
+    seed: int | None = 0,
+    level: float = 0.95,
+    **kw: Any,
+) -> BootstrapResult:
+    """A metric with a percentile CI from resampling patients (all of a patient's lesions together).
+
+    Parameters
+    ----------
+    metric : callable or str
+        ``metric(y, s, **kw)`` returning a number (or a tuple whose first field is one), e.g.
+        :func:`auc`; a metric with a ``patient_id`` parameter gets the resampled patients, a
+        patient drawn twice counting as two. A name (``"auc"``, ``"partial_auc"``,
+        ``"within_patient_auc"``, ``"topk_rate"``, ...) picks a built-in metric. The built-ins
+        :func:`auc`, :func:`partial_auc`, :func:`within_patient_auc`, :func:`topk_rate` and
+        :func:`brier_score` are computed vectorised from patient weights (2000 resamples of
+        ~20k lesions in about a second or two); others run one call per resample.
+    y, s, patient_id : array-like of shape (n,)
+        Labels (0/1), scores, patient ids.
+    n_boot : int
+        Number of resamples.
+    seed : int or None
+        Seed of the resampling; the same seed gives the same CI.
+    level : float
+        CI coverage, 0.95 for a 95% CI.
+    **kw
+        Passed to the metric (``min_tpr=`` for :func:`partial_auc`, ``k=`` for :func:`topk_rate`).
+
+    Returns
+    -------
+    BootstrapResult
+        ``estimate`` (on the data as given), ``low``, ``high``, and counts.
+    """
+    _check_boot(n_boot, level)
+    func, y, s, codes = _prepare(metric, y, s, patient_id)
+    estimate = _estimate(func, y, s, codes, kw)
+    n_pat = int(codes.max()) + 1
+    values = _evaluator(func, y, s, codes, kw)(_weights(n_pat, n_boot, seed))
+    low, high = _quantiles(values, level)
+    return BootstrapResult(
+        metric=_metric_name(metric),
+        estimate=estimate,
+        low=low,
+        high=high,
+        level=level,
+        n_boot=int(n_boot),
+        n_valid=int((~np.isnan(values)).sum()),
+        n_patients=n_pat,
+    )
+
+
+def paired_bootstrap(
+    metric: str | Callable[..., Any],
+    y: Any,
+    s1: Any,
+    s2: Any,
+    patient_id: Any,
+    *,
+    n_boot: int = 2000,
+    seed: int | None = 0,
+    level: float = 0.95,
+    **kw: Any,
+) -> PairedBootstrapResult:
+    """Difference ``metric(y, s1) - metric(y, s2)`` of two scores on the same lesions, with a CI.
+
+    Both scores are evaluated on the same patient resamples, so the CI reflects the
+    correlation between them (much narrower than two separate CIs would suggest).
+
+    Returns
+    -------
+    PairedBootstrapResult
+        ``estimate`` (the difference), ``low``, ``high``, ``p_le_0`` (share of resamples with
+        difference <= 0), ``estimate_1``, ``estimate_2`` and counts.
+    """
+    _check_boot(n_boot, level)
+    func, y, s1, codes = _prepare(metric, y, s1, patient_id, "s1")
+    s2 = _scores(s2, len(y), "s2")
+    e1, e2 = _estimate(func, y, s1, codes, kw), _estimate(func, y, s2, codes, kw)
+    n_pat = int(codes.max()) + 1
+    W = _weights(n_pat, n_boot, seed)
+    diff = _evaluator(func, y, s1, codes, kw)(W) - _evaluator(func, y, s2, codes, kw)(W)
+    ok = diff[~np.isnan(diff)]
+    low, high = _quantiles(diff, level)
+    return PairedBootstrapResult(
+        metric=_metric_name(metric),
+        estimate=e1 - e2,
+        low=low,
+        high=high,
+        p_le_0=float((ok <= 0).mean()) if len(ok) else float("nan"),
+        estimate_1=e1,
+        estimate_2=e2,
+        level=level,
+        n_boot=int(n_boot),
+        n_valid=len(ok),
+        n_patients=n_pat,
+    )
+
+
+# --- operating points -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """ROC curve: ``fpr``, ``tpr`` (shape (T+1,), starting at (0, 0)) at ``thresholds``.
+
+    Point ``i`` is the rule "melanoma if score >= thresholds[i]"; ``thresholds[0]`` is ``+inf``.
+    """
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+    def __repr__(self) -> str:
+        return (
+            f"RocCurve({len(self.fpr)} points, AUC {float(np.trapezoid(self.tpr, self.fpr)):.4f})"
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Columns ``threshold, fpr, tpr, specificity, sensitivity``."""
+        return pd.DataFrame(
+            {
+                "threshold": self.thresholds,
+                "fpr": self.fpr,
+                "tpr": self.tpr,
+                "specificity": 1.0 - self.fpr,
+                "sensitivity": self.tpr,
+            }
+        )
+
+
+def roc_curve(y: Any, s: Any) -> RocCurve:
+    """The ROC curve, one point per distinct score (plus the origin).
+
+    Returns
+    -------
+    RocCurve
+        ``fpr``, ``tpr`` and ``thresholds``, each of shape (T+1,), T = number of distinct scores,
+        thresholds decreasing.
+    """
+    y = _labels(y)
+    s = _scores(s, len(y))
+    _both_classes(y, "roc_curve")
+    order, cut = _roc_order(y, s)
+    tp = np.cumsum(y[order])[cut]
+    fp = np.cumsum(1 - y[order])[cut]
+    return RocCurve(
+        fpr=np.r_[0.0, fp / fp[-1]],
+        tpr=np.r_[0.0, tp / tp[-1]],
+        thresholds=np.r_[np.inf, s[order][cut]],
+    )
+
+
+class OperatingPoint(NamedTuple):
+    """A threshold on the ROC curve: "melanoma if score >= threshold"."""
+
+    sensitivity: float
+    specificity: float
+    threshold: float
+
+    def __repr__(self) -> str:
+        return (
+            f"OperatingPoint(sensitivity={self.sensitivity:.4f}, specificity={self.specificity:.4f}, "
+            f"threshold={self.threshold:.6g})"
+        )
+
+
+def _check_rate(value: float, name: str) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise MetricError(f"{name}={value!r}; expected a number in [0, 1]")
+    return float(value)
+
+
+def sensitivity_at_specificity(y: Any, s: Any, specificity: float = 0.90) -> OperatingPoint:
+    """The highest sensitivity of a threshold whose specificity is at least ``specificity``.
+
+    Only thresholds a user can apply count (points of :func:`roc_curve`, no interpolation
+    between them), so the point reported is reachable and its specificity may exceed the target.
+    """
+    spec = _check_rate(specificity, "specificity")
+    curve = roc_curve(y, s)
+    ok = 1.0 - curve.fpr >= spec - 1e-12
+    i = np.flatnonzero(ok)[np.argmax(curve.tpr[ok])]  # the origin always qualifies
+    return OperatingPoint(
+        float(curve.tpr[i]), float(1.0 - curve.fpr[i]), float(curve.thresholds[i])
+    )
+
+
+def specificity_at_sensitivity(y: Any, s: Any, sensitivity: float = 0.95) -> OperatingPoint:
+    """The highest specificity of a threshold whose sensitivity is at least ``sensitivity``.
+
+    Only thresholds of :func:`roc_curve` count (no interpolation); see
+    :func:`sensitivity_at_specificity`.
+    """
+    sens = _check_rate(sensitivity, "sensitivity")
+    curve = roc_curve(y, s)
+    ok = curve.tpr >= sens - 1e-12
+    i = np.flatnonzero(ok)[np.argmin(curve.fpr[ok])]  # the last point (tpr 1) always qualifies
+    return OperatingPoint(
+        float(curve.tpr[i]), float(1.0 - curve.fpr[i]), float(curve.thresholds[i])
+    )
+
+
+# --- multi-class ----------------------------------------------------------------------------
+
+
+def per_class_metrics(
+    y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None
+) -> pd.DataFrame:
+    """One-vs-rest precision, sensitivity, specificity and accuracy per class (as Ding et al.).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+        True and predicted class labels (e.g. HAM10000 ``dx`` codes). No missing values.
+    labels : sequence, optional
+        Classes to report, in this order; default the sorted union of both arrays.
+
+    Returns
+    -------
+    DataFrame indexed by class
+        ``n`` (true count), ``tp, fp, fn, tn``, ``precision`` TP/(TP+FP), ``sensitivity``
+        TP/(TP+FN), ``specificity`` TN/(TN+FP), ``accuracy`` (TP+TN)/n_total; NaN where a
+        denominator is zero.
+    """
+    t = pd.Series(np.asarray(y_true, dtype=object))
+    p = pd.Series(np.asarray(y_pred, dtype=object))
+    if len(t) != len(p):
+        raise MetricError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
+    for name, v in (("y_true", t), ("y_pred", p)):
+        if v.isna().any():
+            raise MetricError(
+                f"{name} is missing at rows {np.flatnonzero(v.isna().to_numpy())[:5].tolist()}"
+            )
+    if labels is None:
+        labels = sorted(set(t) | set(p), key=str)
+    rows = []
+    total = len(t)
+    for c in labels:
+        tp = int(((t == c) & (p == c)).sum())
+        fp = int(((t != c) & (p == c)).sum())
+        fn = int(((t == c) & (p != c)).sum())
+        tn = total - tp - fp - fn
+        rows.append(
+            {
+                "class": c,
+                "n": tp + fn,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "tn": tn,
+                "precision": tp / (tp + fp) if tp + fp else np.nan,
+                "sensitivity": tp / (tp + fn) if tp + fn else np.nan,
+                "specificity": tn / (tn + fp) if tn + fp else np.nan,
+                "accuracy": (tp + tn) / total if total else np.nan,
+            }
+        )
+    return pd.DataFrame(rows).set_index("class")
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+
+def _probabilities(p: Any, n: int) -> np.ndarray:
+    p = _scores(p, n, "p")
+    bad = (p < 0) | (p > 1)
+    if bad.any():
+        raise MetricError(
+            f"p has values outside [0, 1] at rows {np.flatnonzero(bad)[:5].tolist()}; "
+            "calibration needs probabilities, not logits or ranks"
+        )
+    return p
+
+
+def brier_score(y: Any, p: Any) -> float:
+    """Mean squared difference between the melanoma probability ``p`` and the label (lower is better)."""
+    y = _labels(y)
+    p = _probabilities(p, len(y))
+    if len(y) == 0:
+        raise MetricError("brier_score of no lesions is undefined")
+    return float(np.mean((p - y) ** 2))
+
+
+def reliability_curve(y: Any, p: Any, n_bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
+    """Reliability (calibration) curve data: observed melanoma rate per bin of predicted probability.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of bins.
+    strategy : {"uniform", "quantile"}
+        Equal-width bins on [0, 1], or bins holding equal numbers of lesions (useful when, as with
+        melanoma, most probabilities are near 0).
+
+    Returns
+    -------
+    DataFrame, one row per non-empty bin
+        ``lower, upper`` (bin edges), ``n`` (lesions), ``mean_predicted``, ``observed_rate``,
+        ``gap`` (observed - predicted). Plot ``observed_rate`` against ``mean_predicted``.
+    """
+    y = _labels(y)
+    p = _probabilities(p, len(y))
+    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise MetricError(f"n_bins={n_bins!r}; expected an int >= 1")
+    if strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    elif strategy == "quantile":
+        edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1)))
+        edges[0], edges[-1] = 0.0, 1.0
+    else:
+        raise MetricError(f"strategy={strategy!r}; expected 'uniform' or 'quantile'")
+    # bins are [lower, upper), the last one closed
+    b = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
+    n = np.bincount(b, minlength=len(edges) - 1)
+    keep = n > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(b, weights=p, minlength=len(edges) - 1) / n
+        rate = np.bincount(b, weights=y, minlength=len(edges) - 1) / n
+    return pd.DataFrame(
+        {
+            "lower": edges[:-1][keep],
+            "upper": edges[1:][keep],
+            "n": n[keep],
+            "mean_predicted": mean_p[keep],
+            "observed_rate": rate[keep],
+            "gap": (rate - mean_p)[keep],
+        }
+    )
+
+
+def expected_calibration_error(
+    y: Any, p: Any, n_bins: int = 10, strategy: str = "uniform"
+) -> float:
+    """Expected calibration error: ``sum_b n_b / n * |observed_rate_b - mean_predicted_b|``.
+
+    Bins as in :func:`reliability_curve`. 0 = perfectly calibrated (at that binning).
+    """
+    curve = reliability_curve(y, p, n_bins=n_bins, strategy=strategy)
+    if curve["n"].sum() == 0:
+        raise MetricError("expected_calibration_error of no lesions is undefined")
+    return float((curve["n"] * curve["gap"].abs()).sum() / curve["n"].sum())
+
+
+# --- subgroups ------------------------------------------------------------------------------
+
+#: Metrics known by name (to :func:`patient_bootstrap`, :func:`subgroup_table`).
+METRICS: dict[str, Callable[..., Any]] = {
+    "auc": auc,
+    "partial_auc": partial_auc,
+    "within_patient_auc": within_patient_auc,
+    "topk_rate": topk_rate,
+    "brier_score": brier_score,
+    "expected_calibration_error": expected_calibration_error,
+}
+_VECTORISED.update({auc, partial_auc, within_patient_auc, topk_rate, brier_score})
+
+#: Age bands of :func:`subgroup_table` (years, [lower, upper)).
+AGE_BANDS: tuple[tuple[float, float, str], ...] = (
+    (0, 30, "<30"),
+    (30, 45, "30-44"),
+    (45, 60, "45-59"),
+    (60, 75, "60-74"),
+    (75, math.inf, "75+"),
+)
+
+
+def age_band(age: Any) -> pd.Series:
+    """Age in years -> band label of :data:`AGE_BANDS`; missing -> ``"unknown"``."""
+    age = pd.to_numeric(pd.Series(age), errors="coerce").to_numpy(float)
+    out = np.full(len(age), "unknown", dtype=object)
+    for lo, hi, name in AGE_BANDS:
+        out[(age >= lo) & (age < hi)] = name
+    return pd.Series(out)
+
+
+def subgroup_table(
+    table: pd.DataFrame,
+    score_col: str,
+    by: Sequence[str] = ("sex", "age_band", "site", "source"),
+    metrics: Sequence[str] | Mapping[str, Callable[..., Any]] = ("auc",),
+    *,
+    target_col: str = "target",
+    patient_col: str = "patient_id",
+    n_boot: int = 1000,
+    seed: int | None = 0,
+    level: float = 0.95,
+    include_all: bool = True,
+) -> pd.DataFrame:
+    """Every metric by subgroup, with image, patient and melanoma counts and patient-bootstrap CIs.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A lesion table with ``target_col``, ``patient_col`` and ``score_col``.
+    score_col : str
+        The column of scores (probabilities for the calibration metrics).
+    by : sequence of str
+        Columns to split by. ``"age_band"`` is derived from ``age`` (:data:`AGE_BANDS`) unless
+        the table has it. Missing values form an ``"unknown"`` subgroup: no row is dropped.
+    metrics : sequence of names or mapping name -> callable
+        Names from :data:`METRICS`, or your own ``metric(y, s, **kw)`` callables.
+    include_all : bool
+        Add a first row ``by="all", group="all"`` with the whole table.
+
+    Returns
+    -------
+    DataFrame, one row per (by, group)
+        ``by, group, n_images, n_patients, n_melanomas`` and per metric ``<m>``, ``<m>_low``,
+        ``<m>_high``. A metric undefined in a subgroup (e.g. AUC without melanomas) is NaN.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise MetricError(
+            f"subgroup_table: expected a lesion table (DataFrame), got {type(table).__name__}"
+        )
+    for col in (score_col, target_col, patient_col):
+        if col not in table.columns:
+            raise MetricError(
+                f"subgroup_table: the table has no column {col!r} (found {list(table.columns)[:20]})"
+            )
+    funcs = dict(metrics) if isinstance(metrics, Mapping) else {m: _resolve(m) for m in metrics}
+    columns: dict[str, pd.Series] = {}
+    for col in by:
+        if col == "age_band" and col not in table.columns:
+            if "age" not in table.columns:
+                raise MetricError("subgroup_table: by='age_band' needs an 'age' column")
+            columns[col] = age_band(table["age"].to_numpy())
+        elif col not in table.columns:
+            raise MetricError(f"subgroup_table: the table has no column {col!r} to group by")
+        else:
+            raw = table[col].astype(object).reset_index(drop=True)
+            blank = raw.isna() | (raw.astype(str).str.strip() == "")
+            columns[col] = raw.where(~blank, "unknown").astype(str)
+    y = _labels(table[target_col].to_numpy(), target_col)
+    s = _scores(table[score_col].to_numpy(), len(y), score_col)
+    pid = table[patient_col].astype(str).to_numpy()
+
+    cells: list[tuple[str, str, np.ndarray]] = []
+    if include_all:
+        cells.append(("all", "all", np.ones(len(y), dtype=bool)))
+    for col, values in columns.items():
+        for group in sorted(values.unique(), key=lambda g: (g == "unknown", g)):
+            cells.append((col, group, (values == group).to_numpy()))
+
+    rows = []
+    for col, group, mask in cells:
+        row: dict[str, Any] = {
+            "by": col,
+            "group": group,
+            "n_images": int(mask.sum()),
+            "n_patients": int(pd.unique(pid[mask]).size),
+            "n_melanomas": int(y[mask].sum()),
+        }
+        for name, func in funcs.items():
+            try:
+                res = patient_bootstrap(
+                    func, y[mask], s[mask], pid[mask], n_boot=n_boot, seed=seed, level=level
+                )
+                row[name], row[f"{name}_low"], row[f"{name}_high"] = res.estimate, res.low, res.high
+            except DermctxError:
+                row[name] = row[f"{name}_low"] = row[f"{name}_high"] = np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

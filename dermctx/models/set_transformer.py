@@ -1,0 +1,733 @@
+"""The set-transformer "ugly duckling" model: score each lesion against the patient's other lesions.
+
+:class:`SetTransformer` is a torch module over padded lesion sets: ``(B, N, D)`` features and a
+``(B, N)`` mask (True = a real lesion) in, one logit per lesion out. It is built from the small
+blocks of Lee et al. (2019), "Set Transformer": :class:`MAB`, :class:`SAB`, :class:`ISAB`. Each
+lesion's score comes from the permutation-equivariant encoder output, never from a pooled vector.
+
+:class:`SetRanker` is the scikit-learn estimator around it: it reads a lesion table, groups rows
+by ``patient_id`` into sets, standardises features, trains with an imbalance-weighted loss and early
+stopping on held-out patients, and returns per-lesion probabilities in input order. See
+``docs/set_transformer.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from dermctx.errors import ModelError, TableError
+from dermctx.table import describe_rows, embedding_columns
+
+__all__ = ["ISAB", "MAB", "SAB", "SetRanker", "SetTransformer", "SetTransformerConfig"]
+
+_STATE_FORMAT = "dermctx.SetRanker/1"
+
+
+# --- the torch module -------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class SetTransformerConfig:
+    """Sizes of a :class:`SetTransformer` (all keyword-only).
+
+    Attributes
+    ----------
+    d_in : int
+        Features per lesion.
+    d_model : int
+        Width of the encoder.
+    n_heads : int
+        Attention heads; must divide ``d_model``.
+    n_inducing : int
+        Inducing points per :class:`ISAB` block (cost O(N * n_inducing)); 0 uses full
+        self-attention (:class:`SAB`, cost O(N²)).
+    n_blocks : int
+        Encoder blocks.
+    dropout : float
+        Dropout on attention weights and residual branches.
+    context : bool
+        True: each lesion sees its own features and its difference from the patient's mean, then
+        attends to the set. False: the same embedding, MLPs and head without any set context (a
+        per-lesion baseline of the same size).
+    """
+
+    d_in: int
+    d_model: int = 32
+    n_heads: int = 4
+    n_inducing: int = 8
+    n_blocks: int = 1
+    dropout: float = 0.1
+    context: bool = True
+
+    def __post_init__(self) -> None:
+        if self.d_in < 1 or self.d_model < 1 or self.n_heads < 1 or self.n_blocks < 0:
+            raise ModelError(f"SetTransformerConfig: sizes must be positive, got {self}")
+        if self.d_model % self.n_heads:
+            raise ModelError(
+                f"SetTransformerConfig: n_heads={self.n_heads} must divide d_model={self.d_model}"
+            )
+        if self.n_inducing < 0 or not 0.0 <= self.dropout < 1.0:
+            raise ModelError(
+                f"SetTransformerConfig: need n_inducing >= 0 and dropout in [0, 1), got {self}"
+            )
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward layer, width 2 * d."""
+
+    def __init__(self, d: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, 2 * d)
+        self.proj = nn.Linear(2 * d, d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, N, D)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of queries over a padded set, with a learned null slot.
+
+    Every query may also attend to one learned "null" key/value, so a query facing a set with no
+    real element (an all-padding set) gets a defined output instead of NaN from a softmax over
+    nothing. Scores are scaled per head, by 1/sqrt(head width), inside
+    ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.proj = nn.Linear(d, d)
+        self.null = nn.Parameter(torch.zeros(1, 1, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        B, Nq, D = q.shape
+        H = self.n_heads
+        kv = torch.cat([self.null.expand(B, 1, D), kv], dim=1)  # (B, 1+Nk, D)
+        q = self.q(q).view(B, Nq, H, D // H).transpose(1, 2)  # (B, H, Nq, D/H)
+        k, v = self.kv(kv).split(D, dim=2)  # (B, 1+Nk, D) each
+        k = k.view(B, -1, H, D // H).transpose(1, 2)  # (B, H, 1+Nk, D/H)
+        v = v.view(B, -1, H, D // H).transpose(1, 2)  # (B, H, 1+Nk, D/H)
+        attn_mask = None
+        if kv_mask is not None:
+            attn_mask = F.pad(kv_mask, (1, 0), value=True)[:, None, None, :]  # (B, 1, 1, 1+Nk)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, Nq, D/H)
+        y = y.transpose(1, 2).reshape(B, Nq, D)  # (B, Nq, D)
+        return self.drop(self.proj(y))
+
+
+class MAB(nn.Module):
+    """Multihead attention block: queries attend to a set, then an MLP (pre-LayerNorm residuals)."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_q, self.ln_kv, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, n_heads, dropout)
+        self.mlp = MLP(d, dropout)
+
+    def forward(
+        self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        q = q + self.attn(self.ln_q(q), self.ln_kv(kv), kv_mask)  # (B, Nq, D)
+        return q + self.mlp(self.ln_2(q))  # (B, Nq, D)
+
+
+class SAB(MAB):
+    """Set attention block: every lesion attends to every real lesion of its set. O(N²)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, x, mask)  # (B, N, D)
+
+
+class ISAB(nn.Module):
+    """Induced set attention block: M learned inducing points summarise the set, the lesions
+    attend to the summary. O(N * M)."""
+
+    def __init__(self, d: int, n_heads: int, n_inducing: int, dropout: float) -> None:
+        super().__init__()
+        self.inducing = nn.Parameter(torch.randn(1, n_inducing, d))
+        self.mab_in = MAB(d, n_heads, dropout)
+        self.mab_out = MAB(d, n_heads, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.mab_in(self.inducing.expand(x.shape[0], -1, -1), x, mask)  # (B, M, D)
+        return self.mab_out(x, h)  # (B, N, D)
+
+
+class _PerLesion(nn.Module):
+    """The MLPs of an ISAB without its attention: the no-context baseline's block."""
+
+    def __init__(self, d: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.mlp_1, self.mlp_2 = MLP(d, dropout), MLP(d, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.mlp_1(self.ln_1(x))  # (B, N, D)
+        return x + self.mlp_2(self.ln_2(x))  # (B, N, D)
+
+
+class SetTransformer(nn.Module):
+    """One logit per lesion from a permutation-equivariant encoder over the patient's lesions.
+
+    Each lesion enters as its features ``x`` and, with ``config.context``, its difference from the
+    mean of the real lesions of its set (the "ugly duckling" cue: how unlike the patient's other
+    lesions it is); attention blocks then refine that comparison.
+
+    Permuting the lesions of a set permutes the logits the same way; padded slots do not change
+    the logits of real lesions; a one-lesion set and an all-padding set give finite values.
+    """
+
+    def __init__(self, config: SetTransformerConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Linear(2 * c.d_in if c.context else c.d_in, c.d_model)
+        if not c.context:
+            blocks: list[nn.Module] = [_PerLesion(c.d_model, c.dropout) for _ in range(c.n_blocks)]
+        elif c.n_inducing > 0:
+            blocks = [ISAB(c.d_model, c.n_heads, c.n_inducing, c.dropout) for _ in range(c.n_blocks)]
+        else:
+            blocks = [SAB(c.d_model, c.n_heads, c.dropout) for _ in range(c.n_blocks)]
+        self.blocks = nn.ModuleList(blocks)
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, N)`` for features ``x`` ``(B, N, d_in)`` and ``mask`` ``(B, N)`` bool
+        (True = a real lesion; None = all real). Padded slots get logit 0."""
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        x = x.masked_fill(~mask[..., None], 0.0)  # (B, N, d_in): padding never leaks, even NaN
+        if self.config.context:
+            count = mask.sum(1, keepdim=True).clamp(min=1)[..., None]  # (B, 1, 1)
+            mean = x.sum(1, keepdim=True) / count  # (B, 1, d_in)
+            x = torch.cat([x, (x - mean).masked_fill(~mask[..., None], 0.0)], dim=2)  # (B, N, 2*d_in)
+        h = self.embed(x)  # (B, N, D)
+        for block in self.blocks:
+            h = block(h, mask)  # (B, N, D)
+        logits = self.head(self.ln_f(h)).squeeze(2)  # (B, N)
+        return logits.masked_fill(~mask, 0.0)
+
+
+# --- the estimator ----------------------------------------------------------------------------
+
+
+def _pad_index(sets: list[np.ndarray], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of ``sets`` padded with ``fill``: ``(B, N_max)`` long and its mask (True = real)."""
+    width = max(len(s) for s in sets)
+    idx = np.full((len(sets), width), fill, dtype=np.int64)
+    for i, s in enumerate(sets):
+        idx[i, : len(s)] = s
+    idx_t = torch.from_numpy(idx)
+    return idx_t, idx_t != fill
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _split_large(sets: list[np.ndarray], max_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split every set larger than ``max_size`` at random into ceil(n / max_size) near-equal parts."""
+    out: list[np.ndarray] = []
+    for s in sets:
+        if len(s) <= max_size:
+            out.append(s)
+        else:
+            parts = math.ceil(len(s) / max_size)
+            out.extend(np.array_split(rng.permutation(s), parts))
+    return out
+
+
+class SetRanker(ClassifierMixin, BaseEstimator):
+    """Melanoma probability of each lesion, judged against the patient's other lesions.
+
+    A :class:`SetTransformer` over each patient's lesion set, behind the scikit-learn estimator
+    contract. ``X`` is a lesion table: a DataFrame with ``patient_id`` and numeric feature
+    columns; a lesion's context is the other rows of ``X`` with the same ``patient_id``.
+
+    Parameters
+    ----------
+    embedding_prefix : str or None
+        Columns starting with this prefix are features (default the ``emb_*`` columns); None for
+        none.
+    features : list of str, optional
+        Extra numeric columns used as features (for example ``["age", "cnn_logit"]``).
+    context : bool
+        False gives the per-lesion baseline of the same size (no attention, no patient mean).
+    d_model, n_heads, n_inducing, n_blocks, dropout
+        Sizes of the :class:`SetTransformerConfig`.
+    max_set_size : int
+        Sets with more lesions are split at random into ``ceil(n / max_set_size)`` near-equal parts,
+        each scored as its own set (redrawn each epoch in fit; drawn once from ``random_state`` when
+        predicting). The largest SIIM-ISIC 2020 patient has 115 images, so the default of 256
+        never splits there.
+    batch_size : int
+        Sets (patients) per optimisation step.
+    max_epochs : int
+        Upper bound on passes over the training patients.
+    learning_rate, weight_decay : float
+        AdamW settings.
+    pos_weight : "balanced", float or None
+        Weight of melanomas in the binary cross-entropy: "balanced" = n_negative / n_positive,
+        None = 1. The logit is shifted back by log(pos_weight) in :meth:`decision_function`, so
+        probabilities stay on the scale of the data's base rate (ranking is unchanged).
+    early_stopping : bool
+        Hold out ``validation_fraction`` of the patients (stratified by whether the patient has a
+        melanoma), keep the epoch with the best AUC on them, stop after ``n_iter_no_change``
+        epochs without improvement. The model is not refitted on the held-out patients.
+    validation_fraction : float
+        Fraction of patients held out for early stopping.
+    n_iter_no_change : int
+        Patience of early stopping, in epochs.
+    random_state : int
+        Seed of weights, batches, dropout and the inner split: the same seed and data give the
+        same model (on the same torch build and thread count). The global torch RNG is left as
+        it was.
+    n_threads : int or None
+        Torch intra-op threads while fitting and predicting (the previous setting is restored
+        afterwards). The default 1 is as fast as more threads for these small models, does not
+        fight other processes for cores, and makes results independent of the core count.
+        None leaves torch's setting alone.
+    verbose : bool
+        Print one line per epoch.
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str
+        The input columns used, in order (embedding columns, then ``features``).
+    n_features_in_ : int
+    classes_ : ndarray, [0, 1]
+    model_ : SetTransformer
+        The trained module (in eval mode).
+    config_ : SetTransformerConfig
+    median_, mean_, scale_ : ndarray
+        Imputation medians (per input column) and standardisation (per model input column).
+    missing_indicator_ : ndarray of int
+        Input columns that had missing values in fit; each gets a 0/1 indicator column.
+    pos_weight_ : float
+    best_epoch_, n_epochs_ : int
+        The epoch kept (1-based) and the number of epochs run.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss`` and ``val_auc`` (NaN without early stopping).
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_prefix: str | None = "emb_",
+        features: list[str] | None = None,
+        context: bool = True,
+        d_model: int = 32,
+        n_heads: int = 4,
+        n_inducing: int = 8,
+        n_blocks: int = 1,
+        dropout: float = 0.1,
+        max_set_size: int = 256,
+        batch_size: int = 32,
+        max_epochs: int = 40,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 1e-4,
+        pos_weight: str | float | None = "balanced",
+        early_stopping: bool = True,
+        validation_fraction: float = 0.2,
+        n_iter_no_change: int = 6,
+        random_state: int = 0,
+        n_threads: int | None = 1,
+        verbose: bool = False,
+    ) -> None:
+        self.embedding_prefix = embedding_prefix
+        self.features = features
+        self.context = context
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_inducing = n_inducing
+        self.n_blocks = n_blocks
+        self.dropout = dropout
+        self.max_set_size = max_set_size
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.pos_weight = pos_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # -- input handling ------------------------------------------------------------------------
+
+    def _feature_columns(self, X: pd.DataFrame) -> list[str]:
+        cols = embedding_columns(X, self.embedding_prefix) if self.embedding_prefix else []
+        for col in self.features or []:
+            if col not in X.columns:
+                raise TableError(f"SetRanker: feature column {col!r} is not in the table "
+                                 f"(columns {list(X.columns)[:20]})")
+            if col not in cols:
+                cols.append(col)
+        if not cols:
+            raise TableError(
+                f"SetRanker: no feature columns: none start with {self.embedding_prefix!r} and "
+                f"features={self.features!r} (columns {list(X.columns)[:20]})"
+            )
+        return cols
+
+    @staticmethod
+    def _patient_codes(X: pd.DataFrame) -> np.ndarray:
+        if not isinstance(X, pd.DataFrame):
+            raise TableError(
+                f"SetRanker: X must be a lesion table (pandas DataFrame with 'patient_id'), "
+                f"got {type(X).__name__}"
+            )
+        if "patient_id" not in X.columns:
+            raise TableError(
+                f"SetRanker: X has no 'patient_id' column (columns {list(X.columns)[:20]}); "
+                "lesions are grouped into sets by patient"
+            )
+        pid = X["patient_id"]
+        blank = (pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()
+        if blank.any():
+            raise TableError(
+                f"SetRanker: column 'patient_id' is missing or blank at {describe_rows(X, blank)}; "
+                "every lesion needs a patient"
+            )
+        codes, _ = pd.factorize(pid.astype(str).str.strip())
+        return codes
+
+    def _matrix(self, X: pd.DataFrame, cols: list[str]) -> np.ndarray:
+        """The raw feature matrix ``(n, len(cols))`` float64 (NaN = missing)."""
+        missing = [c for c in cols if c not in X.columns]
+        if missing:
+            raise TableError(f"SetRanker: X lacks the feature column(s) {missing[:10]} it was fitted on")
+        out = np.empty((len(X), len(cols)), dtype=np.float64)
+        for j, col in enumerate(cols):
+            values = X[col]
+            if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+                raise TableError(
+                    f"SetRanker: feature column {col!r} is not numeric (dtype {values.dtype}); "
+                    "encode it as numbers first"
+                )
+            out[:, j] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy(na_value=np.nan)
+        inf = np.isinf(out)
+        if inf.any():
+            rows, js = np.nonzero(inf)
+            raise TableError(
+                f"SetRanker: feature column {cols[js[0]]!r} is infinite at "
+                f"{describe_rows(X, np.isin(np.arange(len(X)), rows))}; expected finite numbers or missing"
+            )
+        return out
+
+    def _transform(self, raw: np.ndarray) -> np.ndarray:
+        """Impute, add missing indicators, standardise: ``(n, n_model_inputs)`` float32."""
+        nan = np.isnan(raw)
+        filled = np.where(nan, self.median_[None, :], raw)
+        indicators = nan[:, self.missing_indicator_].astype(np.float64)
+        z = np.concatenate([filled, indicators], axis=1)
+        return ((z - self.mean_) / self.scale_).astype(np.float32)
+
+    @staticmethod
+    def _sets(codes: np.ndarray) -> list[np.ndarray]:
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        return np.split(order, bounds)
+
+    @staticmethod
+    def _labels(X: pd.DataFrame, y: Any) -> np.ndarray:
+        if y is None:
+            if "target" not in X.columns:
+                raise TableError("SetRanker.fit: y is None and X has no 'target' column")
+            y = X["target"]
+        values = pd.to_numeric(pd.Series(np.asarray(y, dtype=object)), errors="coerce").to_numpy(dtype=float)
+        if len(values) != len(X):
+            raise ModelError(f"SetRanker.fit: y has {len(values)} values for {len(X)} rows of X")
+        bad = np.isnan(values) | ~np.isin(values, (0.0, 1.0))
+        if bad.any():
+            raise ModelError(
+                f"SetRanker.fit: y must be 0/1 on every row; bad at {describe_rows(X, bad)}"
+            )
+        if values.min() == values.max():
+            raise ModelError(f"SetRanker.fit: y has one class only ({int(values[0])}); need 0 and 1")
+        return values.astype(np.float32)
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def _config(self, d_in: int) -> SetTransformerConfig:
+        return SetTransformerConfig(
+            d_in=d_in, d_model=self.d_model, n_heads=self.n_heads, n_inducing=self.n_inducing,
+            n_blocks=self.n_blocks, dropout=self.dropout, context=self.context,
+        )
+
+    def _inner_split(self, sets: list[np.ndarray], y: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Patients split into (train, validation), stratified by "has a melanoma"."""
+        if not self.early_stopping:
+            return sets, []
+        has_pos = np.array([y[s].max() > 0 for s in sets])
+        val = np.zeros(len(sets), dtype=bool)
+        for stratum in (has_pos, ~has_pos):
+            members = rng.permutation(np.flatnonzero(stratum))
+            val[members[: int(round(self.validation_fraction * len(members)))]] = True
+        y_val = np.concatenate([y[s] for s, v in zip(sets, val) if v]) if val.any() else y[:0]
+        if y_val.size == 0 or y_val.min() == y_val.max() or val.all():
+            return sets, []  # too few patients to hold any out with both classes: no early stopping
+        return [s for s, v in zip(sets, val) if not v], [s for s, v in zip(sets, val) if v]
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> SetRanker:
+        """Fit on a lesion table.
+
+        Parameters
+        ----------
+        X : DataFrame, n rows
+            ``patient_id`` and the feature columns (``emb_*`` and/or ``features``).
+        y : array-like of 0/1, length n, optional
+            Melanoma labels; default ``X["target"]``.
+
+        Returns
+        -------
+        self
+        """
+        codes = self._patient_codes(X)
+        cols = self._feature_columns(X)
+        y_arr = self._labels(X, y)
+        raw = self._matrix(X, cols)
+        if self.max_set_size < 1 or self.batch_size < 1 or self.max_epochs < 1:
+            raise ModelError("SetRanker: max_set_size, batch_size and max_epochs must be >= 1")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ModelError(f"SetRanker: validation_fraction must be in (0, 1), got {self.validation_fraction}")
+
+        nan = np.isnan(raw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: median 0
+            self.median_ = np.nan_to_num(np.nanmedian(raw, axis=0), nan=0.0)
+        self.missing_indicator_ = np.flatnonzero(nan.any(0))
+        self.mean_, self.scale_ = np.zeros(1), np.ones(1)
+        z = self._transform(raw).astype(np.float64)
+        self.mean_ = z.mean(0)
+        scale = z.std(0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
+        z = self._transform(raw)  # (n, F) float32, standardised
+
+        n_pos = float(y_arr.sum())
+        if self.pos_weight == "balanced":
+            self.pos_weight_ = (len(y_arr) - n_pos) / n_pos
+        elif self.pos_weight is None:
+            self.pos_weight_ = 1.0
+        elif isinstance(self.pos_weight, (int, float)) and self.pos_weight > 0:
+            self.pos_weight_ = float(self.pos_weight)
+        else:
+            raise ModelError(f"SetRanker: pos_weight must be 'balanced', a positive number or None, "
+                             f"got {self.pos_weight!r}")
+
+        self.feature_names_in_ = np.asarray(cols, dtype=object)
+        self.n_features_in_ = len(cols)
+        self.classes_ = np.array([0, 1])
+        self.config_ = self._config(z.shape[1])
+
+        rng = np.random.default_rng(self.random_state)
+        train_sets, val_sets = self._inner_split(self._sets(codes), y_arr, rng)
+        with torch.random.fork_rng(devices=[]), _torch_threads(self.n_threads):
+            torch.manual_seed(self.random_state)
+            self._train(z, y_arr, train_sets, val_sets, rng)
+        return self
+
+    def _train(self, z: np.ndarray, y: np.ndarray, train_sets: list[np.ndarray],
+               val_sets: list[np.ndarray], rng: np.random.Generator) -> None:
+        n = len(z)
+        z_t = torch.from_numpy(np.concatenate([z, np.zeros((1, z.shape[1]), np.float32)]))  # (n+1, F)
+        y_t = torch.from_numpy(np.concatenate([y, np.zeros(1, np.float32)]))  # (n+1,)
+        model = SetTransformer(self.config_)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        pos_weight = torch.tensor(self.pos_weight_)
+        val_rows = np.concatenate(val_sets) if val_sets else np.zeros(0, dtype=np.int64)
+        val_split = _split_large(val_sets, self.max_set_size, np.random.default_rng(self.random_state))
+
+        best_auc, best_state, best_epoch, stale = -np.inf, None, 0, 0
+        self.history_: list[dict[str, float]] = []
+        for epoch in range(1, self.max_epochs + 1):
+            model.train()
+            sets = _split_large(train_sets, self.max_set_size, rng)
+            order = rng.permutation(len(sets))
+            total, count = 0.0, 0
+            for start in range(0, len(order), self.batch_size):
+                idx, mask = _pad_index([sets[i] for i in order[start : start + self.batch_size]], n)
+                logits = model(z_t[idx], mask)  # (B, N)
+                loss = F.binary_cross_entropy_with_logits(logits[mask], y_t[idx][mask], pos_weight=pos_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * int(mask.sum())
+                count += int(mask.sum())
+            val_auc = float("nan")
+            if val_sets:
+                scores = self._logits(model, z_t, val_split, n)
+                val_auc = float(roc_auc_score(y[val_rows], scores[val_rows]))
+                if val_auc > best_auc:
+                    best_auc, best_state, best_epoch, stale = val_auc, copy.deepcopy(model.state_dict()), epoch, 0
+                else:
+                    stale += 1
+            self.history_.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_auc": val_auc})
+            if self.verbose:
+                print(f"SetRanker epoch {epoch}: train loss {total / max(count, 1):.4f}, val AUC {val_auc:.4f}")
+            if val_sets and stale >= self.n_iter_no_change:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            best_epoch = len(self.history_)
+        self.model_ = model.eval()
+        self.best_epoch_, self.n_epochs_ = best_epoch, len(self.history_)
+
+    def _logits(self, model: SetTransformer, z_t: torch.Tensor, sets: list[np.ndarray], n: int,
+                batch_lesions: int = 4096) -> np.ndarray:
+        """Raw logits ``(n,)`` of the rows covered by ``sets`` (others 0), in eval mode."""
+        was_training = model.training
+        model.eval()
+        out = torch.zeros(n + 1)
+        order = np.argsort([len(s) for s in sets], kind="stable")  # similar sizes share a batch
+        batches, batch = [], []
+        for i in order:  # ascending size: a batch's padded size is (len(batch) + 1) * len(sets[i])
+            if batch and (len(batch) + 1) * len(sets[i]) > batch_lesions:
+                batches.append(batch)
+                batch = []
+            batch.append(sets[i])
+        batches.append(batch)
+        with torch.no_grad():
+            for batch in batches:
+                idx, mask = _pad_index(batch, n)
+                out[idx[mask]] = model(z_t[idx], mask)[mask]  # (B, N) -> real rows
+        model.train(was_training)
+        return out[:n].numpy().astype(np.float64)
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        """Per-lesion logit ``(n,)`` in input order, shifted by ``-log(pos_weight_)`` so that its
+        sigmoid is on the training base-rate scale. Each lesion is scored within the rows of ``X``
+        that share its ``patient_id``."""
+        check_is_fitted(self, "model_")
+        codes = self._patient_codes(X)
+        z = self._transform(self._matrix(X, list(self.feature_names_in_)))
+        n = len(z)
+        if n == 0:
+            return np.zeros(0)
+        sets = _split_large(self._sets(codes), self.max_set_size, np.random.default_rng(self.random_state))
+        z_t = torch.from_numpy(np.concatenate([z, np.zeros((1, z.shape[1]), np.float32)]))
+        with _torch_threads(self.n_threads):
+            logits = self._logits(self.model_, z_t, sets, n)
+        return logits - math.log(self.pos_weight_)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """``(n, 2)`` probabilities of [benign, melanoma] per row of ``X``, in input order."""
+        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """``(n,)`` 0/1: melanoma where its probability exceeds 0.5."""
+        return (self.decision_function(X) > 0).astype(int)
+
+    # -- state without pickle ------------------------------------------------------------------
+
+    def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The fitted model as ``(tensors, meta)``: tensors for safetensors, meta JSON-able.
+
+        ``from_state(*to_state())`` gives an estimator with the same predictions.
+        """
+        check_is_fitted(self, "model_")
+        tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in self.model_.state_dict().items()}
+        tensors["median"] = torch.from_numpy(self.median_.astype(np.float64))
+        tensors["mean"] = torch.from_numpy(np.asarray(self.mean_, dtype=np.float64))
+        tensors["scale"] = torch.from_numpy(np.asarray(self.scale_, dtype=np.float64))
+        meta = {
+            "format": _STATE_FORMAT,
+            "params": self.get_params(),
+            "config": asdict(self.config_),
+            "feature_names_in": [str(c) for c in self.feature_names_in_],
+            "missing_indicator": [int(i) for i in self.missing_indicator_],
+            "pos_weight": float(self.pos_weight_),
+            "best_epoch": int(self.best_epoch_),
+            "n_epochs": int(self.n_epochs_),
+            "history": self.history_,
+        }
+        return tensors, json.loads(json.dumps(meta))  # a plain JSON tree, checked serialisable
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> SetRanker:
+        """Rebuild a fitted SetRanker from :meth:`to_state` output. Executes no stored code."""
+        if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
+            raise ModelError(f"SetRanker.from_state: expected meta with format {_STATE_FORMAT!r}, "
+                             f"got {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
+        try:
+            est = cls(**meta["params"])
+            est.config_ = SetTransformerConfig(**meta["config"])
+            est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+            est.n_features_in_ = len(est.feature_names_in_)
+            est.missing_indicator_ = np.asarray(meta["missing_indicator"], dtype=np.int64)
+            est.pos_weight_ = float(meta["pos_weight"])
+            est.best_epoch_, est.n_epochs_ = int(meta["best_epoch"]), int(meta["n_epochs"])
+            est.history_ = list(meta.get("history", []))
+            est.median_ = tensors["median"].numpy().astype(np.float64)
+            est.mean_ = tensors["mean"].numpy().astype(np.float64)
+            est.scale_ = tensors["scale"].numpy().astype(np.float64)
+            est.classes_ = np.array([0, 1])
+            model = SetTransformer(est.config_)
+            model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ModelError(f"SetRanker.from_state: state does not match a SetRanker ({exc})") from exc
+        est.model_ = model.eval()
+        return est
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write ``path`` (a folder): ``set_ranker.safetensors`` and ``set_ranker.json``."""
+        from safetensors.torch import save_file
+
+        tensors, meta = self.to_state()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(folder / "set_ranker.safetensors"))
+        (folder / "set_ranker.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> SetRanker:
+        """Read a folder written by :meth:`save` (safetensors + JSON; no pickle)."""
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        for name in ("set_ranker.safetensors", "set_ranker.json"):
+            if not (folder / name).is_file():
+                raise ModelError(f"{folder}: missing {name}; expected a folder written by SetRanker.save")
+        meta = json.loads((folder / "set_ranker.json").read_text())
+        return cls.from_state(load_file(str(folder / "set_ranker.safetensors")), meta)

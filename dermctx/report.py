@@ -1,0 +1,553 @@
+"""Reports people look at: plots, tables and one self-contained ``report.html``.
+
+:func:`write_report` takes a :class:`~dermctx.benchmark.BenchmarkResult` (or a lesion table with
+ready-made score columns) and writes, into one folder:
+
+================== ===============================================================================
+``report.html``    everything below in one file (plots and thumbnails embedded as base64), so it
+                   opens anywhere, offline
+``metrics.json``   the model table, paired differences, per-seed figures, calibration, subgroups
+``metrics.md``     the model table and differences as Markdown
+``roc.png``        ROC curves of every model
+``pr.png``         precision-recall curves
+``reliability.png`` reliability (calibration) curves, for models whose scores are probabilities
+``calibration.csv`` Brier score and expected calibration error per model and data source, with CIs
+``subgroups.csv``  every ranking metric by sex, age band, anatomic site and source, with CIs
+``predictions.csv`` the out-of-fold scores behind every figure
+================== ===============================================================================
+
+Plots are drawn with matplotlib's Agg canvas directly (no ``pyplot``, no global backend change).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dermctx.benchmark import METRICS, BenchmarkResult, _fmt_ci, _json_value
+from dermctx.errors import DermctxError, error_record, errors_frame
+
+__all__ = ["REPORT_SECTIONS", "write_report"]
+
+#: The ``id`` of every section of ``report.html``, in order.
+REPORT_SECTIONS: tuple[str, ...] = (
+    "summary", "models", "differences", "plots", "calibration", "subgroups", "patients", "method",
+)
+
+#: Ranking metrics of the subgroup tables (names of :data:`dermctx.metrics.METRICS`).
+SUBGROUP_METRICS: tuple[str, ...] = ("auc", "partial_auc", "within_patient_auc", "topk_rate")
+SUBGROUP_BY: tuple[str, ...] = ("sex", "age_band", "site", "source")
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+# --- plots --------------------------------------------------------------------------------
+
+
+def _figure(width: float = 5.0, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig, path: Path) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return data
+
+
+def _plot_roc(frame: pd.DataFrame, models: Sequence[str], path: Path) -> bytes:
+    from dermctx.metrics import auc, roc_curve
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    y = frame["target"].to_numpy()
+    for i, m in enumerate(models):
+        curve = roc_curve(y, frame[m].to_numpy())
+        ax.plot(curve.fpr, curve.tpr, color=_COLOURS[i % len(_COLOURS)], lw=1.4,
+                label=f"{m} (AUC {auc(y, frame[m].to_numpy()):.3f})")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.axhline(0.8, color="0.85", lw=0.8)
+    ax.set(xlabel="1 - specificity (false-positive rate)", ylabel="sensitivity",
+           title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig, path)
+
+
+def _plot_pr(frame: pd.DataFrame, models: Sequence[str], path: Path) -> bytes:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    y = frame["target"].to_numpy()
+    for i, m in enumerate(models):
+        precision, recall, _ = precision_recall_curve(y, frame[m].to_numpy())
+        ap = average_precision_score(y, frame[m].to_numpy())
+        ax.step(recall, precision, where="post", color=_COLOURS[i % len(_COLOURS)], lw=1.4,
+                label=f"{m} (AP {ap:.3f})")
+    ax.axhline(y.mean(), color="0.7", lw=0.8, ls="--", label=f"prevalence {y.mean():.3f}")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall",
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper right", fontsize=8)
+    return _png(fig, path)
+
+
+def _plot_reliability(frame: pd.DataFrame, models: Sequence[str], path: Path) -> bytes:
+    from dermctx.metrics import reliability_curve
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    y = frame["target"].to_numpy()
+    lo = 1e-4
+    for i, m in enumerate(models):
+        curve = reliability_curve(y, frame[m].to_numpy(), n_bins=10, strategy="quantile")
+        ax.plot(np.clip(curve["mean_predicted"], lo, 1), np.clip(curve["observed_rate"], lo, 1),
+                marker="o", ms=3.5, lw=1.2, color=_COLOURS[i % len(_COLOURS)], label=m)
+    ax.plot([lo, 1], [lo, 1], color="0.7", lw=0.8, ls="--", label="perfect calibration")
+    ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1),
+           xlabel="mean predicted probability (decile bins)", ylabel="observed melanoma rate",
+           title="Reliability")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig, path)
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+def _is_probability(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0)
+
+
+def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int
+                 ) -> pd.DataFrame:
+    from dermctx.metrics import subgroup_table
+
+    parts = []
+    several = "source" in frame.columns and frame["source"].nunique(dropna=False) > 1
+    for m in models:
+        if not _is_probability(frame[m].to_numpy(dtype=float)):
+            continue
+        t = subgroup_table(frame, m, by=("source",), metrics=("brier_score",
+                           "expected_calibration_error"), n_boot=n_boot, seed=seed,
+                           include_all=several)
+        t.insert(0, "model", m)
+        parts.append(t)
+    if not parts:
+        return pd.DataFrame(columns=["model", "by", "group", "n_images", "n_patients",
+                                     "n_melanomas", "brier_score", "expected_calibration_error"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int,
+               progress: bool) -> pd.DataFrame:
+    from dermctx.metrics import subgroup_table
+
+    by = [b for b in SUBGROUP_BY if b in frame.columns or (b == "age_band" and "age" in frame.columns)]
+    if "source" in by and frame["source"].nunique(dropna=False) < 2:
+        by.remove("source")  # one source: its row would repeat "all"
+    parts = []
+    for m in tqdm(models, desc="report: subgroups", unit="model", disable=not progress, leave=False):
+        t = subgroup_table(frame, m, by=by, metrics=SUBGROUP_METRICS, n_boot=n_boot, seed=seed)
+        t.insert(0, "model", m)
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True)
+
+
+# --- HTML ---------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:middle}
+th{background:#f4f4f4}td.l,th.l{text-align:left}
+tr.mel td{background:#fde8e8}.muted{color:#777}.plots img{max-width:32%;margin-right:1%}
+.patient{margin-bottom:1.6em}.note{color:#555;font-size:13px}.pos{color:#0a7a2f}.neg{color:#b3261e}
+img.thumb{width:64px;height:64px;border-radius:3px;display:block}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _text(value: Any) -> str:
+    """A table cell's text; missing values as a dash."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == "":
+        return "—"
+    return str(value)
+
+
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "n/a"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.{digits}f}"
+    return _e(v)
+
+
+def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1,
+                row_class: Sequence[str] | None = None) -> str:
+    th = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>"
+                 for i, h in enumerate(header))
+    body = []
+    for r, cells in enumerate(rows):
+        cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
+        td = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
+                     for i, c in enumerate(cells))
+        body.append(f"<tr{cls}>{td}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _models_html(result: BenchmarkResult) -> str:
+    cols = [m for m in METRICS if m in set(result.metrics["metric"])]
+    by = result.metrics.set_index(["model", "metric"])
+    rows = []
+    for model in result.models:
+        cells = [_e(model)]
+        for m in cols:
+            r = by.loc[(model, m)]
+            cells.append(_e(_fmt_ci(r["estimate"], r["ci_low"], r["ci_high"], 4)))
+        rows.append(cells)
+    return _table_html(["model", *[_e(METRICS[m][0]) for m in cols]], rows)
+
+
+def _differences_html(result: BenchmarkResult) -> str:
+    if len(result.differences) == 0:
+        return '<p class="muted">Only one model: no differences.</p>'
+    cols = [m for m in METRICS if m in set(result.differences["metric"])]
+    by = result.differences.set_index(["model", "metric"])
+    rows = []
+    for model in [m for m in result.models if m != result.reference]:
+        cells = [_e(model)]
+        for m in cols:
+            r = by.loc[(model, m)]
+            cls = "pos" if r["ci_low"] > 0 else "neg" if r["ci_high"] < 0 else ""
+            text = _e(_fmt_ci(r["difference"], r["ci_low"], r["ci_high"], 4, signed=True))
+            cells.append(f'<span class="{cls}">{text}</span>')
+        rows.append(cells)
+    return (
+        f"<p>Model minus <b>{_e(result.reference)}</b>, on the same patients; 95% CI from a paired "
+        "patient bootstrap (green: the whole CI is above 0; red: below).</p>"
+        + _table_html(["model", *[_e(METRICS[m][0]) for m in cols]], rows)
+    )
+
+
+def _calibration_html(calib: pd.DataFrame) -> str:
+    if len(calib) == 0:
+        return '<p class="muted">No model gives probabilities in [0, 1]: calibration not shown.</p>'
+    rows = []
+    for r in calib.itertuples(index=False):
+        d = r._asdict()
+        rows.append([
+            _e(d["model"]), _e(d["group"]), _fmt(d["n_images"]), _fmt(d["n_patients"]),
+            _fmt(d["n_melanomas"]),
+            _e(_fmt_ci(d["brier_score"], d["brier_score_low"], d["brier_score_high"], 4)),
+            _e(_fmt_ci(d["expected_calibration_error"], d["expected_calibration_error_low"],
+                       d["expected_calibration_error_high"], 4)),
+        ])
+    return (
+        "<p>Brier score (mean squared error of the probability) and expected calibration error "
+        "(10 equal-width bins), per data source, with patient-bootstrap 95% CIs. Lower is better. "
+        "Only models whose scores are probabilities are shown.</p>"
+        + _table_html(["model", "source", "images", "patients", "melanomas", "Brier", "ECE"], rows,
+                      left=2)
+    )
+
+
+def _subgroups_html(sub: pd.DataFrame) -> str:
+    labels = {"auc": "AUC", "partial_auc": "pAUC80", "within_patient_auc": "within-patient AUC",
+              "topk_rate": "top-1"}
+    parts = ["<p>Every ranking metric by subgroup (patient-bootstrap 95% CIs; n/a where a "
+             "subgroup lacks melanomas). Patients can fall in several site or age groups.</p>"]
+    for model, g in sub.groupby("model", sort=False):
+        rows = []
+        for r in g.to_dict(orient="records"):
+            cells = [_e(r["by"]), _e(r["group"]), _fmt(r["n_images"]), _fmt(r["n_patients"]),
+                     _fmt(r["n_melanomas"])]
+            for m in SUBGROUP_METRICS:
+                cells.append(_e(_fmt_ci(r[m], r[f"{m}_low"], r[f"{m}_high"], 3)))
+            rows.append(cells)
+        parts.append(f"<h3>{_e(model)}</h3>")
+        parts.append(_table_html(["by", "group", "images", "patients", "melanomas",
+                                  *[labels[m] for m in SUBGROUP_METRICS]], rows, left=2))
+    return "".join(parts)
+
+
+def _thumbnail(path: Any, size: int) -> bytes:
+    from PIL import Image
+
+    from dermctx.io.images import load_image
+
+    array = load_image(str(path), size, aspect="crop")
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
+    """Up to ``n`` patients with >= 2 lesions: about half with a melanoma, deterministic."""
+    g = frame.groupby("patient_id", sort=True)["target"].agg(["size", "sum"])
+    g = g[g["size"] >= 2]
+    rng = np.random.default_rng(seed)
+    with_mel = g.index[g["sum"] > 0].to_numpy()
+    without = g.index[g["sum"] == 0].to_numpy()
+    k = min(len(with_mel), (n + 1) // 2)
+    chosen = list(rng.choice(with_mel, size=k, replace=False)) if k else []
+    rest = min(len(without), n - k)
+    chosen += list(rng.choice(without, size=rest, replace=False)) if rest else []
+    return [str(p) for p in chosen]
+
+
+def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, patients: list[str],
+                   *, max_lesions: int, thumb_size: int, progress: bool
+                   ) -> tuple[str, list[dict[str, Any]]]:
+    has_path = "path" in frame.columns
+    errors: list[dict[str, Any]] = []
+    parts = [f"<p>A sample of patients; lesions ranked by <b>{_e(primary)}</b> (1 = most "
+             "suspicious). Melanomas are marked &#9733; and shaded. Rank columns show where each "
+             "model puts the lesion within the patient.</p>"]
+    for pid in tqdm(patients, desc="report: patients", unit="patient", disable=not progress,
+                    leave=False):
+        p = frame[frame["patient_id"] == pid].copy()
+        for m in models:
+            p[f"__rank_{m}"] = p[m].rank(ascending=False, method="min").astype(int)
+        p = p.sort_values(primary, ascending=False, kind="mergesort")
+        shown = p.head(max_lesions)
+        extra = p.iloc[max_lesions:]
+        shown = pd.concat([shown, extra[extra["target"] == 1]])
+        rows, classes = [], []
+        for r in shown.to_dict(orient="records"):
+            thumb = ""
+            path = r.get("path") if has_path else None
+            if path is not None and not (isinstance(path, float) and np.isnan(path)) and str(path):
+                try:
+                    thumb = f'<img class="thumb" alt="{_e(r["image_id"])}" src="{_data_uri(_thumbnail(path, thumb_size), "image/jpeg")}">'
+                except DermctxError as exc:
+                    errors.append(error_record(r["image_id"], None, str(path), "thumbnail", exc))
+                    thumb = '<span class="muted">unreadable</span>'
+            mel = int(r["target"]) == 1
+            cells = [
+                str(r[f"__rank_{primary}"]), thumb,
+                _e(r["image_id"]) + (" &#9733;" if mel else ""),
+                *[f"{float(r[m]):.4g} <span class='muted'>(#{r[f'__rank_{m}']})</span>"
+                  for m in models],
+                _e(_text(r.get("site"))), _e(_text(r.get("diagnosis"))),
+            ]
+            rows.append(cells)
+            classes.append("mel" if mel else "")
+        n_mel = int(p["target"].sum())
+        age = p["age"].iloc[0] if "age" in p.columns else None
+        sex = p["sex"].iloc[0] if "sex" in p.columns else None
+        who = ", ".join(x for x in [
+            f"{sex}" if isinstance(sex, str) else "",
+            f"age {age:.0f}" if age is not None and np.isfinite(age) else ""] if x)
+        more = (f" (showing {len(shown)} of {len(p)})" if len(shown) < len(p) else "")
+        parts.append(
+            f'<div class="patient"><h3>{_e(pid)}</h3><p class="note">{_e(who)} &middot; '
+            f"{len(p)} lesions, {n_mel} melanoma{'s' if n_mel != 1 else ''}{more}</p>"
+            + _table_html(["rank", "image", "image_id", *[_e(m) for m in models], "site",
+                           "diagnosis"], rows, left=3, row_class=classes)
+            + "</div>"
+        )
+    return "".join(parts), errors
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def write_report(
+    result_or_scores: BenchmarkResult | pd.DataFrame,
+    out_dir: str | PathLike[str],
+    *,
+    score_cols: Sequence[str] | None = None,
+    reference: str | None = None,
+    primary: str | None = None,
+    title: str = "dermctx report",
+    intro: str | None = None,
+    n_patients: int = 6,
+    max_lesions: int = 15,
+    thumb_size: int = 64,
+    n_boot: int = 1000,
+    random_state: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write metrics, plots, tables and a self-contained ``report.html`` into ``out_dir``.
+
+    Parameters
+    ----------
+    result_or_scores : BenchmarkResult or DataFrame
+        A :func:`dermctx.benchmark` result, or a labelled lesion table with ready-made score
+        columns (named by ``score_cols``; they are then benchmarked as they are, with
+        :func:`dermctx.benchmark` and ``n_boot`` resamples).
+    out_dir : path
+        Folder to write into (created if needed; files of the same names are replaced).
+    score_cols : sequence of str
+        With a DataFrame: the score columns to compare, in report order.
+    reference : str, optional
+        With a DataFrame: the column the paired differences are taken against (default the first).
+    primary : str, optional
+        The model that orders the per-patient view (default: the last model, usually the one
+        being evaluated).
+    title, intro : str
+        Heading, and an optional paragraph (plain text) under it.
+    n_patients : int
+        Patients in the per-patient view (about half with a melanoma), drawn with
+        ``random_state``. A patient's lesions are listed up to ``max_lesions`` (melanomas always).
+    thumb_size : int
+        Side of the thumbnails in pixels, when the table has image paths.
+    n_boot : int
+        Bootstrap resamples for the subgroup and calibration CIs.
+    random_state : int
+        Seed of the patient sample and of the bootstraps.
+    progress : bool
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    Path
+        The path of ``report.html``. Figures use the first seed's out-of-fold predictions; the
+        model table and differences average all seeds.
+    """
+    out = Path(out_dir)
+    if isinstance(result_or_scores, BenchmarkResult):
+        result = result_or_scores
+    elif isinstance(result_or_scores, pd.DataFrame):
+        if not score_cols:
+            raise DermctxError("write_report: with a table of scores, pass score_cols= naming the "
+                               "score columns to report")
+        missing = [c for c in score_cols if c not in result_or_scores.columns]
+        if missing:
+            raise DermctxError(f"write_report: score column(s) {missing} not in the table "
+                               f"(columns {list(result_or_scores.columns)[:20]})")
+        from dermctx.benchmark import benchmark
+
+        # ready-made scores: no folds were fitted, so no per-fold AUC
+        result = benchmark(result_or_scores, {c: c for c in score_cols}, reference=reference,
+                           metrics=[m for m in METRICS if m != "fold_auc"], n_boot=n_boot,
+                           random_state=random_state, progress=progress)
+    else:
+        raise DermctxError("write_report: expected a BenchmarkResult or a DataFrame of scores, got "
+                           f"{type(result_or_scores).__name__}")
+    models = result.models
+    primary = primary if primary is not None else models[-1]
+    if primary not in models:
+        raise DermctxError(f"write_report: primary {primary!r} is not one of the models {models}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    seed0 = result.predictions["seed"].iloc[0]
+    pred = result.predictions[result.predictions["seed"] == seed0].reset_index(drop=True)
+    meta = result.table.drop(columns=["patient_id", "target"], errors="ignore")
+    frame = pred.merge(meta, on="image_id", how="left", validate="1:1")
+    probs = [m for m in models if _is_probability(frame[m].to_numpy(dtype=float))]
+
+    stages = tqdm(total=6, desc="report", unit="step", disable=not progress, leave=False)
+    plots = {
+        "roc": _plot_roc(frame, models, out / "roc.png"),
+        "pr": _plot_pr(frame, models, out / "pr.png"),
+    }
+    if probs:
+        plots["reliability"] = _plot_reliability(frame, probs, out / "reliability.png")
+    stages.update(1)
+    calib = _calibration(frame, models, n_boot, random_state)
+    calib.to_csv(out / "calibration.csv", index=False)
+    stages.update(1)
+    sub = _subgroups(frame, models, n_boot, random_state, progress)
+    sub.to_csv(out / "subgroups.csv", index=False)
+    stages.update(1)
+    patients = _sample_patients(frame, n_patients, random_state)
+    patients_html, thumb_errors = _patients_html(
+        frame, models, primary, patients, max_lesions=max_lesions, thumb_size=thumb_size,
+        progress=progress)
+    stages.update(1)
+
+    payload = result.to_dict()
+    payload["calibration"] = [{k: _json_value(v) for k, v in r.items()}
+                              for r in calib.to_dict(orient="records")]
+    payload["subgroups"] = [{k: _json_value(v) for k, v in r.items()}
+                            for r in sub.to_dict(orient="records")]
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "metrics.md").write_text(result.to_markdown())
+    pred.to_csv(out / "predictions.csv", index=False)
+    errors = errors_frame(thumb_errors)
+    if len(errors):
+        errors.to_csv(out / "report.errors.csv", index=False)
+    stages.update(1)
+
+    c = result.config
+    best = result.metrics[result.metrics["metric"] == "auc"].set_index("model")["estimate"]
+    summary = (
+        f"<p>{_fmt(c.get('n_images'))} images of {_fmt(c.get('n_patients'))} patients "
+        f"({_fmt(c.get('n_melanomas'))} melanomas). Models: "
+        + ", ".join(f"<b>{_e(m)}</b> (AUC {best[m]:.4f})" for m in models)
+        + f". Reference for differences: <b>{_e(result.reference)}</b>.</p>"
+    )
+    plot_imgs = "".join(
+        f'<img alt="{name}" src="{_data_uri(data)}">' for name, data in plots.items())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from dermctx import __version__
+
+    method = (
+        f"<p>Out-of-fold predictions from {c.get('folds')}-fold <code>PatientKFold</code> "
+        f"(patients, lesions and duplicate groups kept whole), seeds {_e(c.get('seeds'))}; every "
+        "fitted model is cloned and fitted on the training patients of each fold, so no score "
+        "comes from a model that saw that patient. Figures in the model table are means over "
+        f"seeds with patient-bootstrap 95% CIs ({_fmt(c.get('n_boot'))} resamples of patients, all "
+        "of a patient's lesions together). pAUC is the area above 80% sensitivity (ISIC 2024, "
+        "range 0-0.2); within-patient AUC is the mean over patients with both classes; top-k is "
+        "the share of melanoma patients with a melanoma among their k highest-scored lesions. "
+        "Plots and per-patient views use the first seed. Mean per-fold AUC does not rank lesions "
+        "of different fold models against each other (pooled AUC does, penalising calibration "
+        "drift).</p>"
+        + _table_html(["model", "specification"],
+                      [[_e(k), f"<code>{_e(v)}</code>"] for k, v in c.get("models", {}).items()])
+        + f'<p class="muted">dermctx {__version__}, written {when}.</p>'
+    )
+    sections = {
+        "summary": ("Summary", (f"<p>{_e(intro)}</p>" if intro else "") + summary),
+        "models": ("Models", _models_html(result)),
+        "differences": ("Paired differences", _differences_html(result)),
+        "plots": ("ROC, precision-recall and reliability",
+                  f'<div class="plots">{plot_imgs}</div>'
+                  + ('<p class="note">Reliability: decile bins of predicted probability, log axes.</p>'
+                     if probs else '<p class="muted">No probabilities: reliability not shown.</p>')),
+        "calibration": ("Calibration by source", _calibration_html(calib)),
+        "subgroups": ("Subgroups", _subgroups_html(sub)),
+        "patients": ("Patients", patients_html),
+        "method": ("Method", method),
+    }
+    body = "".join(f'<section id="{sid}"><h2>{title_}</h2>{content}</section>'
+                   for sid, (title_, content) in sections.items())
+    page = (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_e(title)}</h1>{body}</body></html>\n"
+    )
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    stages.update(1)
+    stages.close()
+    return path

@@ -1,0 +1,91 @@
+"""Tests of dermctx.models.gbm.MetadataGBM: the scikit-learn contract and lesion-table behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import cross_val_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dermctx.errors import ModelError
+from dermctx.models.gbm import MetadataGBM
+
+# LightGBM counts rows (min_data_in_leaf, bagging), so a weight of 2 is not the same as a row
+# repeated twice; every other check of scikit-learn's suite applies and must pass.
+_EXPECTED_FAIL = {
+    "check_sample_weight_equivalence_on_dense_data": "LightGBM leaf sizes count rows, not weight"
+}
+
+
+@parametrize_with_checks(
+    [MetadataGBM(n_estimators=10, min_child_samples=2)],
+    expected_failed_checks=lambda est: _EXPECTED_FAIL,
+)
+def test_sklearn_contract(estimator, check):
+    check(estimator)
+
+
+def _lesions(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "age": rng.uniform(20, 90, n),
+            "sex": rng.choice(["male", "female", None], n),
+            "site": rng.choice(["torso", "head/neck", "lower extremity"], n),
+            "cnn_logit": rng.normal(-3, 1.5, n),
+        }
+    )
+    logit = X["cnn_logit"] + 2.0 * (X["site"] == "head/neck") + 0.03 * (X["age"] - 50)
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return X, y
+
+
+def test_categorical_site_is_learned_and_unseen_category_is_missing():
+    X, y = _lesions()
+    m = MetadataGBM(n_estimators=60, random_state=0).fit(X.drop(columns="cnn_logit"), y)
+    assert set(m.categories_) == {"sex", "site"}
+    assert m.categories_["site"] == ["head/neck", "lower extremity", "torso"]
+    assert list(m.feature_names_in_) == ["age", "sex", "site"]
+    imp = dict(zip(m.feature_names_in_, m.feature_importances_))
+    assert imp["site"] > imp["sex"]
+    new = pd.DataFrame({"age": [50.0, 50.0], "sex": ["male", "male"], "site": ["oral/genital", None]})
+    p = m.predict_proba(new)
+    assert p.shape == (2, 2) and p[0, 1] == pytest.approx(p[1, 1])  # unseen == missing
+
+
+def test_boosting_from_offset_keeps_resolution_and_excludes_offset_column():
+    X, y = _lesions(800)
+    m = MetadataGBM(n_estimators=30, init_score_col="cnn_logit", class_weight=None).fit(X, y)
+    assert "cnn_logit" not in m.feature_names_in_
+    d = m.decision_function(X)
+    # no binning of the offset: rows with the same metadata keep the CNN's ordering exactly
+    same = (X["sex"] == "male") & (X["site"] == "torso")
+    tree_part = d - X["cnn_logit"].to_numpy()
+    assert len(np.unique(d[same])) == same.sum()
+    assert roc_auc_score(y, d) >= roc_auc_score(y, X["cnn_logit"]) - 0.01
+    assert np.std(tree_part) > 0
+    with pytest.raises(ModelError, match="cnn_logit"):
+        m.decision_function(X.drop(columns="cnn_logit"))
+
+
+def test_deterministic_and_balanced_weights_shift_probabilities():
+    X, y = _lesions()
+    a = MetadataGBM(n_estimators=40, random_state=3).fit(X, y).predict_proba(X)
+    b = MetadataGBM(n_estimators=40, random_state=3).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    raw = MetadataGBM(n_estimators=40, class_weight=None).fit(X, y).predict_proba(X)[:, 1]
+    assert a[:, 1].mean() > raw.mean()  # balanced weights raise the rare class
+    assert raw.mean() == pytest.approx(y.mean(), abs=0.05)
+
+
+def test_works_in_cross_val_score_and_names_missing_columns():
+    X, y = _lesions()
+    scores = cross_val_score(MetadataGBM(n_estimators=30), X, y, cv=3, scoring="roc_auc")
+    assert scores.mean() > 0.6
+    m = MetadataGBM(n_estimators=5).fit(X, y)
+    with pytest.raises(ModelError, match="'age'"):
+        m.predict_proba(X.drop(columns="age"))
+    with pytest.raises(ModelError, match="'balanced'"):
+        MetadataGBM(class_weight="equal").fit(X, y)

@@ -1,0 +1,315 @@
+"""dermctx.metrics against hand-worked values, the ISIC 2024 reference code, and its bootstraps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import auc as sk_auc
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from dermctx import DermctxError
+from dermctx import metrics as M
+
+
+def isic2024_pauc(y, s, min_tpr=0.80):
+    """The ISIC 2024 challenge's scoring code (kaggle isic-2024 metric), verbatim in substance."""
+    v_gt = abs(np.asarray(y) - 1)
+    v_pred = -1.0 * np.asarray(s)
+    max_fpr = abs(1 - min_tpr)
+    fpr, tpr, _ = sk_roc_curve(v_gt, v_pred, sample_weight=None)
+    stop = np.searchsorted(fpr, max_fpr, "right")
+    x_interp = [fpr[stop - 1], fpr[stop]]
+    y_interp = [tpr[stop - 1], tpr[stop]]
+    tpr = np.append(tpr[:stop], np.interp(max_fpr, x_interp, y_interp))
+    fpr = np.append(fpr[:stop], max_fpr)
+    return sk_auc(fpr, tpr)
+
+
+# --- hand-worked values -------------------------------------------------------------------------
+
+
+def test_auc_hand_worked_with_and_without_ties():
+    assert M.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(3 / 4)
+    # the tie between the melanoma at 0.5 and the benign lesion at 0.5 counts one half
+    assert M.auc([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) == pytest.approx(3.5 / 4)
+    assert M.auc([1, 0], [0.3, 0.3]) == pytest.approx(0.5)
+
+
+def test_partial_auc_hand_worked_with_a_tie_at_the_cut():
+    # melanomas (y=1) and benign lesions; flipped, the ROC runs over benign lesions in rising s:
+    # s=0.1 benign -> (fpr 0, tpr .25); s=0.2 melanoma tied with a benign -> diagonal to (.2, .5)
+    y = [1, 1, 1, 1, 1, 0, 0, 0, 0]
+    s = [0.9, 0.8, 0.7, 0.6, 0.2, 0.1, 0.2, 0.3, 0.95]
+    assert M.partial_auc(y, s) == pytest.approx(0.2 * (0.25 + 0.5) / 2)  # 0.075
+    # cut at fpr 0.1 in the middle of the diagonal: tpr interpolated to 0.375
+    assert M.partial_auc(y, s, min_tpr=0.9) == pytest.approx(0.1 * (0.25 + 0.375) / 2)
+    assert M.partial_auc(y, s) == pytest.approx(isic2024_pauc(y, s))
+
+
+def test_partial_auc_range():
+    y = np.r_[np.ones(5), np.zeros(20)]
+    assert M.partial_auc(y, y) == pytest.approx(0.2)  # perfect
+    assert M.partial_auc(y, -y) == pytest.approx(0.0)  # reversed
+
+
+def test_within_patient_auc_hand_worked():
+    y = [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
+    s = [0.9, 0.5, 0.95, 0.3, 0.3, 0.1, 0.2, 0.5, 0.1, 0.2, 0.6]
+    p = ["A", "A", "A", "B", "B", "C", "C", "D", "D", "D", "D"]
+    # A: 1/2; B: a tie, 1/2; C: no melanoma, left out; D: 2/3
+    value, n = M.within_patient_auc(y, s, p)
+    assert n == 3
+    assert value == pytest.approx((0.5 + 0.5 + 2 / 3) / 3)
+
+
+def test_topk_rate_hand_worked_with_fractional_credit_for_ties():
+    y = [1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0]
+    s = [0.9, 0.5, 0.95, 0.5, 0.5, 0.1, 0.3, 0.3, 0.4, 0.4, 0.4, 0.9]
+    p = ["A"] * 3 + ["B"] * 3 + ["C"] * 2 + ["D"] * 4
+    # k=1: A misses (0.95 is benign); B ties 1 melanoma + 1 benign for the top place: 1/2;
+    #      D's top lesion is benign: 0. C has no melanoma.
+    assert M.topk_rate(y, s, p, k=1) == pytest.approx((0 + 0.5 + 0) / 3)
+    # k=2: A hits; B's top two are the tied pair: 1; D: one benign above, then 1 place among
+    #      3 tied lesions holding 1 melanoma: 1 - C(2,1)/C(3,1) = 1/3
+    assert M.topk_rate(y, s, p, k=2) == pytest.approx((1 + 1 + 1 / 3) / 3)
+    assert M.topk_rate(y, s, p, k=10) == 1.0  # fewer lesions than k: always a hit
+
+
+def test_operating_points_hand_worked():
+    y = [0, 0, 0, 0, 1, 1, 1, 1]
+    s = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+    assert M.sensitivity_at_specificity(y, s, 1.0) == (0.75, 1.0, 0.7)
+    assert M.sensitivity_at_specificity(y, s, 0.75) == (1.0, 0.75, 0.4)
+    assert M.specificity_at_sensitivity(y, s, 1.0) == (1.0, 0.75, 0.4)
+    assert M.specificity_at_sensitivity(y, s, 0.5) == (0.5, 1.0, 0.8)
+    curve = M.roc_curve(y, s)
+    assert curve.fpr[0] == 0 and curve.tpr[-1] == 1 and np.isinf(curve.thresholds[0])
+    assert np.trapezoid(curve.tpr, curve.fpr) == pytest.approx(M.auc(y, s))
+    assert list(curve.to_frame().columns) == [
+        "threshold",
+        "fpr",
+        "tpr",
+        "specificity",
+        "sensitivity",
+    ]
+
+
+def test_roc_curve_has_one_point_per_distinct_score():
+    curve = M.roc_curve([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9])
+    np.testing.assert_allclose(curve.fpr, [0, 0, 0.5, 1])
+    np.testing.assert_allclose(curve.tpr, [0, 0.5, 1, 1])
+
+
+def test_per_class_metrics_hand_worked():
+    t = ["a", "a", "b", "c", "c", "c"]
+    p = ["a", "b", "b", "c", "c", "a"]
+    table = M.per_class_metrics(t, p)
+    assert list(table.index) == ["a", "b", "c"]
+    np.testing.assert_allclose(table["precision"], [1 / 2, 1 / 2, 1])
+    np.testing.assert_allclose(table["sensitivity"], [1 / 2, 1, 2 / 3])
+    np.testing.assert_allclose(table["specificity"], [3 / 4, 4 / 5, 1])
+    np.testing.assert_allclose(table["accuracy"], [4 / 6, 5 / 6, 5 / 6])
+    assert table["n"].tolist() == [2, 1, 3]
+    # a class never predicted and never true gets NaN where a denominator is zero
+    assert np.isnan(M.per_class_metrics(t, p, labels=["a", "z"]).loc["z", "precision"])
+
+
+def test_brier_and_ece_hand_worked():
+    assert M.brier_score([0, 1], [0.2, 0.6]) == pytest.approx((0.04 + 0.16) / 2)
+    y, p = [0, 0, 1, 1], [0.1, 0.2, 0.7, 1.0]
+    # two bins: [0, .5) mean .15 observed 0; [.5, 1] mean .85 observed 1
+    assert M.expected_calibration_error(y, p, n_bins=2) == pytest.approx((2 * 0.15 + 2 * 0.15) / 4)
+    curve = M.reliability_curve(y, p, n_bins=2)
+    assert curve["n"].tolist() == [2, 2]
+    np.testing.assert_allclose(curve["mean_predicted"], [0.15, 0.85])
+    np.testing.assert_allclose(curve["observed_rate"], [0.0, 1.0])
+    q = M.reliability_curve(
+        np.r_[np.zeros(90), np.ones(10)], np.linspace(0, 1, 100), n_bins=4, strategy="quantile"
+    )
+    assert q["n"].tolist() == [25, 25, 25, 25]
+
+
+# --- agreement with references ------------------------------------------------------------------
+
+scored = st.integers(min_value=2, max_value=40).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 1), min_size=n, max_size=n).filter(lambda v: 0 < sum(v) < len(v)),
+        st.lists(st.integers(0, 4), min_size=n, max_size=n),  # few values: many ties
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scored)
+def test_auc_and_partial_auc_match_references_on_tied_scores(data):
+    y, s = np.array(data[0]), np.array(data[1], dtype=float)
+    assert M.auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    for min_tpr in (0.8, 0.5, 0.1):
+        assert M.partial_auc(y, s, min_tpr) == pytest.approx(
+            isic2024_pauc(y, s, min_tpr), abs=1e-12
+        )
+    assert M.partial_auc(y, s, 0.0) == pytest.approx(M.auc(y, s))  # the whole curve
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_bad_input_raises_naming_what_is_wrong():
+    with pytest.raises(DermctxError, match="all 3 lesions are non-melanoma"):
+        M.auc([0, 0, 0], [1, 2, 3])
+    with pytest.raises(DermctxError, match=r"values other than 0/1 at rows \[1\]"):
+        M.auc([0, 2, 1], [1, 2, 3])
+    with pytest.raises(DermctxError, match=r"NaN or infinite at rows \[2\]"):
+        M.auc([0, 1, 1], [1, 2, np.nan])
+    with pytest.raises(DermctxError, match="shape"):
+        M.auc([0, 1], [1, 2, 3])
+    with pytest.raises(DermctxError, match="no patient has a melanoma"):
+        M.topk_rate([0, 0], [1, 2], ["a", "b"])
+    with pytest.raises(DermctxError, match="outside"):
+        M.brier_score([0, 1], [0.5, 2.0])
+    with pytest.raises(DermctxError, match=r"patient_id is missing at rows \[1\]"):
+        M.within_patient_auc([0, 1], [1, 2], ["a", None])
+    with pytest.raises(DermctxError, match="unknown metric"):
+        M.patient_bootstrap("accuracy", [0, 1], [1, 2], ["a", "b"])
+
+
+# --- bootstraps ---------------------------------------------------------------------------------
+
+
+def _cohort(n_patients=60, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 12, n_patients)
+    pid = np.repeat([f"P{i}" for i in range(n_patients)], sizes)
+    frailty = np.repeat(rng.normal(size=n_patients), sizes)
+    y = (rng.random(len(pid)) < 0.15).astype(int)
+    s = 1 / (1 + np.exp(-(1.5 * y + frailty + rng.normal(size=len(pid)) - 2)))
+    return y, s, pid
+
+
+@pytest.mark.parametrize(
+    ("metric", "kw"),
+    [
+        (M.auc, {}),
+        (M.partial_auc, {"min_tpr": 0.8}),
+        (M.within_patient_auc, {}),
+        (M.topk_rate, {"k": 2}),
+        (M.brier_score, {}),
+    ],
+)
+def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw):
+    y, s, pid = _cohort()
+    fast = M.patient_bootstrap(metric, y, s, pid, n_boot=200, seed=3, **kw)
+
+    if metric in (M.within_patient_auc, M.topk_rate):
+
+        def wrapped(y, s, patient_id, **kw):
+            return metric(y, s, patient_id, **kw)
+    else:
+
+        def wrapped(y, s, **kw):
+            return metric(y, s, **kw)
+
+    slow = M.patient_bootstrap(wrapped, y, s, pid, n_boot=200, seed=3, **kw)
+    assert fast.estimate == pytest.approx(slow.estimate)
+    assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high), abs=1e-12)
+    assert fast.n_valid == slow.n_valid
+
+
+def test_bootstrap_is_deterministic_for_a_seed_and_brackets_the_estimate():
+    y, s, pid = _cohort()
+    a = M.patient_bootstrap("auc", y, s, pid, n_boot=300, seed=7)
+    b = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, seed=7)
+    c = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, seed=8)
+    assert (a.low, a.high) == (b.low, b.high)
+    assert (a.low, a.high) != (c.low, c.high)
+    assert a.low < a.estimate < a.high
+    assert a.estimate == pytest.approx(M.auc(y, s))
+    assert a.n_patients == 60 and a.n_boot == 300
+    assert "95% CI" in repr(a)
+    narrow = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, seed=7, level=0.5)
+    assert a.low < narrow.low < narrow.high < a.high
+
+
+def test_paired_bootstrap_difference_and_share():
+    y, s, pid = _cohort()
+    rng = np.random.default_rng(1)
+    worse = s + rng.normal(scale=0.3, size=len(s))
+    res = M.paired_bootstrap(M.auc, y, s, worse, pid, n_boot=300, seed=0)
+    assert res.estimate == pytest.approx(M.auc(y, s) - M.auc(y, worse))
+    assert res.low < res.estimate < res.high
+    assert res.p_le_0 < 0.05
+    same = M.paired_bootstrap(M.auc, y, s, s, pid, n_boot=50, seed=0)
+    assert same.estimate == 0 and same.low == 0 and same.high == 0 and same.p_le_0 == 1.0
+    again = M.paired_bootstrap(M.auc, y, s, worse, pid, n_boot=300, seed=0)
+    assert (again.low, again.high, again.p_le_0) == (res.low, res.high, res.p_le_0)
+
+
+def test_bootstrap_skips_undefined_resamples():
+    # one melanoma patient among 10: many resamples have no melanoma at all
+    y = np.r_[1, 0, np.zeros(18)]
+    s = np.arange(20.0)
+    pid = np.repeat(np.arange(10), 2)
+    res = M.patient_bootstrap(M.auc, y, s, pid, n_boot=200, seed=0)
+    assert 0 < res.n_valid < 200
+
+
+def test_subgroup_table_keeps_missing_values_as_unknown():
+    y, s, pid = _cohort(n_patients=80)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "patient_id": pid,
+            "target": y,
+            "score": s,
+            "sex": rng.choice(["male", "female", None], len(y)),
+            "age": rng.choice([20.0, 50.0, 80.0, np.nan], len(y)),
+            "source": "isic2020",
+        }
+    )
+    out = M.subgroup_table(
+        table, "score", by=["sex", "age_band", "source"], metrics=["auc", "brier_score"], n_boot=50
+    )
+    assert out.iloc[0][["by", "group", "n_images"]].tolist() == ["all", "all", len(y)]
+    for col in ("sex", "age_band"):
+        part = out[out["by"] == col]
+        assert part["n_images"].sum() == len(y)  # nothing dropped
+        assert part["group"].iloc[-1] == "unknown"
+    assert set(out.loc[out["by"] == "age_band", "group"]) == {"<30", "45-59", "75+", "unknown"}
+    assert {"auc", "auc_low", "auc_high", "brier_score", "n_patients", "n_melanomas"} <= set(
+        out.columns
+    )
+    male = (table["sex"] == "male").to_numpy()
+    row = out[(out["by"] == "sex") & (out["group"] == "male")].iloc[0]
+    assert row["n_patients"] == table.loc[male, "patient_id"].nunique()
+    assert row["auc"] == pytest.approx(M.auc(y[male], s[male]))
+
+
+def test_subgroup_table_gives_nan_where_a_metric_is_undefined():
+    table = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c", "d"],
+            "target": [0, 0, 1, 0],
+            "score": [0.1, 0.2, 0.9, 0.3],
+            "site": ["torso", "torso", "head/neck", "head/neck"],
+        }
+    )
+    out = M.subgroup_table(table, "score", by=["site"], n_boot=20, include_all=False)
+    torso = out[out["group"] == "torso"].iloc[0]
+    assert torso["n_melanomas"] == 0 and np.isnan(torso["auc"])
+
+
+def test_real_oof_scores_bootstrap_fast_and_sane(isic_dir):
+    import time
+
+    oof = pd.read_csv(isic_dir / "oof_effnet_b1_dev.csv")
+    y, s, pid = oof["target"].to_numpy(), oof["pred"].to_numpy(), oof["patient_id"].to_numpy()
+    start = time.perf_counter()
+    res = M.patient_bootstrap(M.auc, y, s, pid, n_boot=500, seed=0)
+    assert time.perf_counter() - start < 10
+    assert res.estimate == pytest.approx(roc_auc_score(y, s))
+    assert 0.85 < res.low < res.estimate < res.high < 0.95
+    assert res.n_patients == 1440
