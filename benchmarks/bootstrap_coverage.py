@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "bootstrap_coverage",
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/bootstrap_coverage.py " + " ".join(argv or []),
+        "command": " ".join(["python benchmarks/bootstrap_coverage.py", *(sys.argv[1:] if argv is None else argv)]),
         "generator": asdict(gen),
         "n_datasets": n,
         "n_skipped_one_class": skipped,

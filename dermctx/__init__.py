@@ -37,6 +37,7 @@ _API: dict[str, str] = {
     "write_dicom": "dermctx.io.dicom",
     "read_dicom": "dermctx.io.dicom",
     "read_dicom_dir": "dermctx.io.dicom",
+    "write_dicom_dir": "dermctx.io.dicom",
     "load_image": "dermctx.io.images",
     # splits and duplicates
     "PatientKFold": "dermctx.splits",
@@ -103,7 +104,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
         errors_frame,
     )
     from dermctx.features import patient_context_features
-    from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom
+    from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom, write_dicom_dir
     from dermctx.io.ham import read_ham10000
     from dermctx.io.images import load_image
     from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates

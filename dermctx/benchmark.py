@@ -172,11 +172,13 @@ class BenchmarkResult:
                         cells.append("")
                 lines.append(f"| {model} | " + " | ".join(cells) + " |")
         c = self.config
+        how = (f"out-of-fold predictions of {c.get('folds')}-fold PatientKFold, seeds "
+               f"{list(c.get('seeds', []))}" if c.get("fitted_models") else "scores as given")
         lines.append("")
         lines.append(
             f"{c.get('n_images')} images, {c.get('n_patients')} patients, "
-            f"{c.get('n_melanomas')} melanomas; {c.get('folds')}-fold PatientKFold, seeds "
-            f"{list(c.get('seeds', []))}; {c.get('n_boot')} patient-bootstrap resamples."
+            f"{c.get('n_melanomas')} melanomas; {how}; {c.get('n_boot')} patient-bootstrap "
+            "resamples (95% CIs)."
         )
         return "\n".join(lines) + "\n"
 
@@ -336,8 +338,10 @@ def _oof_predictions(
                     )
                 t0 = time.perf_counter()
                 est = clone(specs[name])
-                est.fit(X.iloc[np.flatnonzero(train)], y[train])
-                scores[test] = _positive_score(est, X.iloc[np.flatnonzero(test)], name)
+                # positional frames (a fresh RangeIndex): estimators need not handle odd indexes
+                est.fit(X.iloc[np.flatnonzero(train)].reset_index(drop=True), y[train])
+                X_test = X.iloc[np.flatnonzero(test)].reset_index(drop=True)
+                scores[test] = _positive_score(est, X_test, name)
                 seconds[name] += time.perf_counter() - t0
                 bar.update(1)
             if not np.isfinite(scores).all():
@@ -464,7 +468,7 @@ def _metric_tables(
                 lo = float(np.mean([r.low for r in res]))
                 hi = float(np.mean([r.high for r in res]))
                 per_seed += [{"model": model, "seed": s, "metric": name, "value": r.estimate}
-                             for s, r in zip(seeds, res)]
+                             for s, r in zip(seeds, res, strict=True)]
             rows.append({"model": model, "metric": name, "estimate": est, "ci_low": lo,
                          "ci_high": hi, **common})
             bar.update(1)
@@ -591,6 +595,7 @@ def benchmark(
     config = {
         "models": {name: (f"column {spec!r}" if isinstance(spec, str) else repr(spec))
                    for name, spec in specs.items()},
+        "fitted_models": [name for name, spec in specs.items() if not isinstance(spec, str)],
         "score_col": score_col,
         "folds": int(folds),
         "seeds": seeds,

@@ -154,6 +154,147 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench and demo -------------------------------------------------------------------------
+
+_BENCH_MODELS = ("cnn", "context", "context-size")
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--score-col", default="cnn_score",
+                   help="column of per-lesion CNN melanoma probabilities (default cnn_score)")
+    p.add_argument("--out", type=Path, default=Path("dermctx-bench"),
+                   help="folder for report.html, metrics.json, plots and tables")
+    p.add_argument("--models", default="cnn,context",
+                   help=f"comma-separated, from {', '.join(_BENCH_MODELS)}: the raw score, "
+                        "ContextRanker, ContextRanker with use_image_size=True")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seeds", default="0", help="comma-separated split seeds, e.g. 0,1,2")
+    p.add_argument("--n-boot", type=int, default=2000, help="patient-bootstrap resamples")
+    p.add_argument("--duplicates", type=Path, default=None,
+                   help="CSV of duplicate image pairs (kept in one fold)")
+    p.add_argument("--patients", type=int, default=6, help="patients in the per-patient view")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("bench", "benchmark rankers side by side on patient-grouped folds and write a report",
+         _bench_args)
+def _bench(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dermctx.benchmark import benchmark
+    from dermctx.errors import DermctxError as _Error
+    from dermctx.report import write_report
+    from dermctx.table import read_table
+
+    table = read_table(args.table, image_dir=args.image_dir)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in _BENCH_MODELS]
+    if unknown or not names:
+        raise _Error(f"--models: unknown model(s) {unknown}; expected some of {list(_BENCH_MODELS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise _Error(f"--seeds {args.seeds!r}: expected comma-separated integers") from exc
+    models: dict[str, object] = {}
+    for name in names:
+        if name == "cnn":
+            models["CNN alone"] = None
+        else:
+            from dermctx.models.ranker import ContextRanker
+
+            label = "ContextRanker" + (" + image size" if name == "context-size" else "")
+            models[label] = ContextRanker(score_col=args.score_col,
+                                          use_image_size=name == "context-size")
+    duplicates = pd.read_csv(args.duplicates) if args.duplicates is not None else None
+    result = benchmark(table, models, score_col=args.score_col, folds=args.folds, seeds=seeds,
+                       n_boot=args.n_boot, duplicates=duplicates, progress=not args.no_progress)
+    path = write_report(result, args.out, title=f"dermctx bench: {args.table.name}",
+                        n_patients=args.patients, n_boot=min(args.n_boot, 1000),
+                        progress=not args.no_progress)
+    print(result.to_markdown())
+    print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("dermctx-demo"),
+                   help="folder for the report (default ./dermctx-demo)")
+    p.add_argument("--n-boot", type=int, default=1000, help="patient-bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, model and bootstrap")
+    p.add_argument("--max-patients", type=int, default=None,
+                   help="use only this many patients (a quicker run)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("demo", "fit ContextRanker on real ISIC 2020 patients and report on held-out ones "
+         "(offline, about a minute)", _demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    from dermctx.demo import run_demo
+
+    run_demo(args.out, n_boot=args.n_boot, random_state=args.seed,
+             max_patients=args.max_patients, progress=not args.no_progress)
+    return 0
+
+
+# --- to-dicom -------------------------------------------------------------------------------
+
+
+def _to_dicom_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for the DICOM files (<image_id>.dcm)")
+
+
+@command("to-dicom", "wrap each row's JPEG, unchanged, in a DICOM file with the row's metadata",
+         _to_dicom_args)
+def _to_dicom(args: argparse.Namespace) -> int:
+    from dermctx.io.dicom import write_dicom_dir
+    from dermctx.table import read_table
+
+    table = read_table(args.table, image_dir=args.image_dir)
+    written, errors = write_dicom_dir(table, args.out)
+    print(f"{args.table}: wrote {len(written)} DICOM file(s) to {args.out}", file=sys.stderr)
+    _report_errors(errors, args.out / "to-dicom.csv")
+    return 0 if len(errors) == 0 else 1
+
+
+# --- split ----------------------------------------------------------------------------------
+
+
+def _split_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random_state of the split (default 0)")
+    p.add_argument("--duplicates", type=Path, default=None,
+                   help="CSV of duplicate image pairs (any ISIC layout); linked patients stay together")
+    p.add_argument("--out", type=Path, default=None, help="write image_id, patient_id, fold here (.csv/.parquet)")
+
+
+@command("split", "assign patient-level folds (patients, lesions and duplicates kept whole)", _split_args)
+def _split(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dermctx.errors import TableError
+    from dermctx.splits import PatientKFold
+    from dermctx.table import read_table
+
+    table = read_table(args.table, image_dir=args.image_dir)
+    duplicates = None
+    if args.duplicates is not None:
+        try:
+            duplicates = pd.read_csv(args.duplicates, dtype=str)
+        except (OSError, ValueError) as exc:
+            raise TableError(f"{args.duplicates}: cannot be read as CSV ({exc})") from exc
+    fold = PatientKFold(args.folds, random_state=args.seed, duplicates=duplicates).assign(table)
+    out = pd.DataFrame({"image_id": table["image_id"], "patient_id": table["patient_id"], "fold": fold})
+    for k in range(args.folds):
+        part = table[fold == k]
+        print(f"fold {k}: {len(part)} images, {part['patient_id'].nunique()} patients, "
+              f"{int((part['target'] == 1).sum())} melanomas", file=sys.stderr)
+    _write_frame(out, args.out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dermctx`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="dermctx", description=__doc__.splitlines()[0])

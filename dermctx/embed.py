@@ -783,20 +783,20 @@ class Embedder:
             _RayEmbedActor,
             fn_constructor_args=(params, self.settings_),
             batch_size=self.batch_size,
-            batch_format="pandas",
+            batch_format="numpy",
             concurrency=n,
             num_gpus=1 if on_gpu else 0,
             num_cpus=1,
         )
-        for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="pandas"):
-            ok = batch["ok"].to_numpy(dtype=bool)
+        for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="numpy"):
+            ok = np.asarray(batch["ok"], dtype=bool)
             errors = [
-                error_record(r.image_id, int(r.row), r.path or None, "load", r.message)
-                for r in batch[~ok].itertuples()
+                error_record(str(i), int(r), str(p) or None, "load", str(m))
+                for i, r, p, m in zip(batch["image_id"][~ok], batch["row"][~ok],
+                                      batch["path"][~ok], batch["message"][~ok], strict=True)
             ]
-            emb = (np.stack(batch.loc[ok, "embedding"].to_numpy()).astype(np.float32)
-                   if ok.any() else np.empty((0, self.num_features_), np.float32))
-            yield list(batch.loc[ok, "image_id"].astype(str)), emb, errors
+            emb = np.asarray(batch["embedding"], dtype=np.float32)[ok]
+            yield [str(i) for i in batch["image_id"][ok]], emb, errors
 
 
 class _RayEmbedActor:
@@ -810,29 +810,25 @@ class _RayEmbedActor:
                              f"({_differences(mine, settings)}); "
                              "is the checkpoint the same file on every node?")
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, ok, messages = [], [], []
         for path in batch["path"]:
             try:
                 if not path:
                     raise ImageError("no image path in the table")
-                images.append(self.embedder._load(path))
+                images.append(self.embedder._load(str(path)))
                 ok.append(True)
                 messages.append("")
             except Exception as exc:
                 ok.append(False)
                 messages.append(f"{type(exc).__name__}: {exc}")
-        emb = (self.embedder.forward_images(np.stack(images)) if images
-               else np.empty((0, self.embedder.num_features_), np.float32))
-        rows: list[Any] = []
-        it = iter(emb)
-        for flag in ok:
-            rows.append(next(it) if flag else None)
-        out = batch[["row", "image_id", "path"]].copy()
-        out["ok"] = ok
-        out["message"] = messages
-        out["embedding"] = rows
-        return out
+        flags = np.asarray(ok, dtype=bool)
+        emb = np.zeros((len(flags), self.embedder.num_features_), np.float32)  # (B, D), 0 = failed
+        if images:
+            emb[flags] = self.embedder.forward_images(np.stack(images))
+        return {"row": np.asarray(batch["row"]), "image_id": np.asarray(batch["image_id"]),
+                "path": np.asarray(batch["path"]), "ok": flags,
+                "message": np.asarray(messages, dtype=object), "embedding": emb}
 
 
 def _embed_rows(table: pd.DataFrame) -> pd.DataFrame:

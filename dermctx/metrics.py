@@ -97,9 +97,11 @@ def _scores(s: Any, n: int, name: str = "s") -> np.ndarray:
 
 def _patients(patient_id: Any, n: int) -> np.ndarray:
     """Patient ids as int codes 0..P-1 (order of first appearance)."""
-    values = pd.Series(np.asarray(patient_id, dtype=object))
-    if values.ndim != 1 or len(values) != n:
+    values = pd.Series(np.asarray(patient_id, dtype=object).reshape(-1))
+    if len(values) != n:
         raise MetricError(f"patient_id has {len(values)} values; expected {n}, one per label")
+    if n == 0:
+        raise MetricError("no lesions: y, s and patient_id are empty")
     if values.isna().any():
         rows = np.flatnonzero(values.isna().to_numpy())[:5].tolist()
         raise MetricError(f"patient_id is missing at rows {rows}; every lesion needs a patient")
@@ -146,10 +148,15 @@ def auc(y: Any, s: Any) -> float:
     return _auc(y, s)
 
 
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
+def _average_ranks(s: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``s``, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    before = np.cumsum(counts) - counts
+    return (before + (counts + 1) / 2.0)[inverse]
 
-    ranks = rankdata(s)  # average ranks: ties count one half
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    ranks = _average_ranks(s)  # ties count one half
     n_pos = float(y.sum())
     n_neg = len(y) - n_pos
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
@@ -198,13 +205,22 @@ def _weighted_roc_area(v: np.ndarray, w: np.ndarray, cut: np.ndarray, max_fpr: f
     with np.errstate(invalid="ignore", divide="ignore"):
         tpr = np.concatenate([np.zeros((len(w), 1)), tp / tp[:, -1:]], axis=1)  # (R, T+1)
         fpr = np.concatenate([np.zeros((len(w), 1)), fp / fp[:, -1:]], axis=1)
-        x0, x1 = fpr[:, :-1], fpr[:, 1:]
-        y0, y1 = tpr[:, :-1], tpr[:, 1:]
-        x1c = np.minimum(x1, max_fpr)
-        frac = np.where(x1 > x0, (x1c - x0) / (x1 - x0), 0.0)
-        y1c = y0 + frac * (y1 - y0)
-        area = np.where(x0 < max_fpr, (x1c - x0) * (y0 + y1c) / 2, 0.0).sum(axis=1)
+        area = _clipped_area(fpr[:, :-1], fpr[:, 1:], tpr[:, :-1], tpr[:, 1:], max_fpr)
     return np.where((tp[:, -1] > 0) & (fp[:, -1] > 0), area, np.nan)
+
+
+def _clipped_area(
+    x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, max_fpr: float
+) -> np.ndarray:
+    """Sum over segments (x0, y0) -> (x1, y1) of the trapezoid area left of ``max_fpr``.
+
+    Arrays (R, T); a segment crossing ``max_fpr`` is cut there with linear interpolation.
+    Returns (R,).
+    """
+    x1c = np.minimum(x1, max_fpr)
+    frac = np.where(x1 > x0, (x1c - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0.0)
+    y1c = y0 + frac * (y1 - y0)
+    return np.where(x0 < max_fpr, (x1c - x0) * (y0 + y1c) / 2, 0.0).sum(axis=1)
 
 
 class WithinPatientAUC(NamedTuple):
@@ -398,6 +414,10 @@ def _takes_patient(func: Callable[..., Any]) -> bool:
         return False
 
 
+#: Largest patients x distinct-melanoma-scores for the block form of the (partial) AUC bootstrap.
+_BLOCK_LIMIT = 4_000_000
+
+
 class _Vectorised:
     """Metric values for a batch of patient-weight vectors, for the built-in metrics.
 
@@ -408,28 +428,31 @@ class _Vectorised:
     def __init__(
         self, func: Callable[..., Any], y: np.ndarray, s: np.ndarray, codes: np.ndarray, kw: dict
     ):
-        self.codes = codes
         n_pat = int(codes.max()) + 1
         if func is auc or func is partial_auc:
-            max_fpr = 1.0 if func is auc else 1.0 - float(kw.get("min_tpr", 0.80))
-            v, score = (y, s) if func is auc else (1 - y, -s)
-            order, self.cut = _roc_order(v, score)
-            self.v, self.lesion_codes, self.max_fpr = v[order], codes[order], max_fpr
-            self.kind = "roc"
-        elif func is within_patient_auc:
+            # the AUC is the whole area of the label-flipped ROC, which partial_auc cuts
+            self.max_fpr = 1.0 if func is auc else 1.0 - float(kw.get("min_tpr", 0.80))
+            if n_pat * np.unique(s[y == 1]).size <= _BLOCK_LIMIT:
+                self.kind, self.blocks = (
+                    "blocks",
+                    _melanoma_blocks(y, s, codes, n_pat),
+                )  # 3 x (P, K)
+                self.n_neg = np.bincount(codes, weights=1 - y, minlength=n_pat)  # (P,)
+            else:  # weighted ROC over all lesions
+                order, self.cut = _roc_order(1 - y, -s)
+                self.kind, self.v, self.lesion_codes = "roc", (1 - y)[order], codes[order]
+            return
+        self.kind = "mean"  # a weighted mean of per-patient values: num / den
+        if func is within_patient_auc:
             value, valid = _per_patient_auc(y, s, codes)
-            self.num, self.den, self.kind = np.where(valid, value, 0.0), valid.astype(float), "mean"
+            self.num, self.den = np.where(valid, value, 0.0), valid.astype(float)
         elif func is topk_rate:
             credit = _topk_credit(y, s, codes, int(kw.get("k", 1)))
             valid = ~np.isnan(credit)
-            self.num, self.den, self.kind = (
-                np.where(valid, credit, 0.0),
-                valid.astype(float),
-                "mean",
-            )
+            self.num, self.den = np.where(valid, credit, 0.0), valid.astype(float)
         elif func is brier_score:
             self.num = np.bincount(codes, weights=(s - y) ** 2, minlength=n_pat)
-            self.den, self.kind = np.bincount(codes, minlength=n_pat).astype(float), "mean"
+            self.den = np.bincount(codes, minlength=n_pat).astype(float)
         else:
             raise KeyError(func)
 
@@ -438,12 +461,56 @@ class _Vectorised:
             with np.errstate(invalid="ignore", divide="ignore"):
                 den = W @ self.den
                 return np.where(den > 0, (W @ self.num) / den, np.nan)
+        if self.kind == "blocks":
+            # the flipped ROC, one segment per melanoma block k (melanomas of one score u_k):
+            # from (melanomas below u_k, others below u_k) to (+ melanomas at u_k, + others at u_k)
+            count, below, tied = self.blocks
+            a = W @ count  # (R, K) melanoma weight of each block
+            b0 = W @ below  # (R, K) other lesions scoring below u_k
+            b1 = b0 + W @ tied  # (R, K) ... at or below u_k
+            f1 = np.cumsum(a, axis=1)
+            total_mel, total_other = f1[:, -1:], (W @ self.n_neg)[:, None]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                area = _clipped_area(
+                    (f1 - a) / total_mel,
+                    f1 / total_mel,
+                    b0 / total_other,
+                    b1 / total_other,
+                    self.max_fpr,
+                )
+            return np.where((total_mel[:, 0] > 0) & (total_other[:, 0] > 0), area, np.nan)
         out = np.empty(len(W))
         chunk = max(1, 2_000_000 // max(len(self.v), 1))  # bound memory: ~16 MB per array
         for lo in range(0, len(W), chunk):
             w = W[lo : lo + chunk][:, self.lesion_codes]  # (r, n) lesion weights
             out[lo : lo + chunk] = _weighted_roc_area(self.v, w, self.cut, self.max_fpr)
         return out
+
+
+def _melanoma_blocks(
+    y: np.ndarray, s: np.ndarray, codes: np.ndarray, n_pat: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per patient and melanoma block, the counts that fix the ROC of any patient resample.
+
+    Blocks are the K distinct melanoma scores u_1 < ... < u_K. Returns three (P, K) arrays: the
+    melanomas of patient q scoring u_k, and q's other lesions scoring below u_k and equal to u_k.
+    """
+    _, rank = np.unique(s, return_inverse=True)  # dense ranks: equal scores, equal ranks
+    n_rank = int(rank.max()) + 1
+    mel = y == 1
+    block_rank, block = np.unique(rank[mel], return_inverse=True)  # (K,), block of each melanoma
+    n_blocks = len(block_rank)
+    count = np.bincount(codes[mel] * n_blocks + block, minlength=n_pat * n_blocks)
+    keys = np.sort(codes[~mel].astype(np.int64) * n_rank + rank[~mel])  # by patient, then score
+    start = np.searchsorted(keys, np.arange(n_pat, dtype=np.int64) * n_rank)  # (P,)
+    query = np.arange(n_pat, dtype=np.int64)[:, None] * n_rank + block_rank[None, :]  # (P, K)
+    lower = np.searchsorted(keys, query, side="left")
+    upper = np.searchsorted(keys, query, side="right")
+    return (
+        count.reshape(n_pat, n_blocks).astype(float),
+        (lower - start[:, None]).astype(float),
+        (upper - lower).astype(float),
+    )
 
 
 _VECTORISED: set[Callable[..., Any]] = set()  # filled below, after the metrics are defined
@@ -501,10 +568,27 @@ def _estimate(
     return _value(func(y, s, **kw))
 
 
-def _weights(n_pat: int, n_boot: int, seed: int | None) -> np.ndarray:
-    """(n_boot, n_pat) resample counts: each row draws n_pat patients with replacement."""
+def _resample(
+    evaluators: Sequence[Callable[[np.ndarray], np.ndarray]],
+    n_pat: int,
+    n_boot: int,
+    seed: int | None,
+) -> list[np.ndarray]:
+    """Each evaluator's (n_boot,) values on the same patient resamples.
+
+    A resample is a row of counts: how often each of the ``n_pat`` patients is drawn (a
+    multinomial draw of ``n_pat`` patients with replacement). Rows are drawn in chunks of about
+    4 million counts, so memory stays bounded; the chunking does not change the draws.
+    """
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=n_boot).astype(float)
+    chunk = max(1, 4_000_000 // max(n_pat, 1))
+    out = [np.empty(n_boot) for _ in evaluators]
+    for lo in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - lo)
+        W = rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=size).astype(float)  # (r, P)
+        for values, evaluate in zip(out, evaluators, strict=True):
+            values[lo : lo + size] = evaluate(W)
+    return out
 
 
 def _check_boot(n_boot: int, level: float) -> None:
@@ -565,7 +649,7 @@ def patient_bootstrap(
     func, y, s, codes = _prepare(metric, y, s, patient_id)
     estimate = _estimate(func, y, s, codes, kw)
     n_pat = int(codes.max()) + 1
-    values = _evaluator(func, y, s, codes, kw)(_weights(n_pat, n_boot, seed))
+    (values,) = _resample([_evaluator(func, y, s, codes, kw)], n_pat, n_boot, seed)
     low, high = _quantiles(values, level)
     return BootstrapResult(
         metric=_metric_name(metric),
@@ -607,8 +691,13 @@ def paired_bootstrap(
     s2 = _scores(s2, len(y), "s2")
     e1, e2 = _estimate(func, y, s1, codes, kw), _estimate(func, y, s2, codes, kw)
     n_pat = int(codes.max()) + 1
-    W = _weights(n_pat, n_boot, seed)
-    diff = _evaluator(func, y, s1, codes, kw)(W) - _evaluator(func, y, s2, codes, kw)(W)
+    v1, v2 = _resample(
+        [_evaluator(func, y, s1, codes, kw), _evaluator(func, y, s2, codes, kw)],
+        n_pat,
+        n_boot,
+        seed,
+    )
+    diff = v1 - v2
     ok = diff[~np.isnan(diff)]
     low, high = _quantiles(diff, level)
     return PairedBootstrapResult(

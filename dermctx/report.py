@@ -166,7 +166,17 @@ def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: in
         t = subgroup_table(frame, m, by=by, metrics=SUBGROUP_METRICS, n_boot=n_boot, seed=seed)
         t.insert(0, "model", m)
         parts.append(t)
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    # age bands in age order (not alphabetical), "unknown" last; other groups keep their order
+    from dermctx.metrics import AGE_BANDS
+
+    rank = {name: i for i, (_, _, name) in enumerate(AGE_BANDS)}
+    key = np.where(out["by"] == "age_band", out["group"].map(rank).fillna(len(rank)), 0)
+    out["__pos"] = np.arange(len(out))
+    block = out.groupby(["model", "by"], sort=False).ngroup()
+    out = out.assign(__block=block, __key=key).sort_values(["__block", "__key", "__pos"],
+                                                           kind="mergesort")
+    return out.drop(columns=["__pos", "__block", "__key"]).reset_index(drop=True)
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -176,7 +186,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;
 max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:middle}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:middle;white-space:nowrap}
 th{background:#f4f4f4}td.l,th.l{text-align:left}
 tr.mel td{background:#fde8e8}.muted{color:#777}.plots img{max-width:32%;margin-right:1%}
 .patient{margin-bottom:1.6em}.note{color:#555;font-size:13px}.pos{color:#0a7a2f}.neg{color:#b3261e}
@@ -325,7 +335,8 @@ def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
 def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, patients: list[str],
                    *, max_lesions: int, thumb_size: int, progress: bool
                    ) -> tuple[str, list[dict[str, Any]]]:
-    has_path = "path" in frame.columns
+    has_path = "path" in frame.columns and bool(
+        frame["path"].astype(object).map(lambda v: _text(v) != "—").any())
     errors: list[dict[str, Any]] = []
     parts = [f"<p>A sample of patients; lesions ranked by <b>{_e(primary)}</b> (1 = most "
              "suspicious). Melanomas are marked &#9733; and shaded. Rank columns show where each "
@@ -357,6 +368,8 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
                   for m in models],
                 _e(_text(r.get("site"))), _e(_text(r.get("diagnosis"))),
             ]
+            if not has_path:
+                del cells[1]
             rows.append(cells)
             classes.append("mel" if mel else "")
         n_mel = int(p["target"].sum())
@@ -369,8 +382,9 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
         parts.append(
             f'<div class="patient"><h3>{_e(pid)}</h3><p class="note">{_e(who)} &middot; '
             f"{len(p)} lesions, {n_mel} melanoma{'s' if n_mel != 1 else ''}{more}</p>"
-            + _table_html(["rank", "image", "image_id", *[_e(m) for m in models], "site",
-                           "diagnosis"], rows, left=3, row_class=classes)
+            + _table_html(["rank", *(["image"] if has_path else []), "image_id",
+                           *[_e(m) for m in models], "site", "diagnosis"], rows,
+                          left=3 if has_path else 2, row_class=classes)
             + "</div>"
         )
     return "".join(parts), errors
@@ -510,12 +524,19 @@ def write_report(
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     from dermctx import __version__
 
+    if c.get("fitted_models"):
+        how = (
+            f"<p>Out-of-fold predictions from {c.get('folds')}-fold <code>PatientKFold</code> "
+            f"(patients, lesions and duplicate groups kept whole), seeds {_e(c.get('seeds'))}; "
+            "every fitted model is cloned and fitted on the training patients of each fold, so no "
+            "score comes from a model that saw that patient. Figures in the model table are means "
+            "over seeds with "
+        )
+    else:
+        how = ("<p>Scores were given ready-made (no model was fitted in this benchmark). Figures "
+               "come with ")
     method = (
-        f"<p>Out-of-fold predictions from {c.get('folds')}-fold <code>PatientKFold</code> "
-        f"(patients, lesions and duplicate groups kept whole), seeds {_e(c.get('seeds'))}; every "
-        "fitted model is cloned and fitted on the training patients of each fold, so no score "
-        "comes from a model that saw that patient. Figures in the model table are means over "
-        f"seeds with patient-bootstrap 95% CIs ({_fmt(c.get('n_boot'))} resamples of patients, all "
+        how + f"patient-bootstrap 95% CIs ({_fmt(c.get('n_boot'))} resamples of patients, all "
         "of a patient's lesions together). pAUC is the area above 80% sensitivity (ISIC 2024, "
         "range 0-0.2); within-patient AUC is the mean over patients with both classes; top-k is "
         "the share of melanoma patients with a melanoma among their k highest-scored lesions. "

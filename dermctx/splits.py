@@ -252,16 +252,17 @@ class PatientKFold:
         # sum_c a_gc * count_fc / T_c^2: pick the fold where that is smallest (fewest rows on ties)
         scale_pos = 1.0 / max(total_pos, 1.0) ** 2
         scale_neg = 1.0 / max(total_neg, 1.0) ** 2
-        fold_pos = np.zeros(n_splits)
-        fold_neg = np.zeros(n_splits)
+        fold_pos = [0.0] * n_splits
+        fold_neg = [0.0] * n_splits
+        folds = range(n_splits)
         group_fold = np.empty(n_groups, dtype=np.int64)
-        for g in order:
-            cost = pos[g] * fold_pos * scale_pos + neg[g] * fold_neg * scale_neg
-            best = np.flatnonzero(cost == cost.min())
-            f = best[np.argmin(fold_pos[best] + fold_neg[best])]
+        pos_list, neg_list = pos.tolist(), neg.tolist()
+        for g in order.tolist():  # plain floats: K is small, numpy per-group calls would dominate
+            a, b = pos_list[g] * scale_pos, neg_list[g] * scale_neg
+            f = min(folds, key=lambda k: (a * fold_pos[k] + b * fold_neg[k], fold_pos[k] + fold_neg[k], k))
             group_fold[g] = f
-            fold_pos[f] += pos[g]
-            fold_neg[f] += neg[g]
+            fold_pos[f] += pos_list[g]
+            fold_neg[f] += neg_list[g]
         return group_fold[label]
 
     @staticmethod

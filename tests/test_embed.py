@@ -286,7 +286,6 @@ def test_real_weights_reencoded_copy_is_far_closer_than_another_lesion(
     dist = 1 - e @ e.T  # cosine distances
     same = dist[0, 1]
     others = dist[0, 2:]
-    print("cosine distances", same, others)
     assert same < 0.25 * others.min(), (same, others)
 
 

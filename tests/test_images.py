@@ -185,21 +185,20 @@ def test_modes_are_converted_to_rgb(tmp_path: Path) -> None:
 
 
 def test_dicom_source_uses_read_dicom(tmp_path: Path) -> None:
-    dicom = pytest.importorskip("dermctx.io.dicom", reason="dermctx.io.dicom not written yet")
-    if not hasattr(dicom, "write_dicom"):
-        pytest.skip("dermctx.io.dicom has no write_dicom")
-    src = tmp_path / "src.png"
-    Image.fromarray(_smooth(64, 48)).save(src)
-    rgb = np.asarray(Image.open(src).convert("RGB"))
-    path = tmp_path / "x.dcm"
-    try:
-        dicom.write_dicom(rgb, path)
-    except TypeError:
-        pytest.skip("write_dicom has a different signature")
-    out = load_image(path, 32, aspect="squash")
-    ref = load_image(src, 32, aspect="squash")
-    assert out.shape == (32, 32, 3)
-    assert _psnr(out, ref) > 30
+    dicom = pytest.importorskip("dermctx.io.dicom", reason="dermctx.io.dicom not available")
+    src = tmp_path / "src.jpg"
+    Image.fromarray(_smooth(64, 48)).save(src, quality=95)
+    row = {"image_id": "x", "patient_id": "p"}
+    dcm = dicom.write_dicom(src, row, tmp_path / "x.dcm")
+    ref = load_image(src, 48, aspect="squash")  # 64 x 48 -> 48 x 48: no draft scaling
+    np.testing.assert_array_equal(load_image(dcm, 48, aspect="squash"), ref)
+    bare = tmp_path / "no_suffix"  # recognised by its DICM magic, not its name
+    bare.write_bytes(Path(dcm).read_bytes())
+    np.testing.assert_array_equal(load_image(bare, 48, aspect="squash"), ref)
+    not_dicom = tmp_path / "fake.dcm"
+    not_dicom.write_bytes(b"\0" * 200)
+    with pytest.raises(ImageError, match="fake.dcm"):
+        load_image(not_dicom, 16)
 
 
 def test_real_isic_original_squash_close_to_full_decode(isic_images: Path) -> None:

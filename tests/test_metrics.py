@@ -173,6 +173,8 @@ def test_bad_input_raises_naming_what_is_wrong():
         M.brier_score([0, 1], [0.5, 2.0])
     with pytest.raises(DermctxError, match=r"patient_id is missing at rows \[1\]"):
         M.within_patient_auc([0, 1], [1, 2], ["a", None])
+    with pytest.raises(DermctxError, match="no lesions"):
+        M.patient_bootstrap(M.topk_rate, [], [], [])
     with pytest.raises(DermctxError, match="unknown metric"):
         M.patient_bootstrap("accuracy", [0, 1], [1, 2], ["a", "b"])
 
@@ -200,8 +202,11 @@ def _cohort(n_patients=60, seed=0):
         (M.brier_score, {}),
     ],
 )
-def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw):
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw, decimals):
     y, s, pid = _cohort()
+    if decimals is not None:
+        s = np.round(s, decimals)  # many ties, within and across patients and classes
     fast = M.patient_bootstrap(metric, y, s, pid, n_boot=200, seed=3, **kw)
 
     if metric in (M.within_patient_auc, M.topk_rate):
@@ -217,6 +222,16 @@ def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw):
     assert fast.estimate == pytest.approx(slow.estimate)
     assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high), abs=1e-12)
     assert fast.n_valid == slow.n_valid
+
+
+@pytest.mark.parametrize("metric", [M.auc, M.partial_auc])
+def test_large_input_fallback_gives_the_same_ci(metric, monkeypatch):
+    y, s, pid = _cohort()
+    s = np.round(s, 1)
+    blocks = M.patient_bootstrap(metric, y, s, pid, n_boot=100, seed=2)
+    monkeypatch.setattr(M, "_BLOCK_LIMIT", 0)  # weighted ROCs over all lesions instead
+    lesions = M.patient_bootstrap(metric, y, s, pid, n_boot=100, seed=2)
+    assert (blocks.low, blocks.high) == pytest.approx((lesions.low, lesions.high), abs=1e-12)
 
 
 def test_bootstrap_is_deterministic_for_a_seed_and_brackets_the_estimate():

@@ -261,3 +261,26 @@ def test_isic2020_test_set_duplicates_linking_two_patients_stay_together(isic_di
             ).sum()
         )
     assert split_pairs > 0
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def test_cli_split_writes_one_fold_per_image(tmp_path, capsys):
+    from dermctx.cli import main
+
+    table = _table(n_patients=12)
+    table.to_csv(tmp_path / "table.csv", index=False)
+    pd.DataFrame({"image_name_1": ["I0000"], "image_name_2": [table["image_id"].iloc[-1]]}).to_csv(
+        tmp_path / "dup.csv", index=False
+    )
+    out = tmp_path / "folds.csv"
+    code = main(["split", str(tmp_path / "table.csv"), "--folds", "3", "--duplicates",
+                 str(tmp_path / "dup.csv"), "--out", str(out)])
+    assert code == 0
+    folds = pd.read_csv(out, dtype={"image_id": str, "patient_id": str})
+    assert folds["image_id"].tolist() == table["image_id"].tolist()
+    assert folds.groupby("patient_id")["fold"].nunique().max() == 1
+    # the duplicate pair links the first and the last patient: same fold
+    assert folds["fold"].iloc[0] == folds["fold"].iloc[-1]
+    assert "fold 2:" in capsys.readouterr().err
+    assert main(["split", str(tmp_path / "table.csv"), "--folds", "50"]) == 1

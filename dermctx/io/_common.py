@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from dermctx.errors import ImageError, TableError
@@ -92,7 +91,10 @@ def attach_image_paths(
     errors: list[str | None] = []
     for row, image_id in enumerate(table["image_id"].astype(str)):
         try:
-            expected = safe_image_path(image_dir, image_id, extensions[0], row=row, name=name)
+            if image_id and "/" not in image_id and "\\" not in image_id and image_id != "..":
+                expected = image_dir / (image_id + extensions[0])  # a plain name cannot escape
+            else:
+                expected = safe_image_path(image_dir, image_id, extensions[0], row=row, name=name)
         except ImageError as exc:
             paths.append(None)
             errors.append(str(exc))
@@ -113,6 +115,6 @@ def attach_image_paths(
             paths.append(str(found))
             errors.append(None)
     out = table.copy()
-    out["path"] = np.array(paths, dtype=object)
-    out["image_error"] = np.array(errors, dtype=object)
+    out["path"] = pd.Series(paths, index=out.index, dtype=object)
+    out["image_error"] = pd.Series(errors, index=out.index, dtype=object)
     return out

@@ -33,9 +33,10 @@ concept for "palms/soles" or "oral/genital", and BodyPartExamined (a CS value) c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
+import re
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -49,11 +50,19 @@ from pydicom.encaps import encapsulate
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit, VLPhotographicImageStorage, generate_uid
+from tqdm.auto import tqdm
 
-from dermctx.errors import ImageError, TableError, error_record, errors_frame
+from dermctx.errors import DermctxError, ImageError, TableError, error_record, errors_frame
 from dermctx.table import SITES, normalise_site, validate_table
 
-__all__ = ["PRIVATE_CREATOR", "SITE_SCHEME", "read_dicom", "read_dicom_dir", "write_dicom"]
+__all__ = [
+    "PRIVATE_CREATOR",
+    "SITE_SCHEME",
+    "read_dicom",
+    "read_dicom_dir",
+    "write_dicom",
+    "write_dicom_dir",
+]
 
 #: Private creator of the dermctx block (group 0x0011) holding the raw ids.
 PRIVATE_CREATOR = "dermctx"
@@ -67,6 +76,35 @@ _PRIVATE = {"image_id": 0x01, "lesion_id": 0x02, "site_detail": 0x03, "source": 
 _SOF = {0xC0 + i for i in range(16)} - {0xC4, 0xC8, 0xCC}
 _SOF_NAMES = {0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
               0xC9: "arithmetic-coded", 0xCA: "arithmetic progressive"}
+
+
+def _ybr_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables of libjpeg's integer YCbCr -> RGB conversion (jdcolor.c, 16-bit fixed point)."""
+    x = np.arange(256, dtype=np.int64) - 128
+    one_half, fix = 1 << 15, (lambda v: int(v * 65536 + 0.5))
+    cr_r = (fix(1.40200) * x + one_half) >> 16
+    cb_b = (fix(1.77200) * x + one_half) >> 16
+    cbcr_g = (-fix(0.34414) * x[:, None] - fix(0.71414) * x[None, :] + one_half) >> 16
+    return cr_r.astype(np.int16), cb_b.astype(np.int16), cbcr_g.astype(np.int16).ravel()
+
+
+_CR_R, _CB_B, _CBCR_G = _ybr_tables()
+
+
+def _ybr_full_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """YCbCr (full range, JFIF) to RGB with libjpeg's exact integer arithmetic.
+
+    Bit-identical to what libjpeg (and so Pillow) gives when it decodes a JPEG straight to RGB,
+    which floating-point conversions are not (they differ by 1 on a few pixels).
+    ``ycc``: uint8, shape (H, W, 3); returns uint8, shape (H, W, 3).
+    """
+    y = ycc[..., 0].astype(np.int16)
+    cb, cr = ycc[..., 1], ycc[..., 2]
+    out = np.empty(ycc.shape, dtype=np.uint8)
+    out[..., 0] = np.clip(y + _CR_R[cr], 0, 255)
+    out[..., 1] = np.clip(y + _CBCR_G[(cb.astype(np.intp) << 8) | cr], 0, 255)
+    out[..., 2] = np.clip(y + _CB_B[cb], 0, 255)
+    return out
 
 
 def _uid(*parts: str) -> UID:
@@ -280,6 +318,68 @@ def write_dicom(
     return out_path
 
 
+def _file_name(image_id: str) -> str:
+    """A safe file name for an image id: the id itself when it is plain, else a cleaned id + hash."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}", image_id):
+        return f"{image_id}.dcm"
+    digest = hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', image_id)[:100].strip('._')}-{digest}.dcm"
+
+
+def write_dicom_dir(
+    table: pd.DataFrame,
+    out_dir: str | PathLike[str],
+    *,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write one DICOM file per row of a lesion table with image paths (see :func:`write_dicom`).
+
+    Parameters
+    ----------
+    table : DataFrame
+        A lesion table with ``path`` set (e.g. ``read_isic2020(csv, image_dir=...)``). Rows with
+        a non-missing ``image_error`` or no ``path`` are not written and go to ``errors``.
+    out_dir : path
+        Folder for the files, named ``<image_id>.dcm`` (ids that are not plain file names are
+        cleaned and given a short hash, so no file lands outside ``out_dir``).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    written : DataFrame
+        The rows written, with ``path`` set to the DICOM file and ``jpeg_path`` to the source.
+    errors : DataFrame
+        The errors table, one row per row not written (``row`` is its 0-based position).
+        ``len(written) + len(errors) == len(table)``.
+    """
+    table = validate_table(table)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_errors = table["image_error"] if "image_error" in table.columns else None
+    done: list[int] = []
+    dicom_paths: list[str] = []
+    errors: list[dict[str, Any]] = []
+    rows = table.to_dict("records")
+    for pos, row in enumerate(tqdm(rows, desc="to-dicom", unit="image", disable=not progress)):
+        source = row.get("path")
+        try:
+            if image_errors is not None and not pd.isna(image_errors.iloc[pos]):
+                raise ImageError(str(image_errors.iloc[pos]))
+            if source is None or pd.isna(source):
+                raise ImageError(f"row {pos} (image_id {row['image_id']!r}): no image path")
+            out = write_dicom(source, row, out_dir / _file_name(row["image_id"]))
+        except DermctxError as exc:
+            errors.append(error_record(row["image_id"], pos, source, "write_dicom", str(exc)))
+            continue
+        done.append(pos)
+        dicom_paths.append(str(out))
+    written = table.iloc[done].copy()
+    written["jpeg_path"] = written["path"]
+    written["path"] = dicom_paths
+    return written.reset_index(drop=True), errors_frame(errors)
+
+
 def _private(ds: Dataset, key: str) -> str | None:
     try:
         block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
@@ -358,8 +458,10 @@ def read_dicom(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one DICOM image: pixels as RGB and the lesion-table fields of its header.
 
     Pixels are decoded with Pillow (``pydicom.pixels.pixel_array(..., decoding_plugin="pillow")``);
-    YBR data is converted to RGB and grey images are repeated over three channels. For a file
-    written by :func:`write_dicom` the pixels equal Pillow's decode of the original JPEG.
+    YBR data is converted to RGB with libjpeg's integer arithmetic and grey images are repeated
+    over three channels. For a file written by :func:`write_dicom` the pixels therefore equal
+    Pillow's decode of the original JPEG, bit for bit (pydicom's own floating-point conversion
+    is off by 1 on a few pixels of some images).
 
     Returns
     -------
@@ -383,12 +485,15 @@ def read_dicom(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     meta["transfer_syntax"] = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if "PixelData" not in ds:
         raise ImageError(f"{path}: DICOM file has no pixel data")
+    ybr = meta["photometric_interpretation"] in ("YBR_FULL", "YBR_FULL_422")
     try:
-        pixels = pixel_array(ds, decoding_plugin="pillow")
+        pixels = pixel_array(ds, decoding_plugin="pillow", raw=ybr)
     except Exception as exc:  # the decoders raise many kinds; name the file whatever it is
         raise ImageError(f"{path}: cannot decode the pixels ({type(exc).__name__}: {exc})") from exc
     if pixels.dtype != np.uint8:
         raise ImageError(f"{path}: pixels are {pixels.dtype}; expected 8-bit images")
+    if ybr and pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = _ybr_full_to_rgb(pixels)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
@@ -487,6 +592,10 @@ def read_dicom_dir(
             record = _header_record(_dcmread(path, stop_before_pixels=True), path)
         except ImageError as exc:
             errors.append(error_record(None, row, str(path), "read_dicom_dir", str(exc)))
+            continue
+        except (ValueError, TypeError, AttributeError, KeyError, OSError) as exc:  # odd headers
+            errors.append(error_record(None, row, str(path), "read_dicom_dir",
+                                       f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})"))
             continue
         if record["image_id"] in seen:
             errors.append(error_record(

@@ -254,8 +254,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             work, ctx_cols, embedding_prefix=self.embedding_prefix if self.emb_cols_ else None,
             by_site=True, random_state=self.random_state,
         )
-        frame = pd.DataFrame(feats, index=X.index)
-        frame = pd.concat([frame, ctx], axis=1)
+        frame = pd.concat([pd.DataFrame(feats), ctx.reset_index(drop=True)], axis=1)
         return frame, logit
 
     def _offset_design(self, logit: np.ndarray | None, set_logit: np.ndarray | None, n: int) -> np.ndarray:

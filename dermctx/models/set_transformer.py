@@ -195,9 +195,11 @@ class _PerLesion(nn.Module):
 class SetTransformer(nn.Module):
     """One logit per lesion from a permutation-equivariant encoder over the patient's lesions.
 
-    Each lesion enters as its features ``x`` and, with ``config.context``, its difference from the
-    mean of the real lesions of its set (the "ugly duckling" cue: how unlike the patient's other
-    lesions it is); attention blocks then refine that comparison.
+    With ``config.context``, each lesion enters as its features ``x``, its difference from the
+    mean of the real lesions of its set, the log mean squared size of that difference, and how
+    far that size is from the set's average one (the "ugly duckling" cue: how unlike the
+    patient's other lesions it is); attention blocks then refine that comparison. Without
+    context, a lesion enters as ``x`` alone.
 
     Permuting the lesions of a set permutes the logits the same way; padded slots do not change
     the logits of real lesions; a one-lesion set and an all-padding set give finite values.
@@ -206,7 +208,7 @@ class SetTransformer(nn.Module):
     def __init__(self, config: SetTransformerConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.embed = nn.Linear(2 * c.d_in if c.context else c.d_in, c.d_model)
+        self.embed = nn.Linear(2 * c.d_in + 2 if c.context else c.d_in, c.d_model)
         if not c.context:
             blocks: list[nn.Module] = [_PerLesion(c.d_model, c.dropout) for _ in range(c.n_blocks)]
         elif c.n_inducing > 0:
@@ -224,9 +226,13 @@ class SetTransformer(nn.Module):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         x = x.masked_fill(~mask[..., None], 0.0)  # (B, N, d_in): padding never leaks, even NaN
         if self.config.context:
+            real = mask[..., None]  # (B, N, 1)
             count = mask.sum(1, keepdim=True).clamp(min=1)[..., None]  # (B, 1, 1)
-            mean = x.sum(1, keepdim=True) / count  # (B, 1, d_in)
-            x = torch.cat([x, (x - mean).masked_fill(~mask[..., None], 0.0)], dim=2)  # (B, N, 2*d_in)
+            diff = (x - x.sum(1, keepdim=True) / count).masked_fill(~real, 0.0)  # (B, N, d_in)
+            dist = torch.log1p(diff.pow(2).mean(2, keepdim=True))  # (B, N, 1): distance to the mean
+            typical = (dist * real).sum(1, keepdim=True) / count  # (B, 1, 1): the patient's usual distance
+            rel = (dist - typical).masked_fill(~real, 0.0)  # (B, N, 1)
+            x = torch.cat([x, diff, dist, rel], dim=2)  # (B, N, 2*d_in + 2)
         h = self.embed(x)  # (B, N, D)
         for block in self.blocks:
             h = block(h, mask)  # (B, N, D)
@@ -269,6 +275,18 @@ def _split_large(sets: list[np.ndarray], max_size: int, rng: np.random.Generator
             parts = math.ceil(len(s) / max_size)
             out.extend(np.array_split(rng.permutation(s), parts))
     return out
+
+
+def _size_batches(sets: list[np.ndarray], batch_size: int, rng: np.random.Generator) -> list[list[np.ndarray]]:
+    """Shuffled batches of sets of similar size (less padding): sets are shuffled, sorted by size
+    within pools of 16 batches, cut into batches, and the batches shuffled."""
+    order = rng.permutation(len(sets))
+    pool = 16 * batch_size
+    batches = []
+    for start in range(0, len(order), pool):
+        members = sorted(order[start : start + pool], key=lambda i: len(sets[i]))
+        batches += [[sets[i] for i in members[b : b + batch_size]] for b in range(0, len(members), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 class SetRanker(ClassifierMixin, BaseEstimator):
@@ -580,10 +598,9 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         for epoch in range(1, self.max_epochs + 1):
             model.train()
             sets = _split_large(train_sets, self.max_set_size, rng)
-            order = rng.permutation(len(sets))
             total, count = 0.0, 0
-            for start in range(0, len(order), self.batch_size):
-                idx, mask = _pad_index([sets[i] for i in order[start : start + self.batch_size]], n)
+            for batch in _size_batches(sets, self.batch_size, rng):
+                idx, mask = _pad_index(batch, n)
                 logits = model(z_t[idx], mask)  # (B, N)
                 loss = F.binary_cross_entropy_with_logits(logits[mask], y_t[idx][mask], pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)

@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from dermctx import DermctxError, benchmark
+from dermctx.benchmark import METRICS, BenchmarkResult
+from dermctx.metrics import auc, paired_bootstrap, patient_bootstrap, topk_rate
+
+
+def _table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Patients of 3-12 lesions; a noisy CNN score; melanomas in about half the patients."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        n = int(rng.integers(3, 13))
+        target = np.zeros(n, dtype=int)
+        if p % 2 == 0:
+            target[rng.integers(n)] = 1
+        for i in range(n):
+            rows.append({"image_id": f"IMG_{p:03d}_{i:02d}", "patient_id": f"P{p:03d}",
+                         "age": float(rng.integers(20, 80)), "sex": ["male", "female"][p % 2],
+                         "site": ["torso", "head/neck"][i % 2], "target": target[i]})
+    t = pd.DataFrame(rows)
+    t["cnn_score"] = 1 / (1 + np.exp(-(2.0 * t["target"] + rng.normal(size=len(t)) - 2.5)))
+    return t
+
+
+class PatientMemory(ClassifierMixin, BaseEstimator):
+    """Scores 1 for a lesion of a patient seen in fit, else the CNN score / 10: a leak detector."""
+
+    def fit(self, X, y):
+        self.patients_ = set(X["patient_id"])
+        self.columns_ = list(X.columns)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        seen = X["patient_id"].isin(self.patients_).to_numpy()
+        p = np.where(seen, 1.0, X["cnn_score"].to_numpy() / 10)
+        return np.c_[1 - p, p]
+
+
+class ScoreLR(ClassifierMixin, BaseEstimator):
+    """Logistic regression on the CNN score's logit."""
+
+    def __init__(self, C: float = 1.0):
+        self.C = C
+
+    def _x(self, X):
+        p = np.clip(X["cnn_score"].to_numpy(float), 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))[:, None]
+
+    def fit(self, X, y):
+        self.lr_ = LogisticRegression(C=self.C).fit(self._x(X), y)
+        self.classes_ = self.lr_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.lr_.predict_proba(self._x(X))
+
+
+def test_out_of_fold_predictions_never_come_from_a_model_that_saw_the_patient():
+    t = _table()
+    r = benchmark(t, {"cnn": None, "memory": PatientMemory()}, score_col="cnn_score", folds=4,
+                  seeds=(0, 1), n_boot=50, metrics=["auc"], progress=False)
+    p = r.predictions
+    assert len(p) == 2 * len(t)
+    assert set(p["seed"]) == {0, 1}
+    # a model fitted on a lesion's patient would have scored it 1.0
+    assert (p["memory"] < 1.0).all()
+    np.testing.assert_allclose(p["memory"], p["cnn"] / 10)
+    # every patient sits in exactly one fold per seed, and the folds differ between seeds
+    assert (p.groupby(["seed", "patient_id"])["fold"].nunique() == 1).all()
+    assert set(p["fold"]) == {0, 1, 2, 3}
+    f0 = p[p.seed == 0].set_index("image_id")["fold"]
+    f1 = p[p.seed == 1].set_index("image_id")["fold"]
+    assert (f0 != f1.loc[f0.index]).any()
+    # rows of each seed are in input order
+    assert list(p[p.seed == 1]["image_id"]) == list(t["image_id"])
+
+
+class ColumnSpy(PatientMemory):
+    """Records the columns of every X it is fitted on (shared by its clones)."""
+
+    fitted_on: ClassVar[list[list[str]]] = []
+
+    def fit(self, X, y):
+        ColumnSpy.fitted_on.append(list(X.columns))
+        return super().fit(X, y)
+
+
+def test_label_columns_never_reach_the_estimator():
+    t = _table()
+    t["diagnosis"] = np.where(t["target"] == 1, "melanoma", "nevus")
+    t["fold"] = 0
+    est = ColumnSpy()
+    ColumnSpy.fitted_on.clear()
+    benchmark(t, {"m": est}, folds=3, n_boot=20, metrics=["auc"], progress=False)
+    assert len(ColumnSpy.fitted_on) == 3
+    for cols in ColumnSpy.fitted_on:
+        assert "cnn_score" in cols and "patient_id" in cols
+        assert not {"target", "diagnosis", "fold"} & set(cols)
+    assert not hasattr(est, "patients_")  # the estimator passed in is cloned, never fitted
+
+
+def test_raw_score_metrics_match_dermctx_metrics():
+    t = _table(seed=1)
+    r = benchmark(t, {"CNN alone": "score"}, score_col="cnn_score", folds=3, n_boot=200,
+                  random_state=7, progress=False)
+    m = r.metrics.set_index("metric")
+    y, s, pid = t["target"], t["cnn_score"], t["patient_id"]
+    assert m.loc["auc", "estimate"] == pytest.approx(auc(y, s))
+    assert m.loc["top3", "estimate"] == pytest.approx(topk_rate(y, s, pid, k=3))
+    boot = patient_bootstrap("auc", y, s, pid, n_boot=200, seed=7)
+    assert m.loc["auc", "ci_low"] == pytest.approx(boot.low)
+    assert m.loc["auc", "ci_high"] == pytest.approx(boot.high)
+    assert m.loc["auc", "n_patients"] == 60
+    assert m.loc["auc", "n_melanomas"] == 30
+    assert list(r.metrics["metric"]) == list(METRICS)
+    assert len(r.differences) == 0
+    for row in r.metrics.itertuples():
+        assert row.ci_low <= row.estimate <= row.ci_high
+
+
+def test_fold_auc_is_the_mean_of_fold_aucs():
+    t = _table(seed=2)
+    r = benchmark(t, {"cnn": None, "lr": ScoreLR()}, score_col="cnn_score", folds=3,
+                  seeds=(0, 1), n_boot=30, metrics=["fold_auc"], progress=False)
+    p = r.predictions
+    want = np.mean([
+        np.mean([auc(g["target"], g["lr"]) for _, g in ps.groupby("fold")])
+        for _, ps in p.groupby("seed")
+    ])
+    got = r.metrics.set_index(["model", "metric"]).loc[("lr", "fold_auc"), "estimate"]
+    assert got == pytest.approx(want)
+    per_seed = r.per_seed[(r.per_seed.model == "lr")]["value"]
+    assert np.mean(per_seed) == pytest.approx(want)
+
+
+def test_differences_are_paired_bootstrap_against_the_reference():
+    t = _table(seed=3)
+    rng = np.random.default_rng(0)
+    t["worse"] = t["cnn_score"] + rng.normal(scale=0.3, size=len(t))
+    r = benchmark(t, {"cnn": None, "worse": "worse"}, score_col="cnn_score", n_boot=300,
+                  random_state=5, metrics=["auc", "top1"], progress=False)
+    assert r.reference == "cnn"
+    d = r.differences.set_index("metric")
+    want = paired_bootstrap("auc", t["target"], t["worse"], t["cnn_score"], t["patient_id"],
+                            n_boot=300, seed=5)
+    assert d.loc["auc", "difference"] == pytest.approx(want.estimate)
+    assert d.loc["auc", "ci_low"] == pytest.approx(want.low)
+    assert d.loc["auc", "difference"] < 0
+    assert set(d["model"]) == {"worse"}
+
+
+def test_seed_average_and_same_numbers_twice():
+    t = _table(seed=4)
+    kw = dict(score_col="cnn_score", folds=3, seeds=(0, 1, 2), n_boot=50,
+              metrics=["auc", "within_patient_auc"], progress=False)
+    a = benchmark(t, {"cnn": None, "lr": ScoreLR()}, **kw)
+    b = benchmark(t, {"cnn": None, "lr": ScoreLR()}, **kw)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+    pd.testing.assert_frame_equal(a.predictions, b.predictions)
+    ps = a.per_seed[(a.per_seed.model == "lr") & (a.per_seed.metric == "auc")]
+    assert len(ps) == 3
+    est = a.metrics.set_index(["model", "metric"]).loc[("lr", "auc"), "estimate"]
+    assert est == pytest.approx(ps["value"].mean())
+    for seed, g in a.predictions.groupby("seed"):
+        assert auc(g["target"], g["lr"]) == pytest.approx(
+            ps.set_index("seed").loc[seed, "value"])
+
+
+def test_json_and_markdown(tmp_path):
+    t = _table(seed=5)
+    r = benchmark(t, {"cnn": None, "lr": ScoreLR()}, score_col="cnn_score", folds=3, n_boot=50,
+                  progress=False)
+    assert isinstance(r, BenchmarkResult)
+    r.to_json(tmp_path / "m.json")
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["reference"] == "cnn"
+    assert {d["metric"] for d in data["metrics"]} == set(METRICS)
+    assert data["config"]["folds"] == 3 and data["config"]["fitted_models"] == ["lr"]
+    md = r.to_markdown()
+    assert md.count("| lr |") == 2 and "| cnn |" in md
+    assert "AUC" in md and "[" in md
+    assert r.summary().shape == (2, len(METRICS))
+
+
+def test_bad_input_raises_naming_the_problem():
+    t = _table()
+    with pytest.raises(DermctxError, match="score_col"):
+        benchmark(t, {"cnn": None}, progress=False)
+    with pytest.raises(DermctxError, match="'nope'"):
+        benchmark(t, {"x": "nope"}, progress=False)
+    with pytest.raises(DermctxError, match="non-empty mapping"):
+        benchmark(t, {}, progress=False)
+    with pytest.raises(DermctxError, match="expected a scikit-learn"):
+        benchmark(t, {"x": 3}, progress=False)
+    with pytest.raises(DermctxError, match="unknown metric"):
+        benchmark(t, {"cnn": None}, score_col="cnn_score", metrics=["f1"], progress=False)
+    with pytest.raises(DermctxError, match="reference"):
+        benchmark(t, {"cnn": None}, score_col="cnn_score", reference="x", progress=False)
+    bad = t.copy()
+    bad.loc[3, "cnn_score"] = np.nan
+    with pytest.raises(DermctxError, match="row 3"):
+        benchmark(bad, {"cnn": None}, score_col="cnn_score", progress=False)
+    unlabelled = t.copy()
+    unlabelled.loc[5, "target"] = np.nan
+    with pytest.raises(DermctxError, match="target"):
+        benchmark(unlabelled, {"cnn": None}, score_col="cnn_score", progress=False)

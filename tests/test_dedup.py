@@ -1,0 +1,233 @@
+"""Duplicate detection: exact and near copies of small synthetic textured images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+
+from dermctx.dedup import (
+    CROP_LEVELS,
+    DIHEDRAL,
+    PAIR_COLUMNS,
+    duplicate_groups,
+    find_duplicates,
+    image_hashes,
+    search_hashes,
+)
+from dermctx.errors import DermctxError, TableError
+
+
+def _texture(seed: int, w: int = 200, h: int = 150) -> Image.Image:
+    """A smooth random colour texture with a dark blob: distinct for distinct seeds."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray((rng.random((9, 12, 3)) * 255).astype(np.uint8))
+    arr = np.asarray(coarse.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+    blob = np.exp(-(((yy - cy) / (0.2 * h)) ** 2 + ((xx - cx) / (0.15 * w)) ** 2))
+    arr = arr * (1 - 0.7 * blob[..., None]) + rng.normal(0, 4, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _crop(im: Image.Image, frac: float) -> Image.Image:
+    w, h = im.size
+    cw, ch = round(w * frac), round(h * frac)
+    return im.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+
+
+ALTERATIONS = {
+    "jpeg70": lambda im: im,  # saved at quality 70 below
+    "resize50": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BILINEAR),
+    "crop90": lambda im: _crop(im, 0.9),
+    "crop86": lambda im: _crop(im, 0.86),
+    "flip_lr": ImageOps.mirror,
+    "flip_ud": ImageOps.flip,
+    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "rot270": lambda im: im.transpose(Image.Transpose.ROTATE_270),
+    "bright110": lambda im: ImageEnhance.Brightness(im).enhance(1.1),
+    "bright90": lambda im: ImageEnhance.Brightness(im).enhance(0.9),
+}
+
+
+@pytest.fixture(scope="module")
+def image_table(tmp_path_factory) -> pd.DataFrame:
+    """6 distinct originals (PNG); exact copies of o0; every alteration of o1; a bad file; no path."""
+    d = tmp_path_factory.mktemp("dedup")
+    rows = []
+    originals = {}
+    for i in range(6):
+        im = _texture(i)
+        originals[i] = im
+        im.save(d / f"o{i}.png")
+        rows.append((f"o{i}", str(d / f"o{i}.png")))
+    originals[0].save(d / "o0_copy.bmp")  # same pixels, other bytes and format
+    rows.append(("o0_copy", str(d / "o0_copy.bmp")))
+    for name, alter in ALTERATIONS.items():
+        path = d / f"o1_{name}.jpg"
+        alter(originals[1]).save(path, quality=70 if name == "jpeg70" else 92)
+        rows.append((f"o1_{name}", str(path)))
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows.append(("broken", str(d / "broken.jpg")))
+    rows.append(("no_path", None))
+    return pd.DataFrame(rows, columns=["image_id", "path"])
+
+
+@pytest.fixture(scope="module")
+def found(image_table):
+    return find_duplicates(image_table, n_jobs=2, progress=False)
+
+
+def _pair_set(pairs: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(pairs["image_id_1"], pairs["image_id_2"]))
+
+
+def test_pairs_frame_contract(found):
+    pairs, _ = found
+    assert list(pairs.columns) == list(PAIR_COLUMNS)
+    assert (pairs["image_id_1"] < pairs["image_id_2"]).all()
+    assert not pairs.duplicated(["image_id_1", "image_id_2"]).any()
+    assert set(pairs["kind"]) <= {"exact", "near"}
+    assert pairs["distance"].between(0, 1).all()
+
+
+def test_exact_copy_found_as_exact(found):
+    pairs, _ = found
+    row = pairs[(pairs["image_id_1"] == "o0") & (pairs["image_id_2"] == "o0_copy")]
+    assert len(row) == 1
+    assert row["kind"].iat[0] == "exact" and row["method"].iat[0] == "pixels"
+    assert row["distance"].iat[0] == 0.0
+    # nothing else is called exact
+    assert (pairs["kind"] == "exact").sum() == 1
+
+
+@pytest.mark.parametrize("alteration", list(ALTERATIONS))
+def test_each_alteration_found_as_near(found, alteration):
+    pairs, _ = found
+    hit = pairs[(pairs["image_id_1"] == "o1") & (pairs["image_id_2"] == f"o1_{alteration}")]
+    assert len(hit) == 1, f"o1_{alteration} not paired with o1"
+    assert hit["kind"].iat[0] == "near"
+
+
+def test_distinct_images_not_paired(found):
+    pairs, _ = found
+    group = {"o0": 0, "o0_copy": 0, **{f"o{i}": i for i in range(1, 6)}}
+    group.update({f"o1_{a}": 1 for a in ALTERATIONS})
+    g1 = pairs["image_id_1"].map(group)
+    g2 = pairs["image_id_2"].map(group)
+    assert (g1 == g2).all(), pairs[g1 != g2]
+    # the altered copies of o1 are also paired with one another (same photograph)
+    n_o1 = 1 + len(ALTERATIONS)
+    assert ((g1 == 1).sum()) >= n_o1 - 1
+
+
+def test_corrupt_and_missing_files_go_to_errors(found, image_table):
+    pairs, errors = found
+    assert list(errors.columns) == ["image_id", "row", "path", "stage", "message"]
+    by_id = errors.set_index("image_id")
+    assert by_id.loc["broken", "stage"] == "decode"
+    assert "broken.jpg" in by_id.loc["broken", "message"]
+    assert by_id.loc["no_path", "stage"] == "path"
+    assert by_id.loc["broken", "row"] == image_table.index[image_table["image_id"] == "broken"][0]
+    # every input row is hashed or in errors, and the run went on
+    assert pairs.attrs["n_images"] + len(errors) == len(image_table)
+    assert pairs.attrs["n_rows"] == len(image_table)
+    assert len(pairs) > 0
+
+
+def test_near_false_reports_exact_only(image_table):
+    pairs, errors = find_duplicates(image_table, near=False, n_jobs=1, progress=False)
+    assert _pair_set(pairs) == {("o0", "o0_copy")}
+    assert set(pairs["kind"]) == {"exact"}
+    assert len(errors) == 2
+
+
+def test_threshold_zero_keeps_only_identical_hashes(image_table):
+    pairs, _ = find_duplicates(image_table, threshold=0.0, n_jobs=1, progress=False)
+    assert (pairs["distance"] == 0).all()
+    assert ("o0", "o0_copy") in _pair_set(pairs)
+
+
+def test_dihedral_hashes_match_transformed_images():
+    grey = np.asarray(_texture(3).convert("L"), dtype=np.float32)
+    grey = grey[:, :150]  # square, so that transposes keep the thumbnail grid exact
+    base = image_hashes(grey)
+    transforms = {
+        "identity": grey,
+        "flip_lr": grey[:, ::-1],
+        "flip_ud": grey[::-1, :],
+        "rot180": grey[::-1, ::-1],
+        "transpose": grey.T,
+        "rot90_cw": np.rot90(grey, k=-1),
+        "rot90_ccw": np.rot90(grey, k=1),
+        "transverse": np.rot90(grey, k=2).T,
+    }
+    for k, name in enumerate(DIHEDRAL):
+        moved = image_hashes(np.ascontiguousarray(transforms[name]))
+        assert moved["query"][0] == base["query"][k], name
+        assert (moved["query_fine"][0] == base["query_fine"][k]).all(), name
+    assert base["index"].shape == (len(CROP_LEVELS),)
+    assert base["index"][0] == base["query"][0]  # full view, upright
+
+
+def test_search_matches_brute_force_within_guarantee():
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 2**63, size=3000, dtype=np.int64).astype(np.uint64)
+    query = rng.integers(0, 2**63, size=500, dtype=np.int64).astype(np.uint64)
+    # plant neighbours at 0..3 bits of random index entries
+    for q in range(0, 500, 2):
+        j = int(rng.integers(0, len(index)))
+        flips = rng.choice(64, size=int(rng.integers(0, 4)), replace=False)
+        query[q] = index[j] ^ np.uint64(int(sum(1 << int(b) for b in flips)))
+    qpos, ipos, dist = search_hashes(query, index, radius=3, bands=4)
+    brute = np.bitwise_count(query[:, None] ^ index[None, :])
+    bq, bi = np.nonzero(brute <= 3)
+    assert set(zip(qpos.tolist(), ipos.tolist())) == set(zip(bq.tolist(), bi.tolist()))
+    assert (dist == brute[qpos, ipos]).all()
+    assert len(qpos) >= 250
+
+
+def test_search_rejects_bad_bands():
+    with pytest.raises(DermctxError, match="bands"):
+        search_hashes(np.zeros(2, np.uint64), np.zeros(2, np.uint64), radius=1, bands=1)
+
+
+def test_bad_tables_raise(image_table):
+    with pytest.raises(TableError, match="path"):
+        find_duplicates(image_table[["image_id"]], progress=False)
+    twice = pd.concat([image_table.iloc[:2], image_table.iloc[:1]], ignore_index=True)
+    with pytest.raises(TableError, match="duplicate"):
+        find_duplicates(twice, progress=False)
+    with pytest.raises(DermctxError, match="threshold"):
+        find_duplicates(image_table, threshold=3, progress=False)
+
+
+def test_embedding_pairs():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(6, 16)).astype(np.float32)
+    emb[3] = emb[0] + 0.01 * rng.normal(size=16)  # 3 is a near copy of 0
+    emb[5] = np.nan  # cannot be compared
+    table = pd.DataFrame(emb, columns=[f"emb_{i:04d}" for i in range(16)])
+    table.insert(0, "image_id", [f"i{k}" for k in range(6)])
+    pairs, errors = find_duplicates(table, images=False, embedding_threshold=0.01)
+    assert _pair_set(pairs) == {("i0", "i3")}
+    assert pairs["method"].iat[0] == "embedding" and pairs["kind"].iat[0] == "near"
+    assert 0 <= pairs["distance"].iat[0] < 0.01
+    assert errors["image_id"].tolist() == ["i5"] and errors["stage"].tolist() == ["embedding"]
+    with pytest.raises(TableError, match="emb_"):
+        find_duplicates(table[["image_id"]], images=False, embedding_threshold=0.1)
+
+
+def test_duplicate_groups_links_chains():
+    pairs = pd.DataFrame({"image_id_1": ["a", "b", "x"], "image_id_2": ["b", "c", "y"]})
+    groups = duplicate_groups(pairs)
+    assert groups["a"] == groups["b"] == groups["c"]
+    assert groups["x"] == groups["y"] != groups["a"]
+    full = duplicate_groups(pairs, image_ids=["z", "c", "a", "b", "x", "y"])
+    assert full.index.tolist() == ["z", "c", "a", "b", "x", "y"]
+    assert full["z"] not in set(full.drop("z"))
+    assert full.name == "duplicate_group"
+    isic = pd.DataFrame({"image_name_1": ["ISIC_2"], "image_name_2": ["ISIC_1"]})
+    g = duplicate_groups(isic)
+    assert g["ISIC_1"] == g["ISIC_2"]

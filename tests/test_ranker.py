@@ -1,0 +1,179 @@
+"""Tests of dermctx.models.ranker.ContextRanker: the contract users rely on (small synthetic data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+
+from dermctx.errors import LeakageError, ModelError, TableError
+from dermctx.models.ranker import ContextRanker
+
+FAST = {"n_estimators": 40, "min_child_samples": 20, "n_folds": 3}
+
+
+def _clinic(n_patients: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Lesion table with a CNN score, metadata and image sizes.
+
+    A melanoma is photographed at a size unlike its patient's other images (but common globally),
+    so only the patient-relative size features can find it.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(3, 12, n_patients)
+    pid = np.repeat([f"P{i:03d}" for i in range(n_patients)], sizes)
+    n = len(pid)
+    y = (rng.uniform(size=n) < 0.08).astype(int)
+    logit = -3.0 + 1.5 * y + rng.normal(size=n)
+    choices = np.array([6000, 1872, 4288])
+    base = np.repeat(rng.integers(0, 3, n_patients), sizes)
+    other = (base + rng.integers(1, 3, n)) % 3
+    width = choices[np.where(y == 1, other, base)].astype(float)
+    return pd.DataFrame({
+        "image_id": [f"ISIC_{i:05d}" for i in range(n)],
+        "patient_id": pid,
+        "age": rng.uniform(20, 85, n).round(),
+        "sex": rng.choice(["male", "female"], n),
+        "site": rng.choice(["torso", "head/neck", "lower extremity", None], n),
+        "cnn_score": 1 / (1 + np.exp(-logit)),
+        "width": width,
+        "height": width * 2 / 3,
+        "diagnosis": np.where(y == 1, "melanoma", "nevus"),
+        "target": y,
+    })
+
+
+@pytest.fixture(scope="module")
+def clinic() -> pd.DataFrame:
+    return _clinic()
+
+
+@pytest.fixture(scope="module")
+def fitted(clinic) -> ContextRanker:
+    return ContextRanker(**FAST).fit(clinic, clinic["target"])
+
+
+def test_predict_proba_in_input_order_and_calibrated(fitted, clinic):
+    p = fitted.predict_proba(clinic)
+    assert p.shape == (len(clinic), 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    perm = np.random.default_rng(1).permutation(len(clinic))
+    p_perm = fitted.predict_proba(clinic.iloc[perm])
+    np.testing.assert_allclose(p_perm[:, 1], p[perm, 1], rtol=1e-10)
+    assert p[:, 1].mean() == pytest.approx(clinic["target"].mean(), abs=0.03)
+    assert len(fitted.oof_proba_) == len(clinic)
+
+
+def test_reads_only_declared_inputs(fitted, clinic):
+    assert list(fitted.feature_names_in_) == ["patient_id", "cnn_score", "age", "sex", "site"]
+    # label-derived and undeclared columns in the table change nothing
+    shuffled = clinic.assign(target=0, diagnosis="x", width=1.0, fold=3)
+    np.testing.assert_array_equal(fitted.predict_proba(shuffled), fitted.predict_proba(clinic))
+    with pytest.raises(TableError, match="'age'"):
+        fitted.predict_proba(clinic.drop(columns="age"))
+
+
+@pytest.mark.parametrize("col", ["diagnosis", "target", "fold", "tfrecord", "benign_malignant"])
+def test_refuses_label_derived_inputs(clinic, col):
+    table = clinic.assign(fold=0, tfrecord=1, benign_malignant="benign")
+    with pytest.raises(LeakageError, match=col):
+        ContextRanker(extra_features=[col], **FAST).fit(table, clinic["target"])
+    with pytest.raises(LeakageError, match=col):
+        ContextRanker(score_col=col, **FAST).fit(table, clinic["target"])
+
+
+def test_image_size_only_when_asked(clinic):
+    ranker = ContextRanker(use_image_size=True, **FAST).fit(clinic, clinic["target"])
+    assert {"width", "height"} <= set(ranker.feature_names_in_)
+    assert any(c.startswith("width__") or c.startswith("area__") for c in ranker.gbm_.feature_names_in_)
+    p_size = ranker.predict_proba(clinic)[:, 1]
+    p_plain = ContextRanker(**FAST).fit(clinic, clinic["target"]).predict_proba(clinic)[:, 1]
+    # the planted size artefact is found only when image size is allowed in
+    assert roc_auc_score(clinic["target"], p_size) > roc_auc_score(clinic["target"], p_plain) + 0.05
+    with pytest.raises(TableError, match="width"):
+        ContextRanker(use_image_size=True, **FAST).fit(clinic.drop(columns="width"), clinic["target"])
+
+
+def test_save_load_round_trip_identical(fitted, clinic, tmp_path):
+    fitted.save(tmp_path / "model")
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["context_ranker.json", "gbm.txt"]
+    loaded = ContextRanker.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.predict_proba(clinic), fitted.predict_proba(clinic))
+    assert loaded.get_params() == {**fitted.get_params(), "extra_features": []}
+    meta = json.loads((tmp_path / "model" / "context_ranker.json").read_text())
+    meta["format"] = "pickle"
+    (tmp_path / "model" / "context_ranker.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="not a dermctx.ContextRanker"):
+        ContextRanker.load(tmp_path / "model")
+    with pytest.raises(ModelError, match="missing"):
+        ContextRanker.load(tmp_path / "nothing")
+
+
+def test_rank_accounts_for_every_row(fitted, clinic):
+    bad = clinic.copy()
+    bad.loc[3, "cnn_score"] = np.nan
+    bad.loc[7, "cnn_score"] = 1.5
+    bad.loc[9, "patient_id"] = " "
+    scores, errors = fitted.rank(bad)
+    assert len(scores) + len(errors) == len(bad)
+    assert list(errors["row"]) == [3, 7, 9]
+    assert list(errors["image_id"]) == ["ISIC_00003", "ISIC_00007", "ISIC_00009"]
+    assert "cnn_score" in errors["message"][1]
+    assert list(scores["image_id"]) == [i for k, i in enumerate(clinic["image_id"]) if k not in (3, 7, 9)]
+    first = scores[scores.patient_id == "P000"]
+    assert first.loc[first.score.idxmax(), "patient_rank"] == 1
+    with pytest.raises(TableError, match="rank\\(\\)"):
+        fitted.predict_proba(bad)
+
+
+def test_score_patient_sorted_with_explanation(clinic):
+    ranker = ContextRanker(use_image_size=True, **FAST).fit(clinic, clinic["target"])
+    one = clinic[clinic.patient_id == clinic.patient_id[clinic.target == 1].iloc[0]]
+    out = ranker.score_patient(one)
+    assert list(out.columns) == ["image_id", "score", "rank", "raised_by", "raised_by_change",
+                                 "lowered_by", "lowered_by_change"]
+    assert (np.diff(out["score"]) <= 0).all() and list(out["rank"]) == list(range(1, len(one) + 1))
+    full = ranker.predict_proba(one)[:, 1]
+    np.testing.assert_allclose(out.set_index("image_id").loc[one.image_id, "score"], full)
+    # the explanation is a real leave-one-out change: check one entry by hand
+    row = out.iloc[0]
+    if row["raised_by"] is not None:
+        rest = one[one.image_id != row["raised_by"]]
+        without = ranker.predict_proba(rest)[:, 1][list(rest.image_id).index(row["image_id"])]
+        assert row["score"] - without == pytest.approx(row["raised_by_change"])
+    assert (out["raised_by_change"] >= 0).all() and (out["lowered_by_change"] <= 0).all()
+    # a melanoma photographed at another size than the patient's other image: that other image
+    # is what raises its score (alone, nothing marks it as odd)
+    pair = pd.concat([one[one.target == 0].iloc[:1], one[one.target == 1].iloc[:1]])
+    expl = ranker.score_patient(pair).set_index("image_id")
+    mel, other = pair.image_id.iloc[1], pair.image_id.iloc[0]
+    assert expl.loc[mel, "raised_by"] == other and expl.loc[mel, "raised_by_change"] > 0.01
+    single = ranker.score_patient(one.iloc[:1])
+    assert single["raised_by"].isna().all() and single["rank"].tolist() == [1]
+    with pytest.raises(TableError, match="one patient"):
+        ranker.score_patient(clinic.iloc[:40])
+
+
+def test_clone_deterministic_and_beats_nothing_worse_than_cnn(clinic):
+    test = _clinic(80, seed=5)
+    a = clone(ContextRanker(**FAST)).fit(clinic, clinic["target"]).predict_proba(test)
+    b = ContextRanker(**FAST).fit(clinic, clinic["target"]).predict_proba(test)
+    np.testing.assert_array_equal(a, b)
+    assert roc_auc_score(test.target, a[:, 1]) > 0.75
+
+
+def test_unfitted_and_bad_labels(clinic):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        ContextRanker().predict_proba(clinic)
+    with pytest.raises(TableError, match="one class"):
+        ContextRanker(**FAST).fit(clinic, np.zeros(len(clinic)))
+    with pytest.raises(LeakageError, match="equals the label"):
+        ContextRanker(**FAST).fit(clinic.assign(cnn_score=clinic.target.astype(float)), clinic.target)
+    with pytest.raises(TableError, match="neither"):
+        ContextRanker(**FAST).fit(clinic.drop(columns="cnn_score"), clinic.target)

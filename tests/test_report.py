@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermctx import DermctxError, benchmark, write_report
+from dermctx.report import REPORT_SECTIONS
+
+
+class _Page(HTMLParser):
+    """Collects section ids, <img> sources and the text of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a.get("id", ""))
+        if tag == "img":
+            self.images.append(a)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def _decode(src: str) -> Image.Image:
+    assert src.startswith("data:image/"), src[:40]
+    header, payload = src.split(",", 1)
+    assert header.endswith(";base64")
+    img = Image.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+    img.load()
+    return img
+
+
+def _scores(tmp_path, n_patients: int = 16, with_images: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(n_patients):
+        n = int(rng.integers(3, 8))
+        mel = int(rng.integers(n)) if p % 2 == 0 else -1
+        for i in range(n):
+            rows.append({
+                "image_id": f"IMG_{p:02d}_{i}", "patient_id": f"P{p:02d}",
+                "age": float(rng.integers(20, 85)), "sex": ["male", "female"][p % 2],
+                "site": ["torso", "lower extremity", None][i % 3],
+                "diagnosis": "melanoma" if i == mel else "nevus",
+                "target": int(i == mel), "source": ["isic2020", "clinic"][p % 2],
+            })
+    t = pd.DataFrame(rows)
+    t["cnn"] = 1 / (1 + np.exp(-(2.5 * t["target"] + rng.normal(size=len(t)) - 2)))
+    t["ranker"] = np.clip(t["cnn"] + rng.normal(scale=0.05, size=len(t)), 0, 1)
+    if with_images:
+        paths = []
+        for i, image_id in enumerate(t["image_id"]):
+            path = tmp_path / f"{image_id}.jpg"
+            Image.new("RGB", (40 + i % 7, 30), (200, 120 + i % 100, 90)).save(path)
+            paths.append(str(path))
+        t["path"] = paths
+        t.loc[1, "path"] = str(tmp_path / "missing.jpg")  # an unreadable image must not stop it
+    return t
+
+
+def test_report_html_has_every_section_and_every_image_decodes(tmp_path):
+    t = _scores(tmp_path)
+    out = tmp_path / "rep"
+    path = write_report(t, out, score_cols=["cnn", "ranker"], n_patients=16, n_boot=50,
+                        progress=False)
+    assert path == out / "report.html"
+    page = _parse(path)
+    assert page.sections == list(REPORT_SECTIONS)
+    assert len(page.images) >= 3
+    plots = {img["alt"] for img in page.images if img["alt"] in {"roc", "pr", "reliability"}}
+    assert plots == {"roc", "pr", "reliability"}
+    thumbs = [img for img in page.images if "thumb" in img.get("class", "")]
+    assert len(thumbs) >= len(t) - 1 - 8  # every readable lesion shown (at most 15 per patient)
+    for img in page.images:
+        im = _decode(img["src"])
+        assert im.size[0] > 0 and im.size[1] > 0
+    for img in thumbs:
+        assert _decode(img["src"]).size == (64, 64)
+    # no external resource: the page is self-contained
+    html = path.read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    text = " ".join(page.text)
+    assert "\u2605" in text  # melanomas are marked
+    for f in ("metrics.json", "metrics.md", "roc.png", "pr.png", "reliability.png",
+              "subgroups.csv", "calibration.csv", "predictions.csv"):
+        assert (out / f).stat().st_size > 0, f
+    for f in ("roc.png", "pr.png", "reliability.png"):
+        assert Image.open(out / f).format == "PNG"
+    errors = pd.read_csv(out / "report.errors.csv")
+    assert list(errors["image_id"]) == ["IMG_00_1"] and errors["stage"].iloc[0] == "thumbnail"
+
+
+def test_report_tables(tmp_path):
+    t = _scores(tmp_path, with_images=False)
+    out = tmp_path / "rep"
+    write_report(t, out, score_cols=["cnn", "ranker"], n_patients=3, n_boot=50, progress=False)
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["reference"] == "cnn"
+    assert {m["model"] for m in data["metrics"]} == {"cnn", "ranker"}
+    assert "fold_auc" not in {m["metric"] for m in data["metrics"]}  # ready-made scores
+    sub = pd.read_csv(out / "subgroups.csv", keep_default_na=False)
+    assert set(sub["by"]) == {"all", "sex", "age_band", "site", "source"}
+    assert "unknown" in set(sub[sub["by"] == "site"]["group"])  # missing sites kept, not dropped
+    site_rows = sub[(sub["by"] == "site") & (sub["model"] == "cnn")]
+    assert site_rows["n_images"].sum() == len(t)
+    calib = pd.read_csv(out / "calibration.csv")
+    assert set(calib["group"]) == {"all", "isic2020", "clinic"}
+    brier = calib[(calib.model == "cnn") & (calib.group == "all")]["brier_score"].iloc[0]
+    assert brier == pytest.approx(np.mean((t["cnn"] - t["target"]) ** 2))
+    page = _parse(out / "report.html")
+    assert sum(1 for img in page.images if "thumb" in img.get("class", "")) == 0
+
+
+def test_report_from_benchmark_result_and_non_probability_scores(tmp_path):
+    t = _scores(tmp_path, with_images=False)
+    t["logit"] = np.log(t["cnn"] / (1 - t["cnn"]))  # not a probability: no calibration
+    r = benchmark(t, {"cnn": None, "logit": "logit"}, score_col="cnn", folds=2, n_boot=30,
+                  metrics=["auc", "top1"], progress=False)
+    path = write_report(r, tmp_path / "rep2", n_boot=30, progress=False)
+    page = _parse(path)
+    assert page.sections == list(REPORT_SECTIONS)
+    calib = pd.read_csv(tmp_path / "rep2" / "calibration.csv")
+    assert set(calib["model"]) == {"cnn"}
+    assert {img["alt"] for img in page.images} >= {"roc", "pr", "reliability"}
+
+
+def test_report_errors(tmp_path):
+    t = _scores(tmp_path, with_images=False)
+    with pytest.raises(DermctxError, match="score_cols"):
+        write_report(t, tmp_path / "x", progress=False)
+    with pytest.raises(DermctxError, match="nope"):
+        write_report(t, tmp_path / "x", score_cols=["nope"], progress=False)
+    with pytest.raises(DermctxError, match="BenchmarkResult"):
+        write_report([1, 2], tmp_path / "x", progress=False)
