@@ -7,7 +7,8 @@ true AUC of the generator (the AUC of a very large sample from the same generato
 it also runs the naive lesion-level bootstrap (every lesion its own "patient"), which ignores the
 correlation.
 
-Run by hand (about 3-6 minutes on 2 cores with the defaults)::
+Run by hand (the defaults took 856 s on 2 cores shared with other jobs; ``--no-naive`` skips
+the contrast and roughly halves that)::
 
     nice python benchmarks/bootstrap_coverage.py
 
@@ -49,7 +50,9 @@ class Generator:
     shift: float = 2.0
     patient_sd: float = 1.0
 
-    def sample(self, n_patients: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample(
+        self, n_patients: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(y, s, patient)`` arrays of shape (n,) for ``n_patients`` patients."""
         sizes = 1 + rng.poisson(self.mean_lesions - 1, n_patients)
         patient = np.repeat(np.arange(n_patients), sizes)
@@ -72,11 +75,17 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-datasets", type=int, default=500)
-    parser.add_argument("--n-patients", type=int, default=300, help="patients per simulated dataset")
+    parser.add_argument(
+        "--n-patients", type=int, default=300, help="patients per simulated dataset"
+    )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per dataset")
-    parser.add_argument("--truth-patients", type=int, default=400_000, help="patients in the 'true AUC' sample")
+    parser.add_argument(
+        "--truth-patients", type=int, default=400_000, help="patients in the 'true AUC' sample"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-naive", action="store_true", help="skip the lesion-level bootstrap contrast")
+    parser.add_argument(
+        "--no-naive", action="store_true", help="skip the lesion-level bootstrap contrast"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bootstrap_coverage")
     args = parser.parse_args(argv)
 
@@ -99,9 +108,15 @@ def main(argv: list[str] | None = None) -> dict:
         estimates.append(auc(y, s))
         n_lesions.append(len(y))
         n_mel.append(int(y.sum()))
-        kinds = {"patient": patient} if args.no_naive else {"patient": patient, "lesion": np.arange(len(y))}
+        kinds = (
+            {"patient": patient}
+            if args.no_naive
+            else {"patient": patient, "lesion": np.arange(len(y))}
+        )
         for kind, groups in kinds.items():
-            res = patient_bootstrap("auc", y, s, groups, n_boot=args.n_boot, seed=args.seed * 100_003 + i)
+            res = patient_bootstrap(
+                "auc", y, s, groups, n_boot=args.n_boot, seed=args.seed * 100_003 + i
+            )
             hits[kind] += int(res.low <= true_auc <= res.high)
             widths[kind].append(res.high - res.low)
     n = args.n_datasets - skipped
@@ -110,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "bootstrap_coverage",
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "command": " ".join(["python benchmarks/bootstrap_coverage.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(
+            ["python benchmarks/bootstrap_coverage.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "generator": asdict(gen),
         "n_datasets": n,
         "n_skipped_one_class": skipped,
@@ -155,20 +172,24 @@ def write(result: dict, out: Path) -> None:
         f"(on average {result['mean_lesions_per_dataset']:.0f} lesions and "
         f"{result['mean_melanomas_per_dataset']:.1f} melanomas each); "
         f"{result['n_boot']} bootstrap resamples per dataset (fewer than the library default of 2000, "
-        "to keep the run to minutes; percentile CIs settle well before that).",
+        "to keep the run short).",
         f"Datasets with a single class skipped: {result['n_skipped_one_class']}.",
         "",
         f"True AUC {result['true_auc']:.4f}, the AUC of one sample of {result['truth_sample_patients']:,} "
         "patients from the same generator. Across datasets the AUC estimate averaged "
         f"{result['mean_estimate']:.4f} (SD {result['sd_estimate']:.4f}).",
         "",
-        "Generator: " + ", ".join(f"{k}={v}" for k, v in result["generator"].items())
+        "Generator: "
+        + ", ".join(f"{k}={v}" for k, v in result["generator"].items())
         + " (see `Generator` in the script: a patient-level effect on melanoma risk and on every score).",
         "",
         "| bootstrap | resamples | CI covers true AUC | 95% CI of the coverage (Wilson) | mean CI width |",
         "|---|---|---|---|---|",
     ]
-    names = {"patient": "patients (dermctx.patient_bootstrap)", "lesion": "lesions (naive, ignores patients)"}
+    names = {
+        "patient": "patients (dermctx.patient_bootstrap)",
+        "lesion": "lesions (naive, ignores patients)",
+    }
     for kind, c in cov.items():
         lines.append(
             f"| {names[kind]} | {result['n_boot']} | {c['covered']}/{result['n_datasets']} = {c['rate']:.1%} | "

@@ -46,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = [("AUC", "auc", {}), ("pAUC80", "partial_auc", {"min_tpr": 0.8}),
            ("within-patient AUC", "within_patient_auc", {}), ("top-1", "topk_rate", {"k": 1})]
 N_BOOT = 1000
-GEN = dict(dim=32, lesions_per_patient=(1, 40), melanoma_rate=0.02, within_scale=0.7)
+GEN = dict(dim=32, lesions_per_patient=(1, 40), melanoma_rate=0.02, within_scale=1.0)
 
 
 def centroid_distance(table: pd.DataFrame) -> np.ndarray:

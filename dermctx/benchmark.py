@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -358,7 +360,7 @@ def _oof_predictions(
 # --- metrics with patient-bootstrap CIs -------------------------------------------------------
 
 # name -> (dermctx.metrics function name, keyword arguments)
-_BUILTIN = {
+_BUILTIN: dict[str, tuple[str, dict[str, Any]]] = {
     "auc": ("auc", {}),
     "pauc80": ("partial_auc", {"min_tpr": 0.80}),
     "within_patient_auc": ("within_patient_auc", {}),
@@ -612,3 +614,19 @@ def benchmark(
     meta["target"] = table["target"].to_numpy()
     return BenchmarkResult(predictions=predictions, metrics=metrics, differences=differences,
                            per_seed=per_seed, reference=reference, table=meta, config=config)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`benchmark`.
+
+    ``dermctx.benchmark`` is both this module and the public function: importing the module
+    (``from dermctx.benchmark import BenchmarkResult``, or any module that does) binds the
+    *module* to ``dermctx.benchmark``. Making the module callable keeps
+    ``dermctx.benchmark(table, models, ...)`` working whatever was imported first.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> BenchmarkResult:
+        return benchmark(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -295,6 +295,107 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- fit / score (ContextRanker) ------------------------------------------------------------
+
+
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="folder to write the fitted model to")
+    p.add_argument("--score-col", default="cnn_score",
+                   help="column of CNN melanoma probabilities (default: cnn_score)")
+    p.add_argument("--use-image-size", action="store_true",
+                   help="also read width/height (an acquisition artefact in ISIC 2020)")
+    p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+
+
+@command("fit", "fit a ContextRanker on a labelled lesion table and save it", _fit_args)
+def _fit(args: argparse.Namespace) -> int:
+    from dermctx.models.ranker import ContextRanker
+    from dermctx.table import read_table
+
+    table = read_table(args.table, image_dir=args.image_dir)
+    if table["target"].isna().any():
+        raise DermctxError(f"{args.table}: 'fit' needs a target (0/1) on every row; "
+                           f"{int(table['target'].isna().sum())} row(s) have none")
+    ranker = ContextRanker(score_col=args.score_col, use_image_size=args.use_image_size,
+                           random_state=args.random_state)
+    ranker.fit(table, table["target"])
+    ranker.save(args.out)
+    print(f"fitted on {len(table)} lesions, {table['patient_id'].nunique()} patients; "
+          f"model written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--model", type=Path, required=True, help="folder written by 'dermctx fit'")
+    p.add_argument("--out", type=Path, default=None,
+                   help="scores file (.csv/.parquet; errors go beside it); default stdout")
+
+
+@command("score", "score every lesion of a table with a saved ContextRanker", _score_args)
+def _score(args: argparse.Namespace) -> int:
+    from dermctx.models.ranker import ContextRanker
+    from dermctx.table import read_table
+
+    ranker = ContextRanker.load(args.model)
+    table = read_table(args.table, image_dir=args.image_dir)
+    scores, errors = ranker.rank(table)
+    _write_frame(scores, args.out)
+    _report_errors(errors, args.out)
+    return 0 if len(scores) else 1
+
+
+# --- dedup ----------------------------------------------------------------------------------
+
+
+def _dedup_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--out", type=Path, default=None, help="write the pairs here (.csv/.parquet; default stdout)")
+    p.add_argument("--format", choices=["dermctx", "training", "challenge"], default="dermctx",
+                   help="dermctx: image_id_1,image_id_2,kind,distance,method; training: "
+                        "image_name_1,image_name_2; challenge: ISIC_id,ISIC_id_paired,partition "
+                        "(partition from a 'partition' column, else train where labelled, test otherwise)")
+    p.add_argument("--exact-only", action="store_true", help="report identical decoded pixels only")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest near-duplicate distance (fraction of 256 hash bits; default 0.25)")
+    p.add_argument("--embedding-threshold", type=float, default=None,
+                   help="also pair rows whose emb_* columns have cosine distance at most this")
+    p.add_argument("--jobs", type=int, default=None, help="decoding threads")
+
+
+@command("dedup", "find exact and near-duplicate images of a lesion table from their pixels", _dedup_args)
+def _dedup(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from dermctx.dedup import find_duplicates
+    from dermctx.table import read_table
+
+    table = read_table(args.table, image_dir=args.image_dir)
+    kwargs = {} if args.threshold is None else {"threshold": args.threshold}
+    pairs, errors = find_duplicates(table, near=not args.exact_only, n_jobs=args.jobs,
+                                    embedding_threshold=args.embedding_threshold, **kwargs)
+    counts = pairs["kind"].value_counts().to_dict()
+    print(f"{args.table}: {pairs.attrs.get('n_images', 0)} of {len(table)} images hashed; "
+          f"{counts.get('exact', 0)} exact and {counts.get('near', 0)} near duplicate pairs",
+          file=sys.stderr)
+    if args.format == "training":
+        out = pd.DataFrame({"image_name_1": pairs["image_id_1"], "image_name_2": pairs["image_id_2"]})
+    elif args.format == "challenge":
+        if "partition" in table.columns:
+            part = table.set_index("image_id")["partition"]
+        else:
+            part = pd.Series(np.where(table["target"].notna(), "train", "test"), index=table["image_id"])
+        out = pd.DataFrame({"ISIC_id": pairs["image_id_1"], "ISIC_id_paired": pairs["image_id_2"],
+                            "partition": pairs["image_id_1"].map(part).to_numpy()})
+    else:
+        out = pairs
+    _write_frame(out, args.out)
+    _report_errors(errors, args.out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dermctx`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(prog="dermctx", description=__doc__.splitlines()[0])

@@ -44,6 +44,7 @@ __all__ = [
     "CROP_LEVELS",
     "DIHEDRAL",
     "PAIR_COLUMNS",
+    "auto_bands",
     "duplicate_groups",
     "find_duplicates",
     "image_hashes",
@@ -167,7 +168,35 @@ def _hash_path(path: str) -> dict[str, np.ndarray]:
     from dermctx.io.images import load_image
 
     rgb = load_image(path, _LOAD_SIZE, aspect="squash")  # (64, 64, 3) uint8, reduced decode
-    return image_hashes(_grey(rgb))
+    out = image_hashes(_grey(rgb))
+    out["size"] = _pixel_size(path)
+    return out
+
+
+def _pixel_size(path: str) -> np.ndarray:
+    """(short side, long side) in pixels from the file header, or (0, 0) when unknown (DICOM)."""
+    try:
+        with Image.open(path) as im:
+            return np.array(sorted(im.size), dtype=np.int64)
+    except Exception:  # not a format Pillow knows: the exact check does not use the size then
+        return np.zeros(2, dtype=np.int64)
+
+
+def _digest_rows(rows: list[int], paths: list[Any], n_jobs: int, progress: bool | None
+                 ) -> dict[int, str | BaseException]:
+    """Full-pixel digest of each row (or the exception its full decode raised), in parallel."""
+    from tqdm.auto import tqdm
+
+    def work(row: int) -> tuple[int, str | BaseException]:
+        try:
+            return row, _pixel_digest(str(paths[row]))
+        except Exception as exc:  # reported in the errors table by the caller
+            return row, exc
+
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        done = tqdm(pool.map(work, rows), total=len(rows), desc="checking exact pixels",
+                    unit="img", disable=progress is False if progress is not None else None)
+        return dict(done)
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -295,38 +324,70 @@ def _hash_all(
     return hashes, errors
 
 
+def _stack(hashes: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Stack per-row hashes: ``rows`` (N,), ``query`` (N, 8), ``index`` (N, L), ``*_fine`` (..., 4)."""
+    rows = np.array(sorted(hashes), dtype=np.int64)
+    out = {"rows": rows}
+    for key, shape in (("query", (len(DIHEDRAL),)), ("index", (len(CROP_LEVELS),)),
+                       ("query_fine", (len(DIHEDRAL), 4)), ("index_fine", (len(CROP_LEVELS), 4))):
+        out[key] = (np.stack([hashes[r][key] for r in rows]) if len(rows)
+                    else np.zeros((0, *shape), dtype=np.uint64))
+    out["size"] = (np.stack([hashes[r].get("size", np.zeros(2, np.int64)) for r in rows])
+                   if len(rows) else np.zeros((0, 2), dtype=np.int64))
+    return out
+
+
+def auto_bands(n_index: int) -> int:
+    """Bands for multi-index hashing of ``n_index`` 64-bit hashes: about log2(n) bits a band.
+
+    Few hashes: more, narrower bands (a wider guaranteed radius, ``bands - 1`` bits); many hashes:
+    fewer, wider bands, so that a band value is shared by few hashes and the search stays
+    near-linear (Norouzi et al., "Fast search in Hamming space with multi-index hashing", 2012).
+    """
+    bits = max(np.log2(max(n_index, 2)), 1.0)
+    return int(np.clip(round(64 / bits), 3, 6))
+
+
 def _image_pairs(
-    hashes: dict[int, dict[str, np.ndarray]],
+    stacked: dict[str, np.ndarray],
     *,
     threshold: float,
     search_radius: int,
-    bands: int,
+    bands: int | str,
 ) -> pd.DataFrame:
-    """Rows (a, b, distance, identical_thumbnail) of hash pairs within the thresholds, a < b."""
-    rows = np.array(sorted(hashes), dtype=np.int64)
+    """Rows (a, b, distance, same_thumb) of hashed rows within the thresholds, a < b."""
+    rows = stacked["rows"]
     n_q, n_i = len(DIHEDRAL), len(CROP_LEVELS)
+    if "size" not in stacked:  # hashes without a known pixel size
+        stacked = {**stacked, "size": np.zeros((len(rows), 2), dtype=np.int64)}
     if len(rows) < 2:
-        return pd.DataFrame({"a": [], "b": [], "distance": [], "same_thumb": []})
-    query = np.stack([hashes[r]["query"] for r in rows]).reshape(-1)  # (N*8,)
-    index = np.stack([hashes[r]["index"] for r in rows]).reshape(-1)  # (N*L,)
-    qfine = np.stack([hashes[r]["query_fine"] for r in rows]).reshape(-1, 4)  # (N*8, 4)
-    ifine = np.stack([hashes[r]["index_fine"] for r in rows]).reshape(-1, 4)  # (N*L, 4)
-    qpos, ipos, _ = search_hashes(query, index, radius=search_radius, bands=bands)
+        return pd.DataFrame({"a": np.zeros(0, np.int64), "b": np.zeros(0, np.int64),
+                             "distance": np.zeros(0), "same_thumb": np.zeros(0, bool)})
+    query = stacked["query"].reshape(-1)  # (N*8,)
+    index = stacked["index"].reshape(-1)  # (N*L,)
+    qfine = stacked["query_fine"].reshape(-1, 4)  # (N*8, 4)
+    ifine = stacked["index_fine"].reshape(-1, 4)  # (N*L, 4)
+    if bands == "auto":
+        bands = auto_bands(len(index))
+    qpos, ipos, _ = search_hashes(query, index, radius=search_radius, bands=int(bands))
     a, b = qpos // n_q, ipos // n_i
     keep = a != b
     qpos, ipos, a, b = qpos[keep], ipos[keep], a[keep], b[keep]
     fine = _popcount(qfine[qpos] ^ ifine[ipos]).sum(axis=1) / (64.0 * 4)
-    # candidates for an exact check: upright, full view, (almost) the same thumbnail. Identical
-    # pixels decoded along different paths (PNG vs JPEG draft decoding) may differ a little here.
+    # candidates for an exact check: upright, full view, (almost) the same thumbnail, and the same
+    # pixel size where the headers tell it. Identical pixels decoded along different paths (PNG
+    # vs JPEG draft decoding) may differ a little in the thumbnail.
     same = (qpos % n_q == 0) & (ipos % n_i == 0) & (fine <= _EXACT_CHECK)
+    size_a, size_b = stacked["size"][a], stacked["size"][b]  # (M, 2)
+    unknown = (size_a == 0).all(axis=1) | (size_b == 0).all(axis=1)
+    same &= unknown | (size_a == size_b).all(axis=1)
     frame = pd.DataFrame({
         "a": rows[np.minimum(a, b)], "b": rows[np.maximum(a, b)], "distance": fine,
         "same_thumb": same,
     })
     frame = frame[frame["distance"] <= threshold]
-    frame = frame.sort_values(["a", "b", "same_thumb", "distance"], ascending=[True, True, False, True])
-    best = frame.groupby(["a", "b"], sort=False).agg(distance=("distance", "min"),
-                                                      same_thumb=("same_thumb", "any"))
+    best = frame.groupby(["a", "b"], sort=True).agg(distance=("distance", "min"),
+                                                     same_thumb=("same_thumb", "any"))
     return best.reset_index()
 
 
@@ -356,7 +417,10 @@ def _embedding_pairs(table: pd.DataFrame, prefix: str, threshold: float,
         found_a.append(rows[i[keep]])
         found_b.append(rows[j[keep]])
         found_d.append(np.clip(1.0 - sim[i[keep] - start, j[keep]], 0.0, 2.0))
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+
+    def cat(parts: list[np.ndarray], dt: type) -> np.ndarray:
+        return np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)
+
     frame = pd.DataFrame({"a": cat(found_a, np.int64), "b": cat(found_b, np.int64),
                           "distance": cat(found_d, np.float64)})
     return frame, errors
@@ -376,7 +440,7 @@ def find_duplicates(
     near: bool = True,
     threshold: float = 0.25,
     search_radius: int = 8,
-    bands: int = 4,
+    bands: int | str = "auto",
     embedding_threshold: float | None = None,
     embedding_prefix: str = "emb_",
     images: bool = True,
@@ -397,8 +461,11 @@ def find_duplicates(
         pair. The default, 0.25, came from the threshold sweep in ``benchmarks/dedup_real.py``.
     search_radius : int
         Largest 64-bit hash distance (bits) of a candidate pair before the fine check.
-    bands : int
-        Bands of the multi-index hash search; every candidate within ``bands - 1`` bits is found.
+    bands : int or "auto"
+        Bands of the multi-index hash search: every candidate within ``bands - 1`` bits is found,
+        most further ones too. ``"auto"`` (:func:`auto_bands`): about log2(4 N) bits a band, 5
+        bands for 1,000 images, 3 for 400,000 (see ``benchmarks/results/dedup.md`` for the
+        recall each gives).
     embedding_threshold : float, optional
         Also report pairs whose embeddings (columns starting with ``embedding_prefix``) have
         cosine distance ``1 - cos`` at most this value, as ``kind="near"``, ``method="embedding"``.
@@ -423,8 +490,10 @@ def find_duplicates(
         holds ``n_images`` (rows hashed) and ``n_rows`` (rows in the table).
     errors : DataFrame
         The errors table (:func:`dermctx.errors_frame`): one row per table row that could not be
-        read (stage ``"path"`` or ``"decode"``) or embedded (stage ``"embedding"``). Every row of
-        ``table`` is either hashed or in ``errors`` (when ``images=True``).
+        read (stage ``"path"`` or ``"decode"``), that was hashed but failed the full decode of the
+        exact check (stage ``"pixels"``; its near pairs are kept) or could not be embedded (stage
+        ``"embedding"``). With ``images=True`` every row of ``table`` is either counted in
+        ``pairs.attrs["n_images"]`` or in ``errors`` (stages path, decode, pixels).
 
     Raises
     ------
@@ -459,30 +528,26 @@ def find_duplicates(
         hashes, errs = _hash_all(paths, id_list, n_jobs, progress)
         error_records += errs
         n_images = len(hashes)
-        cand = _image_pairs(hashes, threshold=threshold if near else 0.0,
-                            search_radius=search_radius if near else 0, bands=bands)
+        # search wide enough for the exact check (identical pixels decoded along different
+        # paths differ a little in the thumbnail), then apply ``threshold`` to near pairs
+        cand = _image_pairs(_stack(hashes), threshold=max(threshold, _EXACT_CHECK),
+                            search_radius=search_radius, bands=bands)
         # exact: identical thumbnails whose full decoded pixels are identical too
-        digests: dict[int, str | None] = {}
-
-        def digest(row: int) -> str | None:
-            if row not in digests:
-                try:
-                    digests[row] = _pixel_digest(str(paths[row]))
-                except (OSError, DermctxError, ValueError) as exc:
-                    error_records.append(error_record(id_list[row], row, str(paths[row]), "pixels", exc))
-                    digests[row] = None
-            return digests[row]
-
-        exact = np.zeros(len(cand), dtype=bool)
-        for k, (a, b, same) in enumerate(zip(cand["a"], cand["b"], cand["same_thumb"])):
-            if same:
-                da, db = digest(int(a)), digest(int(b))
-                exact[k] = da is not None and da == db
+        digests = _digest_rows(sorted(set(cand.loc[cand["same_thumb"], "a"])
+                                      | set(cand.loc[cand["same_thumb"], "b"])),
+                               paths, n_jobs, progress)
+        for row, value in digests.items():
+            if isinstance(value, BaseException):  # hashed, but the full decode failed
+                error_records.append(error_record(id_list[row], row, str(paths[row]), "pixels", value))
+                n_images -= 1
+        exact = np.array([
+            bool(same) and isinstance(digests.get(a), str) and digests.get(a) == digests.get(b)
+            for a, b, same in zip(cand["a"], cand["b"], cand["same_thumb"], strict=True)
+        ], dtype=bool)
         cand = cand.assign(kind=np.where(exact, "exact", "near"),
                            method=np.where(exact, "pixels", "phash"))
         cand.loc[exact, "distance"] = 0.0
-        if not near:
-            cand = cand[exact]
+        cand = cand[exact | ((cand["distance"] <= threshold).to_numpy() & near)]
         found.append(cand[["a", "b", "kind", "distance", "method"]])
 
     if embedding_threshold is not None:

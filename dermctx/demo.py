@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from os import PathLike
@@ -121,6 +120,11 @@ def _explain(model: Any, patient: pd.DataFrame, score_name: str) -> pd.DataFrame
     return ranked.reset_index(drop=True)
 
 
+def _prob(p: float) -> str:
+    """A probability in 6 characters: 4 decimals, or scientific below 0.001."""
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.0e}"
+
+
 def _format_example(example: pd.DataFrame, model_name: str) -> str:
     """The ranked lesions as a plain-text table, with the context explanation in words."""
 
@@ -128,14 +132,14 @@ def _format_example(example: pd.DataFrame, model_name: str) -> str:
         who = row.get(f"{kind}_by")
         if who is None or (isinstance(who, float) and np.isnan(who)):
             return ""
-        return f"{kind} {row[f'{kind}_by_change']:+.3f} by {who}"
+        return f"{kind} {row[f'{kind}_by_change']:+.2g} by {who}"
 
     rows = []
     for r in example.to_dict(orient="records"):
         context = "; ".join(x for x in (change(r, "raised"), change(r, "lowered")) if x)
         rows.append({
             "rank": r["rank"], "image_id": r["image_id"], "melanoma": "*" if r["melanoma"] else "",
-            model_name: f"{r['score']:.4f}", "CNN (rank)": f"{r['cnn_score']:.4f} ({r['cnn_rank']})",
+            model_name: _prob(r["score"]), "CNN (rank)": f"{_prob(r['cnn_score'])} ({r['cnn_rank']})",
             "site": r["site"] if isinstance(r["site"], str) else "-",
             **({"context (probability change from another lesion)": context}
                if "raised_by" in r else {}),
@@ -197,7 +201,12 @@ def run_demo(
     from dermctx.splits import PatientKFold
 
     out = sys.stdout if stream is None else stream
-    say: Callable[[str], None] = lambda text: print(text, file=out, flush=True)  # noqa: E731
+    printed: list[str] = []
+
+    def say(text: str) -> None:
+        printed.append(text)
+        print(text, file=out, flush=True)
+
     t0 = time.perf_counter()
     table = load_demo_table() if table is None else table.reset_index(drop=True)
     if "cnn_score" not in table.columns:
@@ -247,6 +256,16 @@ def run_demo(
         n_boot=n_boot, random_state=random_state, progress=progress)
     seconds = time.perf_counter() - t0
     say(f"\nreport: {path}  ({seconds:.0f} s in all)")
+    # the printed summary, kept beside the report (the example table as a code block)
+    text = "\n".join(printed)
+    cut = text.index("Example held-out patient")
+    head, tail = text[:cut], text[cut:].replace("\n\nreport:", "\n```\n\nreport:")
+    first, _, rest = tail.partition("\n")
+    tail = f"{first}\n\n```\n{rest}"
+    (Path(out_dir) / "demo.md").write_text(
+        f"# dermctx demo\n\n`run_demo(max_patients={max_patients}, n_boot={n_boot}, "
+        f"random_state={random_state})`; fit {fit_seconds:.1f} s, {seconds:.1f} s in all.\n\n"
+        + head + tail + "\n")
     return DemoResult(
         metrics=result.metrics, differences=result.differences, example=example,
         example_patient=patient_id, report=path,

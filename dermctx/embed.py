@@ -552,8 +552,15 @@ class Embedder:
     # -- computing --------------------------------------------------------------------------
 
     def _load(self, path: Any) -> np.ndarray:
-        return load_image(path, self.image_size_, aspect=self.aspect,
-                          colour_constancy=self.colour_constancy)
+        """One image, decoded and normalised: float32 (S, S, 3). Runs in the decoding threads."""
+        return self._normalise(load_image(path, self.image_size_, aspect=self.aspect,
+                                          colour_constancy=self.colour_constancy))
+
+    def _normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8 RGB (..., S, S, 3) -> float32 ``(x / 255 - mean) / std``, same shape."""
+        mean = np.asarray(self.mean_, np.float32) * np.float32(255.0)
+        std = np.asarray(self.std_, np.float32) * np.float32(255.0)
+        return (images.astype(np.float32) - mean) / std
 
     def forward_images(self, images: np.ndarray) -> np.ndarray:
         """Embed a batch of decoded images.
@@ -567,14 +574,16 @@ class Embedder:
         -------
         ndarray, float32, shape (B, num_features_)
         """
+        self._ensure_built()
+        return self._forward(self._normalise(np.asarray(images)))
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """Normalised float32 (B, S, S, 3) -> pooled features float32 (B, D)."""
         import torch
 
         net = self.model_
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device_, non_blocking=True)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device_, non_blocking=True)
         x = x.permute(0, 3, 1, 2)  # (B, 3, S, S), channels_last in memory
-        mean = torch.tensor(self.mean_, device=x.device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.std_, device=x.device).view(1, 3, 1, 1) * 255.0
-        x = ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
         n = self._n_views()
         views = [x] if n == 1 else [x, x.flip(3)]  # x.flip(3): left-right
         if n >= 4:
@@ -593,13 +602,13 @@ class Embedder:
                        ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
         """Yield ``(image_ids, embeddings (B, D), error records)`` batch by batch."""
         for ids, images, errors in self._decoded_batches(rows):
-            yield ids, (self.forward_images(images) if ids else
+            yield ids, (self._forward(images) if ids else
                         np.empty((0, self.num_features_), np.float32)), errors
 
     def _decoded_batches(self, rows: pd.DataFrame
                          ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
-        """Yield ``(image_ids, images (B, S, S, 3) uint8, error records)`` batch by batch,
-        decoding ahead of the consumer in a thread pool (up to two batches in flight)."""
+        """Yield ``(image_ids, normalised images float32 (B, S, S, 3), error records)`` batch by
+        batch, decoding ahead of the consumer in a thread pool (up to two batches in flight)."""
         workers = int(self.num_workers or _default_workers())
         size = self.image_size_
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dermctx-decode") as pool:
@@ -613,13 +622,11 @@ class Embedder:
                         if nxt is None:
                             break
                         row, image_id, path = nxt
-                        fut = (pool.submit(self._load, path) if path is not None
-                               else None)
+                        fut = pool.submit(self._load, path) if path is not None else None
                         pending.append((row, image_id, path, fut))
                     if not pending:
                         return
                     ids: list[str] = []
-                    images = np.empty((0, size, size, 3), np.uint8)
                     batch: list[np.ndarray] = []
                     errors: list[dict[str, Any]] = []
                     while pending and len(batch) + len(errors) < self.batch_size:
@@ -631,12 +638,10 @@ class Embedder:
                         try:
                             batch.append(fut.result())
                             ids.append(image_id)
-                        except ImageError as exc:
+                        except Exception as exc:  # ImageError, or a decoder bug: kept per image
                             errors.append(error_record(image_id, row, str(path), "load", exc))
-                        except Exception as exc:  # an unexpected decoder failure, kept per image
-                            errors.append(error_record(image_id, row, str(path), "load", exc))
-                    if batch:
-                        images = np.stack(batch)
+                    images = (np.stack(batch) if batch
+                              else np.empty((0, size, size, 3), np.float32))  # (B, S, S, 3)
                     yield ids, images, errors
             finally:
                 for *_, fut in pending:
@@ -689,6 +694,9 @@ class Embedder:
             ``store`` was made with other settings (model, weights, size, aspect, ...).
         """
         rows = _embed_rows(table)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+                or chunk_size < 1:
+            raise ModelError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self._ensure_built()
         store_path = Path(store) if store is not None else None
         done = pd.DataFrame()
@@ -816,7 +824,7 @@ class _RayEmbedActor:
             try:
                 if not path:
                     raise ImageError("no image path in the table")
-                images.append(self.embedder._load(str(path)))
+                images.append(self.embedder._load(str(path)))  # normalised (S, S, 3)
                 ok.append(True)
                 messages.append("")
             except Exception as exc:
@@ -825,7 +833,7 @@ class _RayEmbedActor:
         flags = np.asarray(ok, dtype=bool)
         emb = np.zeros((len(flags), self.embedder.num_features_), np.float32)  # (B, D), 0 = failed
         if images:
-            emb[flags] = self.embedder.forward_images(np.stack(images))
+            emb[flags] = self.embedder._forward(np.stack(images))
         return {"row": np.asarray(batch["row"]), "image_id": np.asarray(batch["image_id"]),
                 "path": np.asarray(batch["path"]), "ok": flags,
                 "message": np.asarray(messages, dtype=object), "embedding": emb}

@@ -73,7 +73,7 @@ def _labels(y: Any, name: str = "y") -> np.ndarray:
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
         raise MetricError(
-            f"{name} has values other than 0/1 at rows {rows} (e.g. {values[rows[0]]!r}); "
+            f"{name} has values other than 0/1 at rows {rows} (e.g. {values[rows[0]]}); "
             "expected 1 (melanoma) or 0, no missing labels"
         )
     return out.astype(np.int8)

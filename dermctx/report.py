@@ -190,7 +190,7 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:midd
 th{background:#f4f4f4}td.l,th.l{text-align:left}
 tr.mel td{background:#fde8e8}.muted{color:#777}.plots img{max-width:32%;margin-right:1%}
 .patient{margin-bottom:1.6em}.note{color:#555;font-size:13px}.pos{color:#0a7a2f}.neg{color:#b3261e}
-img.thumb{width:64px;height:64px;border-radius:3px;display:block}
+.ci{font-size:11px;color:#666}img.thumb{width:64px;height:64px;border-radius:3px;display:block}
 """
 
 
@@ -232,6 +232,13 @@ def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: int 
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _ci_cell(est: float, lo: float, hi: float, digits: int, signed: bool = False) -> str:
+    """An estimate over its 95% CI in smaller type (two lines keep wide tables readable)."""
+    text = _fmt_ci(est, lo, hi, digits, signed=signed)
+    value, _, ci = text.partition(" ")
+    return f'{_e(value)}<br><span class="ci">{_e(ci)}</span>' if ci else _e(value)
+
+
 def _models_html(result: BenchmarkResult) -> str:
     cols = [m for m in METRICS if m in set(result.metrics["metric"])]
     by = result.metrics.set_index(["model", "metric"])
@@ -240,7 +247,7 @@ def _models_html(result: BenchmarkResult) -> str:
         cells = [_e(model)]
         for m in cols:
             r = by.loc[(model, m)]
-            cells.append(_e(_fmt_ci(r["estimate"], r["ci_low"], r["ci_high"], 4)))
+            cells.append(_ci_cell(r["estimate"], r["ci_low"], r["ci_high"], 4))
         rows.append(cells)
     return _table_html(["model", *[_e(METRICS[m][0]) for m in cols]], rows)
 
@@ -256,7 +263,7 @@ def _differences_html(result: BenchmarkResult) -> str:
         for m in cols:
             r = by.loc[(model, m)]
             cls = "pos" if r["ci_low"] > 0 else "neg" if r["ci_high"] < 0 else ""
-            text = _e(_fmt_ci(r["difference"], r["ci_low"], r["ci_high"], 4, signed=True))
+            text = _ci_cell(r["difference"], r["ci_low"], r["ci_high"], 4, signed=True)
             cells.append(f'<span class="{cls}">{text}</span>')
         rows.append(cells)
     return (
@@ -275,9 +282,9 @@ def _calibration_html(calib: pd.DataFrame) -> str:
         rows.append([
             _e(d["model"]), _e(d["group"]), _fmt(d["n_images"]), _fmt(d["n_patients"]),
             _fmt(d["n_melanomas"]),
-            _e(_fmt_ci(d["brier_score"], d["brier_score_low"], d["brier_score_high"], 4)),
-            _e(_fmt_ci(d["expected_calibration_error"], d["expected_calibration_error_low"],
-                       d["expected_calibration_error_high"], 4)),
+            _ci_cell(d["brier_score"], d["brier_score_low"], d["brier_score_high"], 4),
+            _ci_cell(d["expected_calibration_error"], d["expected_calibration_error_low"],
+                     d["expected_calibration_error_high"], 4),
         ])
     return (
         "<p>Brier score (mean squared error of the probability) and expected calibration error "
@@ -299,7 +306,7 @@ def _subgroups_html(sub: pd.DataFrame) -> str:
             cells = [_e(r["by"]), _e(r["group"]), _fmt(r["n_images"]), _fmt(r["n_patients"]),
                      _fmt(r["n_melanomas"])]
             for m in SUBGROUP_METRICS:
-                cells.append(_e(_fmt_ci(r[m], r[f"{m}_low"], r[f"{m}_high"], 3)))
+                cells.append(_ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], 3))
             rows.append(cells)
         parts.append(f"<h3>{_e(model)}</h3>")
         parts.append(_table_html(["by", "group", "images", "patients", "melanomas",
@@ -504,7 +511,11 @@ def write_report(
     payload["subgroups"] = [{k: _json_value(v) for k, v in r.items()}
                             for r in sub.to_dict(orient="records")]
     (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / "metrics.md").write_text(result.to_markdown())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from dermctx import __version__
+
+    (out / "metrics.md").write_text(
+        f"# {title}\n\nWritten {when} by dermctx {__version__}.\n\n{result.to_markdown()}")
     pred.to_csv(out / "predictions.csv", index=False)
     errors = errors_frame(thumb_errors)
     if len(errors):
@@ -521,8 +532,6 @@ def write_report(
     )
     plot_imgs = "".join(
         f'<img alt="{name}" src="{_data_uri(data)}">' for name, data in plots.items())
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from dermctx import __version__
 
     if c.get("fitted_models"):
         how = (

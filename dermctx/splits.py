@@ -122,7 +122,7 @@ def patient_groups(
         b = index.get_indexer(pairs["image_id_2"])
         keep = (a >= 0) & (b >= 0)
         links.append((node[a[keep]], node[b[keep]]))
-    return link_components(node, *links)
+    return link_components(node.tolist(), *[(a.tolist(), b.tolist()) for a, b in links])
 
 
 class PatientKFold:
@@ -274,12 +274,12 @@ class PatientKFold:
             return np.full(n, np.nan)
         else:
             name = "y"
-        values = pd.to_numeric(pd.Series(np.asarray(y, dtype=object)), errors="coerce").to_numpy(
-            float
-        )
-        if len(values) != n:
-            raise DermctxError(f"PatientKFold.split: y has {len(values)} values for {n} rows")
-        bad = ~np.isnan(values) & ~np.isin(values, (0.0, 1.0))
+        raw = pd.Series(np.asarray(y, dtype=object).reshape(-1))
+        if len(raw) != n:
+            raise DermctxError(f"PatientKFold.split: y has {len(raw)} values for {n} rows")
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+        not_number = (raw.notna() & np.isnan(values)).to_numpy()  # e.g. "mel": not a 0/1 label
+        bad = not_number | (~np.isnan(values) & ~np.isin(values, (0.0, 1.0)))
         if bad.any():
             raise DermctxError(
                 f"PatientKFold.split: {name} has values other than 0/1 at rows "

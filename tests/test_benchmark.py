@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import ClassVar
 
 import numpy as np
@@ -215,3 +217,21 @@ def test_bad_input_raises_naming_the_problem():
     unlabelled.loc[5, "target"] = np.nan
     with pytest.raises(DermctxError, match="target"):
         benchmark(unlabelled, {"cnn": None}, score_col="cnn_score", progress=False)
+
+
+def test_dermctx_benchmark_stays_callable_after_importing_the_module():
+    # a fresh interpreter: importing dermctx.report imports the module dermctx.benchmark, which
+    # Python then binds to the name dermctx.benchmark, over the function
+    code = (
+        "import dermctx, pandas as pd\n"
+        "from dermctx.report import write_report\n"
+        "from dermctx.benchmark import BenchmarkResult\n"
+        "t = pd.DataFrame({'image_id': list('abcdefgh'), 'patient_id': list('aabbccdd'),\n"
+        "                  'target': [1, 0, 0, 1, 1, 0, 0, 1], 's': [.9, .1, .2, .8, .7, .3, .4, .6]})\n"
+        "r = dermctx.benchmark(t, {'s': 's'}, folds=2, n_boot=5, metrics=['auc'], progress=False)\n"
+        "assert isinstance(r, BenchmarkResult)\n"
+        "print(r.metrics['estimate'].iloc[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(1.0)

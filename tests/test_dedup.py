@@ -11,6 +11,7 @@ from dermctx.dedup import (
     CROP_LEVELS,
     DIHEDRAL,
     PAIR_COLUMNS,
+    auto_bands,
     duplicate_groups,
     find_duplicates,
     image_hashes,
@@ -64,6 +65,13 @@ def image_table(tmp_path_factory) -> pd.DataFrame:
         rows.append((f"o{i}", str(d / f"o{i}.png")))
     originals[0].save(d / "o0_copy.bmp")  # same pixels, other bytes and format
     rows.append(("o0_copy", str(d / "o0_copy.bmp")))
+    # a JPEG, the same JPEG with a comment segment (other bytes), and its decoded pixels as PNG
+    _texture(10).save(d / "j.jpg", quality=90)
+    raw = (d / "j.jpg").read_bytes()
+    (d / "j_comment.jpg").write_bytes(raw[:2] + b"\xff\xfe\x00\x07hello" + raw[2:])
+    Image.open(d / "j.jpg").save(d / "j_pixels.png")
+    rows += [("j", str(d / "j.jpg")), ("j_comment", str(d / "j_comment.jpg")),
+             ("j_pixels", str(d / "j_pixels.png"))]
     for name, alter in ALTERATIONS.items():
         path = d / f"o1_{name}.jpg"
         alter(originals[1]).save(path, quality=70 if name == "jpeg70" else 92)
@@ -80,7 +88,7 @@ def found(image_table):
 
 
 def _pair_set(pairs: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(pairs["image_id_1"], pairs["image_id_2"]))
+    return set(zip(pairs["image_id_1"], pairs["image_id_2"], strict=True))
 
 
 def test_pairs_frame_contract(found):
@@ -98,8 +106,10 @@ def test_exact_copy_found_as_exact(found):
     assert len(row) == 1
     assert row["kind"].iat[0] == "exact" and row["method"].iat[0] == "pixels"
     assert row["distance"].iat[0] == 0.0
-    # nothing else is called exact
-    assert (pairs["kind"] == "exact").sum() == 1
+    # the JPEG trio: same pixels across bytes and formats
+    exact = pairs[pairs["kind"] == "exact"]
+    assert _pair_set(exact) == {("o0", "o0_copy"), ("j", "j_comment"), ("j", "j_pixels"),
+                                ("j_comment", "j_pixels")}
 
 
 @pytest.mark.parametrize("alteration", list(ALTERATIONS))
@@ -112,7 +122,8 @@ def test_each_alteration_found_as_near(found, alteration):
 
 def test_distinct_images_not_paired(found):
     pairs, _ = found
-    group = {"o0": 0, "o0_copy": 0, **{f"o{i}": i for i in range(1, 6)}}
+    group = {"o0": 0, "o0_copy": 0, **{f"o{i}": i for i in range(1, 6)},
+             "j": 10, "j_comment": 10, "j_pixels": 10}
     group.update({f"o1_{a}": 1 for a in ALTERATIONS})
     g1 = pairs["image_id_1"].map(group)
     g2 = pairs["image_id_2"].map(group)
@@ -138,7 +149,8 @@ def test_corrupt_and_missing_files_go_to_errors(found, image_table):
 
 def test_near_false_reports_exact_only(image_table):
     pairs, errors = find_duplicates(image_table, near=False, n_jobs=1, progress=False)
-    assert _pair_set(pairs) == {("o0", "o0_copy")}
+    assert _pair_set(pairs) == {("o0", "o0_copy"), ("j", "j_comment"), ("j", "j_pixels"),
+                                ("j_comment", "j_pixels")}
     assert set(pairs["kind"]) == {"exact"}
     assert len(errors) == 2
 
@@ -183,9 +195,15 @@ def test_search_matches_brute_force_within_guarantee():
     qpos, ipos, dist = search_hashes(query, index, radius=3, bands=4)
     brute = np.bitwise_count(query[:, None] ^ index[None, :])
     bq, bi = np.nonzero(brute <= 3)
-    assert set(zip(qpos.tolist(), ipos.tolist())) == set(zip(bq.tolist(), bi.tolist()))
+    assert set(zip(qpos.tolist(), ipos.tolist(), strict=True)) == set(zip(bq.tolist(), bi.tolist(), strict=True))
     assert (dist == brute[qpos, ipos]).all()
     assert len(qpos) >= 250
+
+
+def test_auto_bands_widens_bands_with_more_hashes():
+    assert auto_bands(4 * 1_000) == 5
+    assert auto_bands(4 * 400_000) == 3
+    assert all(3 <= auto_bands(n) <= 6 for n in (0, 1, 10, 10**9))
 
 
 def test_search_rejects_bad_bands():
@@ -231,3 +249,26 @@ def test_duplicate_groups_links_chains():
     isic = pd.DataFrame({"image_name_1": ["ISIC_2"], "image_name_2": ["ISIC_1"]})
     g = duplicate_groups(isic)
     assert g["ISIC_1"] == g["ISIC_2"]
+
+
+@pytest.mark.parametrize("fmt, columns", [
+    ("dermctx", list(PAIR_COLUMNS)),
+    ("training", ["image_name_1", "image_name_2"]),
+    ("challenge", ["ISIC_id", "ISIC_id_paired", "partition"]),
+])
+def test_cli_dedup_writes_pairs(image_table, tmp_path, fmt, columns):
+    from dermctx.cli import main
+
+    table = image_table[image_table["image_id"].isin(["o0", "o0_copy", "o1", "o1_flip_lr", "o2", "broken"])]
+    table = table.assign(patient_id="p1", target=[0, 0, 1, 1, np.nan, 0])
+    src = tmp_path / "table.csv"
+    table.to_csv(src, index=False)
+    out = tmp_path / "pairs.csv"
+    assert main(["dedup", str(src), "--out", str(out), "--format", fmt, "--jobs", "1"]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns) == columns
+    assert {tuple(r) for r in written.iloc[:, :2].to_numpy()} == {("o0", "o0_copy"), ("o1", "o1_flip_lr")}
+    if fmt == "challenge":
+        assert set(written["partition"]) == {"train"}
+    errors = pd.read_csv(tmp_path / "pairs.errors.csv")
+    assert errors["image_id"].tolist() == ["broken"]

@@ -61,7 +61,7 @@ def test_construction_is_cheap_and_params_are_kept() -> None:
     emb = Embedder("resnet18", pretrained=False, image_size=64, tta=4)
     assert not hasattr(emb, "_built_model") and not hasattr(emb, "weights_id_")
     assert emb.get_params()["model"] == "resnet18" and emb.get_params()["tta"] == 4
-    with pytest.raises(ModelError, match="unknown timm model 'resnet_18'.*resnet18"):
+    with pytest.raises(ModelError, match=r"unknown timm model 'resnet_18'.*resnet18"):
         Embedder("resnet_18", pretrained=False).fit()
     with pytest.raises(ModelError, match="aspect"):
         Embedder(**{**TINY, "aspect": "stretch"}).fit()
@@ -86,6 +86,13 @@ def test_embed_shapes_order_and_error_accounting(image_table: pd.DataFrame) -> N
     # one image embedded alone equals its row in the batch run
     single, _ = Embedder(**TINY).embed(image_table.iloc[[0]], progress=False)
     np.testing.assert_allclose(single.to_numpy()[0], emb.to_numpy()[0], rtol=1e-5, atol=1e-6)
+    # forward_images on an image decoded by the caller gives the same vector
+    from dermctx.io.images import load_image
+
+    decoded = load_image(image_table["path"].iloc[0], 32)[None]  # (1, 32, 32, 3)
+    direct = embedder.forward_images(decoded)
+    assert direct.shape == (1, embedder.num_features_) and direct.dtype == np.float32
+    np.testing.assert_allclose(direct[0], emb.to_numpy()[0], rtol=1e-5, atol=1e-6)
 
 
 def test_identical_embeddings_on_two_runs(image_table: pd.DataFrame) -> None:
@@ -211,7 +218,7 @@ def test_offline_pretrained_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     monkeypatch.setattr(embed_module, "_pretrained_cached", lambda name: False)
     start = time.perf_counter()
-    with pytest.raises(ModelError, match="not in the local cache.*checkpoint="):
+    with pytest.raises(ModelError, match=r"not in the local cache.*checkpoint="):
         Embedder("resnet18", pretrained=True).fit()
     assert time.perf_counter() - start < 5.0
 

@@ -116,6 +116,9 @@ def test_errors_name_the_problem():
         DermctxError, match="column 'target' has values other than 0/1 at rows \\[2\\]"
     ):
         list(PatientKFold(2).split(bad))
+    good = _table()
+    with pytest.raises(DermctxError, match=r"y has values other than 0/1 at rows \[0\]"):
+        list(PatientKFold(2).split(good, y=["mel"] + [0] * (len(good) - 1)))
 
 
 def test_warns_without_patient_context_and_when_melanomas_are_scarce():

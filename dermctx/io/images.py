@@ -164,6 +164,9 @@ def colour_constancy(image: np.ndarray, method: str = "shades_of_grey", power: f
     return np.clip(np.rint(img * gain), 0, 255).astype(np.uint8)
 
 
+_correct_colour = colour_constancy  # load_image's argument of the same name shadows it
+
+
 def load_image(
     source: str | PathLike[str] | Mapping[str, Any] | Any,
     size: int,
@@ -216,7 +219,7 @@ def load_image(
         im = im.resize((tw, th), _RESAMPLE)
     arr = np.asarray(im, dtype=np.uint8)  # (th, tw, 3)
     if colour_constancy is not None:
-        arr = globals()["colour_constancy"](arr, colour_constancy)
+        arr = _correct_colour(arr, colour_constancy)
     if aspect == "crop":
         top, left = (th - size) // 2, (tw - size) // 2
         arr = arr[top : top + size, left : left + size]

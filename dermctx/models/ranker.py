@@ -54,6 +54,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _show(value: Any) -> str:
+    if pd.isna(value):
+        return "missing"
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -71,8 +77,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     use_image_size : bool
         Read ``width`` and ``height`` (pixels) and their patient-relative versions. Off by default:
         image size is an acquisition artefact, useful on SIIM-ISIC 2020, meaningless elsewhere.
-    use_set_model : "auto", bool
-        Stack a :class:`~dermctx.SetRanker` on the embeddings ("auto": when embeddings exist).
+    use_set_model : bool or "auto"
+        Stack a :class:`~dermctx.SetRanker` on the embeddings (its out-of-fold logit joins the
+        offset stage; "auto": whenever embeddings exist). Off by default: on the synthetic
+        ugly-duckling data the embedding context features (centroid distance, kNN, LOF) already
+        carry the signal, and the stack was no better and ~15x slower (docs/ranking.md).
     score_context : bool
         Add patient-relative features of the CNN logit (leave-one-out difference, z, rank...).
         Off by default: on SIIM-ISIC 2020 they added nothing and cost top-1 (see docs/ranking.md).
@@ -110,7 +119,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         score_col: str | None = "cnn_score",
         embedding_prefix: str | None = "emb_",
         use_image_size: bool = False,
-        use_set_model: str | bool = "auto",
+        use_set_model: str | bool = False,
         score_context: bool = False,
         extra_features: Sequence[str] = (),
         n_estimators: int = 150,
@@ -197,7 +206,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             bad = ~np.isfinite(s) | (s < 0) | (s > 1)
             for i in np.flatnonzero(bad):
                 problems.setdefault(
-                    int(i), f"column {self.score_col!r} is {X[self.score_col].iloc[i]!r}; expected a probability in [0, 1]"
+                    int(i), f"column {self.score_col!r} is {_show(X[self.score_col].iloc[i])}; "
+                    "expected a probability in [0, 1]"
                 )
         if self.emb_cols_:
             e = X[self.emb_cols_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, na_value=np.nan)

@@ -67,6 +67,10 @@ class SetTransformerConfig:
         True: each lesion sees its own features and its difference from the patient's mean, then
         attends to the set. False: the same embedding, MLPs and head without any set context (a
         per-lesion baseline of the same size).
+    linear_skip : bool
+        Add a linear function of the lesion's inputs to its logit ("wide and deep"): the model
+        is then at least a logistic regression on them, which matters when one input (a CNN
+        logit) already ranks well and the network should only correct it.
     """
 
     d_in: int
@@ -76,6 +80,7 @@ class SetTransformerConfig:
     n_blocks: int = 1
     dropout: float = 0.1
     context: bool = True
+    linear_skip: bool = True
 
     def __post_init__(self) -> None:
         if self.d_in < 1 or self.d_model < 1 or self.n_heads < 1 or self.n_blocks < 0:
@@ -208,7 +213,9 @@ class SetTransformer(nn.Module):
     def __init__(self, config: SetTransformerConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.embed = nn.Linear(2 * c.d_in + 2 if c.context else c.d_in, c.d_model)
+        d_feat = 2 * c.d_in + 2 if c.context else c.d_in
+        self.embed = nn.Linear(d_feat, c.d_model)
+        self.skip = nn.Linear(d_feat, 1) if c.linear_skip else None
         if not c.context:
             blocks: list[nn.Module] = [_PerLesion(c.d_model, c.dropout) for _ in range(c.n_blocks)]
         elif c.n_inducing > 0:
@@ -237,6 +244,8 @@ class SetTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, mask)  # (B, N, D)
         logits = self.head(self.ln_f(h)).squeeze(2)  # (B, N)
+        if self.skip is not None:
+            logits = logits + self.skip(x).squeeze(2)  # (B, N)
         return logits.masked_fill(~mask, 0.0)
 
 
@@ -305,8 +314,8 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         Extra numeric columns used as features (for example ``["age", "cnn_logit"]``).
     context : bool
         False gives the per-lesion baseline of the same size (no attention, no patient mean).
-    d_model, n_heads, n_inducing, n_blocks, dropout
-        Sizes of the :class:`SetTransformerConfig`.
+    d_model, n_heads, n_inducing, n_blocks, dropout, linear_skip
+        Sizes and options of the :class:`SetTransformerConfig`.
     max_set_size : int
         Sets with more lesions are split at random into ``ceil(n / max_set_size)`` near-equal parts,
         each scored as its own set (redrawn each epoch in fit; drawn once from ``random_state`` when
@@ -373,8 +382,9 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         n_inducing: int = 8,
         n_blocks: int = 1,
         dropout: float = 0.1,
+        linear_skip: bool = True,
         max_set_size: int = 256,
-        batch_size: int = 32,
+        batch_size: int = 64,
         max_epochs: int = 40,
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-4,
@@ -394,6 +404,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         self.n_inducing = n_inducing
         self.n_blocks = n_blocks
         self.dropout = dropout
+        self.linear_skip = linear_skip
         self.max_set_size = max_set_size
         self.batch_size = batch_size
         self.max_epochs = max_epochs
@@ -507,6 +518,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         return SetTransformerConfig(
             d_in=d_in, d_model=self.d_model, n_heads=self.n_heads, n_inducing=self.n_inducing,
             n_blocks=self.n_blocks, dropout=self.dropout, context=self.context,
+            linear_skip=self.linear_skip,
         )
 
     def _inner_split(self, sets: list[np.ndarray], y: np.ndarray, rng: np.random.Generator
@@ -722,7 +734,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
             est.classes_ = np.array([0, 1])
             model = SetTransformer(est.config_)
             model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        except (KeyError, TypeError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(f"SetRanker.from_state: state does not match a SetRanker ({exc})") from exc
         est.model_ = model.eval()
         return est
