@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bands = auto_bands(n * ni) if args.bands == "auto" else int(args.bands)
     t0 = time.perf_counter()
-    pairs = _image_pairs(stacked, threshold=0.25, search_radius=8, bands=bands)
+    pairs = _image_pairs(stacked, threshold=0.2, search_radius=8, bands=bands)
     seconds = time.perf_counter() - t0
 
     found = set(zip(pairs["a"].tolist(), pairs["b"].tolist(), strict=True))

@@ -393,18 +393,22 @@ class _FoldAUC:
 
         n = self.scores.shape[2]
         code = s.astype(np.int64)
-        model, rows = code // n, code % n
-        if len(np.unique(model)) != 1:  # pragma: no cover - guards the encoding
+        model = int(code[0]) // n
+        rows = code - model * n
+        if rows.min() < 0 or rows.max() >= n:  # pragma: no cover - guards the encoding
             raise DermctxError("fold_auc: codes of two models mixed in one call")
+        n_folds = int(self.folds.max()) + 1
         values = []
         for seed in range(self.scores.shape[1]):
-            score = self.scores[model[0], seed, rows]
             fold = self.folds[seed, rows]
+            order = np.argsort(fold, kind="stable")  # rows grouped by fold: slices, not masks
+            bounds = np.searchsorted(fold[order], np.arange(n_folds + 1))
+            score = self.scores[model, seed, rows][order]
+            label = y[order]
             per_fold = []
-            for k in np.unique(fold):
-                mask = fold == k
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
                 try:
-                    per_fold.append(auc(y[mask], score[mask]))
+                    per_fold.append(auc(label[lo:hi], score[lo:hi]))
                 except MetricError:
                     continue
             if per_fold:

@@ -358,7 +358,7 @@ def _dedup_args(p: argparse.ArgumentParser) -> None:
                         "(partition from a 'partition' column, else train where labelled, test otherwise)")
     p.add_argument("--exact-only", action="store_true", help="report identical decoded pixels only")
     p.add_argument("--threshold", type=float, default=None,
-                   help="largest near-duplicate distance (fraction of 256 hash bits; default 0.25)")
+                   help="largest near-duplicate distance (fraction of 256 hash bits; default 0.2)")
     p.add_argument("--embedding-threshold", type=float, default=None,
                    help="also pair rows whose emb_* columns have cosine distance at most this")
     p.add_argument("--jobs", type=int, default=None, help="decoding threads")

@@ -253,7 +253,9 @@ def run_demo(
         intro=(f"{model_name} fitted on {train['patient_id'].nunique():,} patients of SIIM-ISIC "
                f"2020 and scored on {test['patient_id'].nunique():,} other patients; the CNN "
                "alone is an EfficientNet-B1's out-of-fold probability. Data CC BY-NC 4.0 (ISIC)."),
-        n_boot=n_boot, random_state=random_state, progress=progress)
+        n_boot=n_boot, random_state=random_state, progress=progress,
+        explain=(lambda pid: _explain(model, test[test["patient_id"] == pid].reset_index(drop=True),
+                                      model_name)) if hasattr(model, "score_patient") else None)
     seconds = time.perf_counter() - t0
     say(f"\nreport: {path}  ({seconds:.0f} s in all)")
     # the printed summary, kept beside the report (the example table as a code block)

@@ -203,14 +203,16 @@ def _pretrained_cached(model_name: str) -> bool:
     cfg = get_pretrained_cfg(model_name)
     if cfg is None:
         return False
-    if getattr(cfg, "file", None) and Path(cfg.file).exists():
+    file = getattr(cfg, "file", None)
+    if file and Path(file).exists():
         return True
     hub_id = getattr(cfg, "hf_hub_id", None)
     if hub_id:
         from huggingface_hub import try_to_load_from_cache
 
         repo, _, revision = hub_id.partition("@")
-        names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+        filename = getattr(cfg, "hf_hub_filename", None)
+        names: list[str] = [filename] if filename else []
         names += ["model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"]
         for name in names:
             hit = try_to_load_from_cache(repo, name, revision=revision or None)
@@ -494,13 +496,13 @@ class Embedder:
         mean = tuple(float(v) for v in (meta.get("mean") or cfg["mean"]))
         std = tuple(float(v) for v in (meta.get("std") or cfg["std"]))
         device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        net = net.eval().to(device=device, memory_format=torch.channels_last)
+        net = net.eval().to(device).to(memory_format=torch.channels_last)
 
         self._built_model = net
         self.device_ = device
         self.image_size_ = size
         self.mean_, self.std_ = mean, std
-        self.num_features_ = int(net.num_features)
+        self.num_features_ = int(net.num_features)  # type: ignore[arg-type]
         self.weights_id_ = state_dict_hash(net)
         self.settings_ = {
             "model": name,
@@ -612,7 +614,7 @@ class Embedder:
         workers = int(self.num_workers or _default_workers())
         size = self.image_size_
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dermctx-decode") as pool:
-            pending: deque[tuple[int, str, Any, cf.Future]] = deque()
+            pending: deque[tuple[int, str, Any, cf.Future | None]] = deque()
             it = iter(zip(rows["_row"], rows["image_id"], rows["path"], strict=True))
             window = 2 * self.batch_size
             try:

@@ -1056,7 +1056,10 @@ def subgroup_table(
     if include_all:
         cells.append(("all", "all", np.ones(len(y), dtype=bool)))
     for col, values in columns.items():
-        for group in sorted(values.unique(), key=lambda g: (g == "unknown", g)):
+        band_order = {name: i for i, (_, _, name) in enumerate(AGE_BANDS)}
+        for group in sorted(
+            values.unique(), key=lambda g: (g == "unknown", band_order.get(g, -1), g)
+        ):
             cells.append((col, group, (values == group).to_numpy()))
 
     rows = []

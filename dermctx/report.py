@@ -25,7 +25,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
@@ -219,14 +219,16 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return _e(v)
 
 
-def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1,
+def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: int | set[int] = 1,
                 row_class: Sequence[str] | None = None) -> str:
-    th = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>"
+    """An HTML table; columns in ``left`` (the first ``left``, or those indices) align left."""
+    lefts = set(range(left)) if isinstance(left, int) else left
+    th = "".join(f'<th class="l">{h}</th>' if i in lefts else f"<th>{h}</th>"
                  for i, h in enumerate(header))
     body = []
     for r, cells in enumerate(rows):
         cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
-        td = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
+        td = "".join(f'<td class="l">{c}</td>' if i in lefts else f"<td>{c}</td>"
                      for i, c in enumerate(cells))
         body.append(f"<tr{cls}>{td}</tr>")
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -339,8 +341,19 @@ def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
     return [str(p) for p in chosen]
 
 
+def _context_text(row: Any) -> str:
+    """ "raised +0.012 by X; lowered -0.003 by Y" from one row of ``score_patient`` output."""
+    parts = []
+    for kind in ("raised", "lowered"):
+        who = row.get(f"{kind}_by")
+        if who is not None and _text(who) != "—":
+            parts.append(f"{kind} {float(row[f'{kind}_by_change']):+.2g} by {who}")
+    return "; ".join(parts)
+
+
 def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, patients: list[str],
-                   *, max_lesions: int, thumb_size: int, progress: bool
+                   *, max_lesions: int, thumb_size: int, progress: bool,
+                   explain: Callable[[str], pd.DataFrame] | None = None,
                    ) -> tuple[str, list[dict[str, Any]]]:
     has_path = "path" in frame.columns and bool(
         frame["path"].astype(object).map(lambda v: _text(v) != "—").any())
@@ -357,6 +370,13 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
         shown = p.head(max_lesions)
         extra = p.iloc[max_lesions:]
         shown = pd.concat([shown, extra[extra["target"] == 1]])
+        context: dict[str, str] | None = None
+        if explain is not None:
+            try:
+                ex = explain(pid)
+                context = {str(r["image_id"]): _context_text(r) for r in ex.to_dict(orient="records")}
+            except DermctxError as exc:
+                errors.append(error_record(None, None, None, "explain", f"patient {pid}: {exc}"))
         rows, classes = [], []
         for r in shown.to_dict(orient="records"):
             thumb = ""
@@ -375,6 +395,8 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
                   for m in models],
                 _e(_text(r.get("site"))), _e(_text(r.get("diagnosis"))),
             ]
+            if context is not None:
+                cells.append(_e(context.get(str(r["image_id"])) or "—"))
             if not has_path:
                 del cells[1]
             rows.append(cells)
@@ -386,12 +408,18 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
             f"{sex}" if isinstance(sex, str) else "",
             f"age {age:.0f}" if age is not None and np.isfinite(age) else ""] if x)
         more = (f" (showing {len(shown)} of {len(p)})" if len(shown) < len(p) else "")
+        n_text = 2 + (context is not None)  # site, diagnosis (, context): text, left-aligned
+        first_numeric = 3 if has_path else 2
+        left = set(range(first_numeric)) | set(range(first_numeric + len(models),
+                                                       first_numeric + len(models) + n_text))
         parts.append(
             f'<div class="patient"><h3>{_e(pid)}</h3><p class="note">{_e(who)} &middot; '
             f"{len(p)} lesions, {n_mel} melanoma{'s' if n_mel != 1 else ''}{more}</p>"
             + _table_html(["rank", *(["image"] if has_path else []), "image_id",
-                           *[_e(m) for m in models], "site", "diagnosis"], rows,
-                          left=3 if has_path else 2, row_class=classes)
+                           *[_e(m) for m in models], "site", "diagnosis",
+                           *(["context (change in probability caused by another lesion)"]
+                             if context is not None else [])], rows,
+                          left=left, row_class=classes)
             + "</div>"
         )
     return "".join(parts), errors
@@ -414,6 +442,7 @@ def write_report(
     thumb_size: int = 64,
     n_boot: int = 1000,
     random_state: int = 0,
+    explain: Callable[[str], pd.DataFrame] | None = None,
     progress: bool = True,
 ) -> Path:
     """Write metrics, plots, tables and a self-contained ``report.html`` into ``out_dir``.
@@ -444,6 +473,10 @@ def write_report(
         Bootstrap resamples for the subgroup and calibration CIs.
     random_state : int
         Seed of the patient sample and of the bootstraps.
+    explain : callable, optional
+        ``explain(patient_id) -> DataFrame`` with ``image_id, raised_by, raised_by_change,
+        lowered_by, lowered_by_change`` (the output of :meth:`dermctx.ContextRanker.score_patient`
+        for a fitted model): adds a context column to the per-patient view.
     progress : bool
         Show tqdm progress bars.
 
@@ -502,7 +535,7 @@ def write_report(
     patients = _sample_patients(frame, n_patients, random_state)
     patients_html, thumb_errors = _patients_html(
         frame, models, primary, patients, max_lesions=max_lesions, thumb_size=thumb_size,
-        progress=progress)
+        progress=progress, explain=explain)
     stages.update(1)
 
     payload = result.to_dict()

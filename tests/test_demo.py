@@ -48,6 +48,8 @@ def test_demo_runs_and_gives_the_same_numbers_twice(tmp_path):
     assert set(a.metrics["model"]) == {"CNN alone", "ContextRanker"}
     assert set(a.differences["model"]) == {"ContextRanker"}
     assert (a.report.parent / "metrics.json").exists() and a.report.name == "report.html"
+    assert "caused by another lesion" in a.report.read_text()  # the ranker's explanation
+    assert (a.report.parent / "demo.md").read_text().count("| ContextRanker |") == 2
     # the example patient is held out, has a melanoma, and is printed with its explanation
     assert a.example["rank"].tolist() == list(range(1, len(a.example) + 1))
     assert (a.example["melanoma"] == "yes").any()

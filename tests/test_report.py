@@ -151,3 +151,23 @@ def test_report_errors(tmp_path):
         write_report(t, tmp_path / "x", score_cols=["nope"], progress=False)
     with pytest.raises(DermctxError, match="BenchmarkResult"):
         write_report([1, 2], tmp_path / "x", progress=False)
+
+
+def test_patient_view_shows_the_context_explanation(tmp_path):
+    t = _scores(tmp_path, with_images=False)
+
+    def explain(pid):
+        if pid == "P00":
+            raise DermctxError("cannot explain P00")
+        ids = t.loc[t["patient_id"] == pid, "image_id"].tolist()
+        return pd.DataFrame({"image_id": ids, "raised_by": [ids[-1]] * len(ids),
+                             "raised_by_change": 0.25, "lowered_by": None,
+                             "lowered_by_change": 0.0})
+
+    path = write_report(t, tmp_path / "rep", score_cols=["cnn", "ranker"], n_patients=16,
+                        n_boot=20, explain=explain, progress=False)
+    text = " ".join(_parse(path).text)
+    assert "context (change in probability caused by another lesion)" in text
+    assert "raised +0.25 by IMG_01_" in text
+    errors = pd.read_csv(tmp_path / "rep" / "report.errors.csv")
+    assert list(errors["stage"]) == ["explain"] and "P00" in errors["message"].iloc[0]

@@ -116,12 +116,12 @@ def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -
             raise ImageError(f"{where}: cannot read DICOM ({type(exc).__name__}: {exc})") from exc
         return _to_rgb(Image.fromarray(np.ascontiguousarray(rgb)))
     try:
-        im = Image.open(path)
-        if target is not None and im.format in ("JPEG", "MPO"):
-            tw, th = _target_size(im.width, im.height, target[0], aspect)
-            im.draft("RGB", (math.ceil(tw * DRAFT_OVERSAMPLE), math.ceil(th * DRAFT_OVERSAMPLE)))
-        im = ImageOps.exif_transpose(im)  # loads the pixels (raises on truncated data)
-        im.load()
+        with Image.open(path) as src:
+            if target is not None and src.format in ("JPEG", "MPO"):
+                tw, th = _target_size(src.width, src.height, target[0], aspect)
+                src.draft("RGB", (math.ceil(tw * DRAFT_OVERSAMPLE), math.ceil(th * DRAFT_OVERSAMPLE)))
+            im = ImageOps.exif_transpose(src)  # an upright, loaded copy (raises on truncated data)
+            im.load()
         return _to_rgb(im)
     except ImageError:
         raise
