@@ -265,8 +265,9 @@ def run_demo(
     first, _, rest = tail.partition("\n")
     tail = f"{first}\n\n```\n{rest}"
     (Path(out_dir) / "demo.md").write_text(
-        f"# dermctx demo\n\n`run_demo(max_patients={max_patients}, n_boot={n_boot}, "
-        f"random_state={random_state})`; fit {fit_seconds:.1f} s, {seconds:.1f} s in all.\n\n"
+        f"# dermctx demo\n\nWritten {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        f"`run_demo(max_patients={max_patients}, n_boot={n_boot}, random_state={random_state})` "
+        f"(what `dermctx demo` runs); fit {fit_seconds:.1f} s, {seconds:.1f} s in all.\n\n"
         + head + tail + "\n")
     return DemoResult(
         metrics=result.metrics, differences=result.differences, example=example,

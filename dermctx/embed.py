@@ -857,8 +857,7 @@ def _embed_rows(table: pd.DataFrame) -> pd.DataFrame:
         raise TableError(f"column 'image_id' has duplicate values at {describe_rows(table, dup)}; "
                          "each image must appear once")
     paths = table["path"].astype(object)
-    paths = paths.map(lambda p: None if p is None or (isinstance(p, float) and np.isnan(p))
-                      or str(p).strip() == "" else str(p))
+    paths = paths.map(lambda p: None if pd.isna(p) or str(p).strip() == "" else str(p))
     return pd.DataFrame({
         "_row": np.arange(len(table)),
         "image_id": ids.to_numpy(dtype=object),

@@ -11,6 +11,7 @@ ready-made score columns) and writes, into one folder:
 ``roc.png``        ROC curves of every model
 ``pr.png``         precision-recall curves
 ``reliability.png`` reliability (calibration) curves, for models whose scores are probabilities
+``operating_points.csv`` sensitivity at fixed specificity and the reverse, with CIs
 ``calibration.csv`` Brier score and expected calibration error per model and data source, with CIs
 ``subgroups.csv``  every ranking metric by sex, age band, anatomic site and source, with CIs
 ``predictions.csv`` the out-of-fold scores behind every figure
@@ -42,7 +43,14 @@ __all__ = ["REPORT_SECTIONS", "write_report"]
 
 #: The ``id`` of every section of ``report.html``, in order.
 REPORT_SECTIONS: tuple[str, ...] = (
-    "summary", "models", "differences", "plots", "calibration", "subgroups", "patients", "method",
+    "summary", "models", "differences", "plots", "operating", "calibration", "subgroups", "patients",
+    "method",
+)
+
+#: Operating points of the report: (kind, fixed rate). "sensitivity" = the sensitivity reached
+#: at a specificity of at least the rate; "specificity" = the reverse (Esteva et al.).
+OPERATING_POINTS: tuple[tuple[str, float], ...] = (
+    ("sensitivity", 0.90), ("sensitivity", 0.95), ("specificity", 0.90), ("specificity", 0.95),
 )
 
 #: Ranking metrics of the subgroup tables (names of :data:`dermctx.metrics.METRICS`).
@@ -152,6 +160,50 @@ def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: 
         return pd.DataFrame(columns=["model", "by", "group", "n_images", "n_patients",
                                      "n_melanomas", "brier_score", "expected_calibration_error"])
     return pd.concat(parts, ignore_index=True)
+
+
+def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int
+                      ) -> pd.DataFrame:
+    from dermctx.metrics import (
+        patient_bootstrap,
+        sensitivity_at_specificity,
+        specificity_at_sensitivity,
+    )
+
+    y, pid = frame["target"].to_numpy(), frame["patient_id"].to_numpy()
+    rows = []
+    for m in models:
+        s = frame[m].to_numpy(dtype=float)
+        for kind, rate in OPERATING_POINTS:
+            if kind == "sensitivity":
+                func, kw, fixed = sensitivity_at_specificity, {"specificity": rate}, "specificity"
+            else:
+                func, kw, fixed = specificity_at_sensitivity, {"sensitivity": rate}, "sensitivity"
+            point = func(y, s, **kw)
+            boot = patient_bootstrap(func, y, s, pid, n_boot=n_boot, seed=seed, **kw)
+            rows.append({
+                "model": m, "measure": kind, "at": f"{fixed} >= {rate:.2f}",
+                "estimate": boot.estimate, "ci_low": boot.low, "ci_high": boot.high,
+                f"{fixed}_reached": getattr(point, fixed), "threshold": point.threshold,
+            })
+    return pd.DataFrame(rows)
+
+
+def _operating_html(ops: pd.DataFrame) -> str:
+    rows = []
+    for r in ops.to_dict(orient="records"):
+        fixed = "specificity" if r["measure"] == "sensitivity" else "sensitivity"
+        rows.append([_e(r["model"]), _e(f"{r['measure']} at {r['at']}"),
+                     _ci_cell(r["estimate"], r["ci_low"], r["ci_high"], 3),
+                     _fmt(r[f"{fixed}_reached"]), f"{r['threshold']:.4g}"])
+    return (
+        "<p>Operating points as Esteva et al. report them: the best sensitivity of a threshold "
+        "whose specificity is at least the given rate, and the reverse. Only thresholds a user "
+        "can apply count (no interpolation), so the rate reached may exceed the target. "
+        "Patient-bootstrap 95% CIs.</p>"
+        + _table_html(["model", "operating point", "value", "rate reached", "threshold"], rows,
+                      left=2)
+    )
 
 
 def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int,
@@ -526,6 +578,8 @@ def write_report(
     if probs:
         plots["reliability"] = _plot_reliability(frame, probs, out / "reliability.png")
     stages.update(1)
+    ops = _operating_points(frame, models, n_boot, random_state)
+    ops.to_csv(out / "operating_points.csv", index=False)
     calib = _calibration(frame, models, n_boot, random_state)
     calib.to_csv(out / "calibration.csv", index=False)
     stages.update(1)
@@ -539,6 +593,8 @@ def write_report(
     stages.update(1)
 
     payload = result.to_dict()
+    payload["operating_points"] = [{k: _json_value(v) for k, v in r.items()}
+                                   for r in ops.to_dict(orient="records")]
     payload["calibration"] = [{k: _json_value(v) for k, v in r.items()}
                               for r in calib.to_dict(orient="records")]
     payload["subgroups"] = [{k: _json_value(v) for k, v in r.items()}
@@ -597,6 +653,7 @@ def write_report(
                   f'<div class="plots">{plot_imgs}</div>'
                   + ('<p class="note">Reliability: decile bins of predicted probability, log axes.</p>'
                      if probs else '<p class="muted">No probabilities: reliability not shown.</p>')),
+        "operating": ("Operating points", _operating_html(ops)),
         "calibration": ("Calibration by source", _calibration_html(calib)),
         "subgroups": ("Subgroups", _subgroups_html(sub)),
         "patients": ("Patients", patients_html),

@@ -272,3 +272,22 @@ def test_cli_dedup_writes_pairs(image_table, tmp_path, fmt, columns):
         assert set(written["partition"]) == {"train"}
     errors = pd.read_csv(tmp_path / "pairs.errors.csv")
     assert errors["image_id"].tolist() == ["broken"]
+
+
+def test_real_isic_images_exact_and_rotated_copies(isic_images, tmp_path):
+    manifest = pd.read_csv(isic_images / "manifest.csv").sort_values("bytes").head(4)
+    rows = [(r.image_name, str(isic_images / r.file)) for r in manifest.itertuples()]
+    first = manifest.iloc[0]
+    raw = (isic_images / first["file"]).read_bytes()
+    (tmp_path / "same.jpg").write_bytes(raw[:2] + b"\xff\xfe\x00\x06copy" + raw[2:])
+    Image.open(isic_images / first["file"]).transpose(Image.Transpose.ROTATE_90).resize(
+        (240, 320)).save(tmp_path / "rot.jpg", quality=75)
+    rows += [("same", str(tmp_path / "same.jpg")), ("rot", str(tmp_path / "rot.jpg"))]
+    pairs, errors = find_duplicates(pd.DataFrame(rows, columns=["image_id", "path"]), progress=False)
+    assert len(errors) == 0
+    name = first["image_name"]
+    kinds = {(a, b): k for a, b, k in zip(pairs["image_id_1"], pairs["image_id_2"], pairs["kind"], strict=True)}
+    assert kinds[(name, "same")] == "exact"
+    assert kinds[tuple(sorted((name, "rot")))] == "near"
+    others = set(manifest["image_name"]) - {name}
+    assert not (set(pairs["image_id_1"]) | set(pairs["image_id_2"])) & others

@@ -156,6 +156,9 @@ def test_truncated_and_unreadable_files_raise_image_error(tmp_path: Path) -> Non
         load_image(tmp_path / "missing.jpg", 32)
     with pytest.raises(ImageError, match=r"image_id 'x'.*path"):
         load_image(pd.Series({"image_id": "x", "path": None}), 32)
+    string_row = pd.DataFrame({"image_id": ["y"], "path": pd.array([None], dtype="string")}).iloc[0]
+    with pytest.raises(ImageError, match=r"image_id 'y'.*no 'path'"):
+        load_image(string_row, 32)
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -177,3 +177,20 @@ def test_unfitted_and_bad_labels(clinic):
         ContextRanker(**FAST).fit(clinic.assign(cnn_score=clinic.target.astype(float)), clinic.target)
     with pytest.raises(TableError, match="neither"):
         ContextRanker(**FAST).fit(clinic.drop(columns="cnn_score"), clinic.target)
+
+
+@pytest.mark.slow
+def test_fits_the_shared_isic_lesions_in_under_a_minute(isic_dir):
+    import time
+
+    from dermctx.io.isic import read_isic2020
+
+    oof = pd.read_csv(isic_dir / "oof_effnet_b1_dev.csv")
+    meta = read_isic2020(isic_dir / "train_with_image_sizes.csv")
+    table = meta.merge(oof.rename(columns={"image_name": "image_id", "pred": "cnn_score"})
+                       [["image_id", "cnn_score"]], on="image_id")
+    assert len(table) == 23_299
+    t0 = time.perf_counter()
+    ranker = ContextRanker(use_image_size=True).fit(table, table["target"])
+    assert time.perf_counter() - t0 < 60
+    assert roc_auc_score(table["target"], ranker.oof_proba_) > roc_auc_score(table["target"], table["cnn_score"])

@@ -101,7 +101,7 @@ def test_report_html_has_every_section_and_every_image_decodes(tmp_path):
     text = " ".join(page.text)
     assert "\u2605" in text  # melanomas are marked
     for f in ("metrics.json", "metrics.md", "roc.png", "pr.png", "reliability.png",
-              "subgroups.csv", "calibration.csv", "predictions.csv"):
+              "subgroups.csv", "calibration.csv", "operating_points.csv", "predictions.csv"):
         assert (out / f).stat().st_size > 0, f
     for f in ("roc.png", "pr.png", "reliability.png"):
         assert Image.open(out / f).format == "PNG"
@@ -126,6 +126,17 @@ def test_report_tables(tmp_path):
     assert set(calib["group"]) == {"all", "isic2020", "clinic"}
     brier = calib[(calib.model == "cnn") & (calib.group == "all")]["brier_score"].iloc[0]
     assert brier == pytest.approx(np.mean((t["cnn"] - t["target"]) ** 2))
+    ops = pd.read_csv(out / "operating_points.csv")
+    assert len(ops) == 2 * 4
+    from dermctx.metrics import sensitivity_at_specificity, specificity_at_sensitivity
+
+    row = ops[(ops.model == "ranker") & (ops.measure == "sensitivity")].iloc[0]
+    point = sensitivity_at_specificity(t["target"], t["ranker"], specificity=0.90)
+    assert row["estimate"] == pytest.approx(point.sensitivity)
+    assert row["specificity_reached"] >= 0.90 and row["ci_low"] <= row["estimate"] <= row["ci_high"]
+    row = ops[(ops.model == "cnn") & (ops.at == "sensitivity >= 0.95")].iloc[0]
+    assert row["estimate"] == pytest.approx(
+        specificity_at_sensitivity(t["target"], t["cnn"], sensitivity=0.95).specificity)
     page = _parse(out / "report.html")
     assert sum(1 for img in page.images if "thumb" in img.get("class", "")) == 0
 

@@ -38,6 +38,13 @@ _RESAMPLE = Image.Resampling.BICUBIC
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
+def _is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA/NaT."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, float) and value != value
+
+
 def _source_path(source: Any) -> tuple[Path, str]:
     """The file a source names, and how to name the source in messages."""
     if isinstance(source, (str, PathLike)):
@@ -47,7 +54,7 @@ def _source_path(source: Any) -> tuple[Path, str]:
         path = source.get("path")
         image_id = source.get("image_id")
         who = f"image_id {image_id!r}" if image_id is not None else "row"
-        if path is None or (isinstance(path, float) and np.isnan(path)) or str(path).strip() == "":
+        if path is None or _is_missing(path) or str(path).strip() == "":
             raise ImageError(f"{who}: the lesion-table row has no 'path'; expected an image file path")
         return Path(str(path)), f"{path} ({who})"
     raise ImageError(

@@ -39,6 +39,7 @@ from dermctx.table import describe_rows, embedding_columns
 __all__ = ["ISAB", "MAB", "SAB", "SetRanker", "SetTransformer", "SetTransformerConfig"]
 
 _STATE_FORMAT = "dermctx.SetRanker/1"
+_MIN_STEPS = 20  # optimisation steps per epoch, at least: early stopping needs epochs that learn
 
 
 # --- the torch module -------------------------------------------------------------------------
@@ -324,7 +325,8 @@ class SetRanker(ClassifierMixin, BaseEstimator):
     batch_size : int
         Sets (patients) per optimisation step.
     max_epochs : int
-        Upper bound on passes over the training patients.
+        Upper bound on epochs. An epoch is one pass over the training patients, or as many
+        passes as make at least 20 optimisation steps (small tables).
     learning_rate, weight_decay : float
         AdamW settings.
     pos_weight : "balanced", float or None
@@ -600,6 +602,9 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         z_t = torch.from_numpy(np.concatenate([z, np.zeros((1, z.shape[1]), np.float32)]))  # (n+1, F)
         y_t = torch.from_numpy(np.concatenate([y, np.zeros(1, np.float32)]))  # (n+1,)
         model = SetTransformer(self.config_)
+        with torch.no_grad():  # start at the weighted base rate, not at p = 0.5
+            rate = float(y.mean())
+            model.head.bias.fill_(math.log(self.pos_weight_ * rate / (1.0 - rate)))
         opt = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         pos_weight = torch.tensor(self.pos_weight_)
         val_rows = np.concatenate(val_sets) if val_sets else np.zeros(0, dtype=np.int64)
@@ -609,9 +614,12 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         self.history_: list[dict[str, float]] = []
         for epoch in range(1, self.max_epochs + 1):
             model.train()
-            sets = _split_large(train_sets, self.max_set_size, rng)
+            batches: list[list[np.ndarray]] = []
+            while len(batches) < _MIN_STEPS:  # small tables: several passes make one epoch
+                sets = _split_large(train_sets, self.max_set_size, rng)
+                batches += _size_batches(sets, self.batch_size, rng)
             total, count = 0.0, 0
-            for batch in _size_batches(sets, self.batch_size, rng):
+            for batch in batches:
                 idx, mask = _pad_index(batch, n)
                 logits = model(z_t[idx], mask)  # (B, N)
                 loss = F.binary_cross_entropy_with_logits(logits[mask], y_t[idx][mask], pos_weight=pos_weight)
