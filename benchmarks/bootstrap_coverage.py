@@ -7,8 +7,8 @@ true AUC of the generator (the AUC of a very large sample from the same generato
 it also runs the naive lesion-level bootstrap (every lesion its own "patient"), which ignores the
 correlation.
 
-Run by hand (the defaults took 856 s on 2 cores shared with other jobs; ``--no-naive`` skips
-the contrast and roughly halves that)::
+Run by hand (the defaults took 590 s, and 856 s at a busier moment, on 2 cores shared with
+other jobs; ``--no-naive`` skips the contrast and roughly halves that)::
 
     nice python benchmarks/bootstrap_coverage.py
 

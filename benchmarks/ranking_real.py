@@ -19,9 +19,9 @@ better baseline (CNN alone or LightGBM), and the goals of the issue checked.
 Also the synthetic check: ContextRanker with ``emb_*`` inputs on
 :func:`dermctx.synthetic.make_ugly_duckling` against a per-lesion LightGBM of the same inputs.
 
-Run by hand (about 20-40 min on 2 busy cores)::
+Run by hand (about 30 min on 2 busy cores)::
 
-    nice python benchmarks/ranking_real.py            # all
+    nice python benchmarks/ranking_real.py --n-boot 500   # what results/ holds
     nice python benchmarks/ranking_real.py --quick    # 1 seed, 200 bootstrap resamples (smoke)
 
 Writes ``benchmarks/results/ranking_real.md`` and ``.json``.
@@ -40,13 +40,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _real_data import load_isic_oof  # noqa: E402
+from _real_data import load_isic_oof
 
-import dermctx  # noqa: E402
-from dermctx.features import patient_context_features  # noqa: E402
-from dermctx.metrics import paired_bootstrap  # noqa: E402
-from dermctx.models.gbm import MetadataGBM  # noqa: E402
-from dermctx.models.ranker import ContextRanker, _logit  # noqa: E402
+import dermctx
+from dermctx.features import patient_context_features
+from dermctx.metrics import paired_bootstrap
+from dermctx.models.gbm import MetadataGBM
+from dermctx.models.ranker import ContextRanker, _logit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = {"auc": "auc", "pauc80": "partial_auc", "within_patient_auc": "within_patient_auc",
@@ -115,7 +115,7 @@ def _goal_checks(result, setting: str, n_boot: int) -> dict[str, object]:
         name = {"auc": "auc", "top1": "topk_rate"}[metric]
         kw = {"k": 1} if metric == "top1" else {}
         diffs = []
-        for seed, rows in pred.groupby("seed"):
+        for _seed, rows in pred.groupby("seed"):
             r = paired_bootstrap(name, rows["target"], rows["ContextRanker"], rows[best],
                                  rows["patient_id"], n_boot=n_boot, seed=0, **kw)
             diffs.append((r.estimate, r.low, r.high))
@@ -172,10 +172,11 @@ def _fit_time(table: pd.DataFrame) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 200 resamples (smoke run)")
+    parser.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ranking_real")
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else [0, 1, 2]
-    n_boot = 200 if args.quick else 1000
+    n_boot = args.n_boot or (200 if args.quick else 1000)
 
     table = load_isic_oof()
     table["cnn_logit"] = _logit(table["cnn_score"].to_numpy())
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                        "melanomas": int(table["target"].sum())},
               "fit_seconds_full_data": _fit_time(table)}
     md = ["# ContextRanker on real SIIM-ISIC 2020 CNN scores", "",
-          f"Command: `nice python benchmarks/ranking_real.py{' --quick' if args.quick else ''}`", "",
+          f"Command: `nice python benchmarks/ranking_real.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
           f"{len(table)} lesions, {table['patient_id'].nunique()} patients, "
           f"{int(table['target'].sum())} melanomas; out-of-fold EfficientNet-B1 scores. "
           f"{len(seeds)} seed(s) x 5-fold PatientKFold; {n_boot} patient-bootstrap resamples.", "",

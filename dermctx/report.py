@@ -162,6 +162,20 @@ def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: 
     return pd.concat(parts, ignore_index=True)
 
 
+def _field(func: Callable[..., Any], name: str) -> Callable[..., float]:
+    """``func`` returning only the ``name`` field of its OperatingPoint.
+
+    The bootstrap reads a tuple's first field (the sensitivity), which is the wrong number for
+    :func:`~dermctx.metrics.specificity_at_sensitivity`.
+    """
+
+    def metric(y: Any, s: Any, **kw: Any) -> float:
+        return float(getattr(func(y, s, **kw), name))
+
+    metric.__name__ = f"{func.__name__}.{name}"
+    return metric
+
+
 def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int
                       ) -> pd.DataFrame:
     from dermctx.metrics import (
@@ -180,7 +194,7 @@ def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, s
             else:
                 func, kw, fixed = specificity_at_sensitivity, {"sensitivity": rate}, "sensitivity"
             point = func(y, s, **kw)
-            boot = patient_bootstrap(func, y, s, pid, n_boot=n_boot, seed=seed, **kw)
+            boot = patient_bootstrap(_field(func, kind), y, s, pid, n_boot=n_boot, seed=seed, **kw)
             rows.append({
                 "model": m, "measure": kind, "at": f"{fixed} >= {rate:.2f}",
                 "estimate": boot.estimate, "ci_low": boot.low, "ci_high": boot.high,

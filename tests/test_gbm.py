@@ -48,7 +48,7 @@ def test_categorical_site_is_learned_and_unseen_category_is_missing():
     assert set(m.categories_) == {"sex", "site"}
     assert m.categories_["site"] == ["head/neck", "lower extremity", "torso"]
     assert list(m.feature_names_in_) == ["age", "sex", "site"]
-    imp = dict(zip(m.feature_names_in_, m.feature_importances_))
+    imp = dict(zip(m.feature_names_in_, m.feature_importances_, strict=False))
     assert imp["site"] > imp["sex"]
     new = pd.DataFrame({"age": [50.0, 50.0], "sex": ["male", "male"], "site": ["oral/genital", None]})
     p = m.predict_proba(new)

@@ -107,7 +107,7 @@ def test_save_load_round_trip_identical(fitted, clinic, tmp_path):
     meta = json.loads((tmp_path / "model" / "context_ranker.json").read_text())
     meta["format"] = "pickle"
     (tmp_path / "model" / "context_ranker.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="not a dermctx.ContextRanker"):
+    with pytest.raises(ModelError, match=r"not a dermctx\.ContextRanker"):
         ContextRanker.load(tmp_path / "model")
     with pytest.raises(ModelError, match="missing"):
         ContextRanker.load(tmp_path / "nothing")
@@ -194,3 +194,50 @@ def test_fits_the_shared_isic_lesions_in_under_a_minute(isic_dir):
     ranker = ContextRanker(use_image_size=True).fit(table, table["target"])
     assert time.perf_counter() - t0 < 60
     assert roc_auc_score(table["target"], ranker.oof_proba_) > roc_auc_score(table["target"], table["cnn_score"])
+
+
+def test_embeddings_give_the_ugly_duckling_gain():
+    from dermctx.synthetic import make_ugly_duckling
+
+    train = make_ugly_duckling(150, dim=8, random_state=0)
+    test = make_ugly_duckling(100, dim=8, random_state=1)
+    ranker = ContextRanker(score_col=None, **FAST).fit(train.drop(columns="target"), train["target"])
+    assert "emb__lof" in ranker.gbm_.feature_names_in_
+    assert roc_auc_score(test["target"], ranker.predict_proba(test)[:, 1]) > 0.9
+    # the same GBM on the embeddings lesion by lesion cannot see it
+    from dermctx.models.gbm import MetadataGBM
+
+    emb = [c for c in train.columns if c.startswith("emb_")]
+    per = MetadataGBM(n_estimators=40).fit(train[emb], train["target"])
+    assert roc_auc_score(test["target"], per.predict_proba(test[emb])[:, 1]) < 0.65
+
+
+def test_stacked_set_model_saves_with_safetensors(tmp_path):
+    from dermctx.synthetic import make_ugly_duckling
+
+    train = make_ugly_duckling(60, dim=4, lesions_per_patient=(3, 8), melanoma_rate=0.15, random_state=0)
+    ranker = ContextRanker(score_col=None, use_set_model=True, set_model_params={"max_epochs": 2},
+                           **FAST).fit(train, train["target"])
+    assert ranker.set_model_ is not None and ranker.offset_coef_[2] != 0
+    ranker.save(tmp_path)
+    assert (tmp_path / "set_model.safetensors").is_file()
+    loaded = ContextRanker.load(tmp_path)
+    np.testing.assert_allclose(loaded.predict_proba(train), ranker.predict_proba(train), rtol=1e-6)
+
+
+def test_cli_fit_and_score(clinic, tmp_path):
+    from dermctx.cli import main
+
+    clinic.drop(columns="diagnosis").to_csv(tmp_path / "train.csv", index=False)
+    new = clinic.drop(columns=["diagnosis", "target"]).copy()
+    new.loc[4, "cnn_score"] = np.nan
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--use-image-size"]) == 0
+    assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "m"),
+                 "--out", str(tmp_path / "scores.csv")]) == 0
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    errors = pd.read_csv(tmp_path / "scores.errors.csv")
+    assert len(scores) + len(errors) == len(new) and errors["row"].tolist() == [4]
+    expected = ContextRanker.load(tmp_path / "m").rank(new)[0]
+    np.testing.assert_allclose(scores["score"], expected["score"], rtol=1e-9)
+    assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "nope")]) == 1

@@ -134,7 +134,7 @@ def test_report_tables(tmp_path):
     point = sensitivity_at_specificity(t["target"], t["ranker"], specificity=0.90)
     assert row["estimate"] == pytest.approx(point.sensitivity)
     assert row["specificity_reached"] >= 0.90 and row["ci_low"] <= row["estimate"] <= row["ci_high"]
-    row = ops[(ops.model == "cnn") & (ops.at == "sensitivity >= 0.95")].iloc[0]
+    row = ops[(ops["model"] == "cnn") & (ops["at"] == "sensitivity >= 0.95")].iloc[0]
     assert row["estimate"] == pytest.approx(
         specificity_at_sensitivity(t["target"], t["cnn"], sensitivity=0.95).specificity)
     page = _parse(out / "report.html")

@@ -143,12 +143,17 @@ def test_predict_proba_shape_sums_and_input_order(data, fitted):
     np.testing.assert_allclose(1 / (1 + np.exp(-fitted.decision_function(test))), proba[:, 1])
 
 
-def test_probabilities_are_on_the_base_rate_scale(data, fitted):
-    # pos_weight inflates the raw logit; decision_function shifts it back by log(pos_weight_)
-    test = data[1]
-    mean_p = fitted.predict_proba(test)[:, 1].mean()
-    assert fitted.pos_weight_ > 10
-    assert mean_p < 4 * test["target"].mean()
+def test_probabilities_are_on_the_base_rate_scale_with_or_without_pos_weight(data, fitted):
+    # "balanced" inflates the raw logit by log(pos_weight_); decision_function shifts it back
+    train, test = data
+    rate = test["target"].mean()
+    balanced = SetRanker(**FAST, pos_weight="balanced").fit(train)
+    n_pos = train["target"].sum()
+    assert balanced.pos_weight_ == pytest.approx((len(train) - n_pos) / n_pos)
+    assert fitted.pos_weight_ == 1.0
+    for model in (fitted, balanced):
+        mean_p = model.predict_proba(test)[:, 1].mean()
+        assert rate / 3 < mean_p < 3 * rate
 
 
 def test_a_lesion_is_scored_within_its_patient_rows(data, fitted):

@@ -163,7 +163,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             if c in self.categories_:
                 vals = frame[c].astype(object).where(frame[c].notna(), None)
                 known = set(self.categories_[c])
-                vals = vals.map(lambda v: str(v) if v is not None and str(v) in known else None)
+                vals = vals.map(lambda v, known=known: str(v) if v is not None and str(v) in known else None)
                 frame[c] = pd.Categorical(vals, categories=self.categories_[c])
             else:
                 try:
@@ -290,7 +290,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "booster_")
         return self.booster_.feature_importance(importance_type="gain")
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.classifier_tags.multi_class = False

@@ -329,10 +329,13 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         passes as make at least 20 optimisation steps (small tables).
     learning_rate, weight_decay : float
         AdamW settings.
-    pos_weight : "balanced", float or None
-        Weight of melanomas in the binary cross-entropy: "balanced" = n_negative / n_positive,
-        None = 1. The logit is shifted back by log(pos_weight) in :meth:`decision_function`, so
-        probabilities stay on the scale of the data's base rate (ranking is unchanged).
+    pos_weight : None, float or "balanced"
+        Weight of melanomas in the binary cross-entropy: None = 1 (the default), "balanced" =
+        n_negative / n_positive. Class imbalance is otherwise handled by starting the output
+        bias at the base-rate logit. Weighting did not help ranking on ISIC 2020 (see
+        ``docs/set_transformer.md``). With a weight, the logit is shifted back by
+        log(pos_weight) in :meth:`decision_function`, so probabilities stay on the scale of the
+        data's base rate (ranking is unchanged).
     early_stopping : bool
         Hold out ``validation_fraction`` of the patients (stratified by whether the patient has a
         melanoma), keep the epoch with the best AUC on them, stop after ``n_iter_no_change``
@@ -390,7 +393,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         max_epochs: int = 40,
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-4,
-        pos_weight: str | float | None = "balanced",
+        pos_weight: str | float | None = None,
         early_stopping: bool = True,
         validation_fraction: float = 0.2,
         n_iter_no_change: int = 6,
