@@ -23,6 +23,7 @@ _API: dict[str, str] = {
     "ImageError": "dermctx.errors",
     "ModelError": "dermctx.errors",
     "LeakageError": "dermctx.errors",
+    "MetricError": "dermctx.errors",
     "errors_frame": "dermctx.errors",
     # the lesion table
     "validate_table": "dermctx.table",
@@ -99,6 +100,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
         DermctxError,
         ImageError,
         LeakageError,
+        MetricError,
         ModelError,
         TableError,
         errors_frame,

@@ -20,6 +20,7 @@ __all__ = [
     "DermctxError",
     "ImageError",
     "LeakageError",
+    "MetricError",
     "ModelError",
     "TableError",
     "error_record",
@@ -45,6 +46,10 @@ class ImageError(DermctxError):
 
 class ModelError(DermctxError):
     """A model, checkpoint or its inputs are not what was expected (or it is not fitted)."""
+
+
+class MetricError(DermctxError):
+    """A metric is undefined for its input (e.g. an AUC with one class), or the input is bad."""
 
 
 class LeakageError(DermctxError):

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from dermctx.errors import DermctxError
+from dermctx.errors import DermctxError, MetricError
 
 __all__ = [
     "AGE_BANDS",
@@ -52,10 +52,6 @@ __all__ = [
     "topk_rate",
     "within_patient_auc",
 ]
-
-
-class MetricError(DermctxError):
-    """A metric is undefined for its input (e.g. an AUC with one class), or the input is bad."""
 
 
 # --- input checks ---------------------------------------------------------------------------

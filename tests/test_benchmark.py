@@ -235,3 +235,13 @@ def test_dermctx_benchmark_stays_callable_after_importing_the_module():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(1.0)
+
+
+def test_duplicates_keep_linked_patients_in_one_fold():
+    t = _table(n_patients=40, seed=6)
+    pairs = pd.DataFrame({"image_id_1": ["IMG_000_00", "IMG_002_00"],
+                          "image_id_2": ["IMG_001_00", "IMG_003_00"]})  # P000~P001, P002~P003
+    r = benchmark(t, {"cnn": None}, score_col="cnn_score", folds=5, seeds=(0, 1, 2), n_boot=10,
+                  metrics=["auc"], duplicates=pairs, progress=False)
+    fold = r.predictions.groupby(["seed", "patient_id"])["fold"].first().unstack("patient_id")
+    assert (fold["P000"] == fold["P001"]).all() and (fold["P002"] == fold["P003"]).all()
