@@ -37,10 +37,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dermctx.metrics import paired_bootstrap, patient_bootstrap  # noqa: E402
-from dermctx.models.set_transformer import SetRanker  # noqa: E402
-from dermctx.synthetic import make_ugly_duckling  # noqa: E402
-from dermctx.table import SITES, embedding_columns  # noqa: E402
+from dermctx.metrics import paired_bootstrap, patient_bootstrap
+from dermctx.models.set_transformer import SetRanker
+from dermctx.synthetic import make_ugly_duckling
+from dermctx.table import SITES, embedding_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = [("AUC", "auc", {}), ("pAUC80", "partial_auc", {"min_tpr": 0.8}),

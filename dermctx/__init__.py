@@ -68,6 +68,7 @@ _API: dict[str, str] = {
     "write_report": "dermctx.report",
     "Taxonomy": "dermctx.taxonomy",
     "cohort_table": "dermctx.cohort",
+    "make_ugly_duckling": "dermctx.synthetic",
 }
 
 __all__ = sorted([*_API, "__version__"])
@@ -123,5 +124,6 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold, check_leakage
+    from dermctx.synthetic import make_ugly_duckling
     from dermctx.table import embedding_columns, has_patient_context, read_table, validate_table
     from dermctx.taxonomy import Taxonomy

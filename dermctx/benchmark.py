@@ -27,6 +27,7 @@ import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -389,7 +390,8 @@ class _FoldAUC:
         return (model * n + np.arange(n)).astype(float)
 
     def __call__(self, y: np.ndarray, s: np.ndarray) -> float:
-        from dermctx.metrics import MetricError, auc
+        from dermctx.errors import MetricError
+        from dermctx.metrics import auc
 
         n = self.scores.shape[2]
         code = s.astype(np.int64)
@@ -406,7 +408,7 @@ class _FoldAUC:
             score = self.scores[model, seed, rows][order]
             label = y[order]
             per_fold = []
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            for lo, hi in pairwise(bounds):
                 try:
                     per_fold.append(auc(label[lo:hi], score[lo:hi]))
                 except MetricError:
@@ -497,10 +499,16 @@ def _metric_tables(
                           "difference": dest, "ci_low": dlo, "ci_high": dhi, "p_le_0": p})
             bar.update(1)
     bar.close()
-    metrics = pd.DataFrame(rows)
-    differences = pd.DataFrame(
-        diffs, columns=["model", "reference", "metric", "difference", "ci_low", "ci_high", "p_le_0"])
-    return metrics, differences, pd.DataFrame(per_seed)
+
+    def in_order(frame: pd.DataFrame) -> pd.DataFrame:  # models as given, then METRICS order
+        key = frame["model"].map({m: i for i, m in enumerate(model_names)}) * len(METRICS) + \
+            frame["metric"].map({m: i for i, m in enumerate(METRICS)})
+        return frame.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+
+    metrics = in_order(pd.DataFrame(rows))
+    differences = in_order(pd.DataFrame(
+        diffs, columns=["model", "reference", "metric", "difference", "ci_low", "ci_high", "p_le_0"]))
+    return metrics, differences, in_order(pd.DataFrame(per_seed))
 
 
 def benchmark(

@@ -536,7 +536,8 @@ def write_report(
     thumb_size : int
         Side of the thumbnails in pixels, when the table has image paths.
     n_boot : int
-        Bootstrap resamples for the subgroup and calibration CIs.
+        Bootstrap resamples for the operating-point, calibration and subgroup CIs (and, with a
+        table of scores, for the model table).
     random_state : int
         Seed of the patient sample and of the bootstraps.
     explain : callable, optional
@@ -623,14 +624,17 @@ def write_report(
     errors = errors_frame(thumb_errors)
     if len(errors):
         errors.to_csv(out / "report.errors.csv", index=False)
+    else:  # never leave a previous run's errors beside this report
+        (out / "report.errors.csv").unlink(missing_ok=True)
     stages.update(1)
 
     c = result.config
-    best = result.metrics[result.metrics["metric"] == "auc"].set_index("model")["estimate"]
+    auc = result.metrics[result.metrics["metric"] == "auc"].set_index("model")["estimate"]
     summary = (
         f"<p>{_fmt(c.get('n_images'))} images of {_fmt(c.get('n_patients'))} patients "
         f"({_fmt(c.get('n_melanomas'))} melanomas). Models: "
-        + ", ".join(f"<b>{_e(m)}</b> (AUC {best[m]:.4f})" for m in models)
+        + ", ".join(f"<b>{_e(m)}</b>" + (f" (AUC {auc[m]:.4f})" if m in auc.index else "")
+                    for m in models)
         + f". Reference for differences: <b>{_e(result.reference)}</b>.</p>"
     )
     plot_imgs = "".join(

@@ -57,7 +57,9 @@ def make_ugly_duckling(
     -------
     DataFrame
         One row per lesion, in patient order: ``image_id, patient_id, lesion_id, age, sex, site,
-        diagnosis, target, path, source`` (``"synthetic"``) and ``emb_*`` (float32).
+        diagnosis, target, path, source`` (``"synthetic"``) and ``emb_*`` (float32). Ids carry
+        the seed (``"syn7-P00000"``, ``"syn7-I0000000"``), so tables drawn with different seeds
+        can be concatenated without sharing a patient.
     """
     if int(n_patients) != n_patients or n_patients < 1:
         raise DermctxError(f"n_patients must be a positive integer, got {n_patients!r}")
@@ -96,8 +98,9 @@ def make_ugly_duckling(
     target[starts[all_mel]] = False
     emb = np.where(target[:, None], population, benign).astype(np.float32)
 
-    pid = np.array([f"SP{p:05d}" for p in range(n_patients)], dtype=object)[patient]
-    image_id = np.array([f"SYN_{i:07d}" for i in range(n)], dtype=object)
+    tag = "syn" if random_state is None else f"syn{random_state}"  # draws with other seeds do not collide
+    pid = np.array([f"{tag}-P{p:05d}" for p in range(n_patients)], dtype=object)[patient]
+    image_id = np.array([f"{tag}-I{i:07d}" for i in range(n)], dtype=object)
     table = pd.DataFrame(
         {
             "image_id": image_id,

@@ -18,6 +18,7 @@ from dermctx.errors import DermctxError, ModelError, TableError
 from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
 from dermctx.synthetic import make_ugly_duckling
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # tiny models: one thread is as fast and does not fight the other test processes for cores
@@ -166,13 +167,16 @@ def test_a_lesion_is_scored_within_its_patient_rows(data, fitted):
 
 def test_fit_is_deterministic_and_leaves_global_rng_alone(data):
     train, test = data[0].iloc[:1500], data[1].iloc[:300]
-    state = torch.get_rng_state()
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
     a = SetRanker(**{**FAST, "max_epochs": 3}, random_state=7).fit(train).decision_function(test)
     assert torch.equal(torch.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
     b = SetRanker(**{**FAST, "max_epochs": 3}, random_state=7).fit(train).decision_function(test)
     c = SetRanker(**{**FAST, "max_epochs": 3}, random_state=8).fit(train).decision_function(test)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+    SetRanker(**{**FAST, "max_epochs": 1}, n_threads=2).fit(train.iloc[:200])
+    assert torch.get_num_threads() == threads  # n_threads is set only inside fit
 
 
 def test_sklearn_contract_clone_params_and_cross_validation(data):
@@ -232,7 +236,7 @@ def test_bad_input_raises_dermctx_errors_naming_the_problem(data, fitted):
     bad = train.copy()
     bad["patient_id"] = bad["patient_id"].astype(object)
     bad.iloc[3, bad.columns.get_loc("patient_id")] = None
-    with pytest.raises(TableError, match=r"patient_id.*row 3 \(image_id 'SYN_0000003'\)"):
+    with pytest.raises(TableError, match=r"patient_id.*row 3 \(image_id 'syn1-I0000003'\)"):
         SetRanker().fit(bad)
     with pytest.raises(TableError, match="patient_id"):
         fitted.predict_proba(train.drop(columns="patient_id"))
@@ -254,7 +258,17 @@ def test_bad_input_raises_dermctx_errors_naming_the_problem(data, fitted):
     inf.loc[inf.index[5], "emb_0002"] = np.inf
     with pytest.raises(TableError, match="'emb_0002' is infinite at row 5"):
         SetRanker().fit(inf)
+    with pytest.raises(ModelError, match="random_state must be an int"):
+        SetRanker(random_state=None).fit(train)  # type: ignore[arg-type]
     assert issubclass(TableError, DermctxError)
+
+
+def test_one_lesion_patients_fit_and_score():
+    table = make_ugly_duckling(120, lesions_per_patient=1, dim=3, melanoma_rate=0.3, random_state=0)
+    table.loc[table.index[::3], "target"] = 1  # one-lesion patients keep their benign lesion
+    est = SetRanker(**{**FAST, "max_epochs": 2}).fit(table)
+    proba = est.predict_proba(table)
+    assert proba.shape == (120, 2) and np.isfinite(proba).all()
 
 
 # --- the synthetic generator ------------------------------------------------------------------

@@ -233,7 +233,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         elif self.init_score_col is not None:
             self._split_offset(X)
         frame = self._frame(X, fit=False)
-        raw = self.booster_.predict(frame, raw_score=True, num_threads=self.n_jobs)
+        raw = np.asarray(self.booster_.predict(frame, raw_score=True, num_threads=self.n_jobs), dtype=float)
         return raw + offset if offset is not None else raw
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -485,13 +485,15 @@ class SetRanker(ClassifierMixin, BaseEstimator):
             )
         return out
 
-    def _transform(self, raw: np.ndarray) -> np.ndarray:
-        """Impute, add missing indicators, standardise: ``(n, n_model_inputs)`` float32."""
+    def _impute(self, raw: np.ndarray) -> np.ndarray:
+        """Medians for missing values, then the 0/1 missing indicators: ``(n, n_model_inputs)``."""
         nan = np.isnan(raw)
         filled = np.where(nan, self.median_[None, :], raw)
-        indicators = nan[:, self.missing_indicator_].astype(np.float64)
-        z = np.concatenate([filled, indicators], axis=1)
-        return ((z - self.mean_) / self.scale_).astype(np.float32)
+        return np.concatenate([filled, nan[:, self.missing_indicator_].astype(np.float64)], axis=1)
+
+    def _transform(self, raw: np.ndarray) -> np.ndarray:
+        """Impute, add missing indicators, standardise: ``(n, n_model_inputs)`` float32."""
+        return ((self._impute(raw) - self.mean_) / self.scale_).astype(np.float32)
 
     @staticmethod
     def _sets(codes: np.ndarray) -> list[np.ndarray]:
@@ -535,11 +537,13 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         val = np.zeros(len(sets), dtype=bool)
         for stratum in (has_pos, ~has_pos):
             members = rng.permutation(np.flatnonzero(stratum))
-            val[members[: int(round(self.validation_fraction * len(members)))]] = True
-        y_val = np.concatenate([y[s] for s, v in zip(sets, val) if v]) if val.any() else y[:0]
-        if y_val.size == 0 or y_val.min() == y_val.max() or val.all():
-            return sets, []  # too few patients to hold any out with both classes: no early stopping
-        return [s for s, v in zip(sets, val) if not v], [s for s, v in zip(sets, val) if v]
+            val[members[: round(self.validation_fraction * len(members))]] = True
+        train = [s for s, v in zip(sets, val, strict=True) if not v]
+        held = [s for s, v in zip(sets, val, strict=True) if v]
+        y_val = np.concatenate([y[s] for s in held]) if held else y[:0]
+        if not train or y_val.size == 0 or y_val.min() == y_val.max():
+            return sets, []  # too few patients to hold out both classes: no early stopping
+        return train, held
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> SetRanker:
         """Fit on a lesion table.
@@ -561,6 +565,8 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         raw = self._matrix(X, cols)
         if self.max_set_size < 1 or self.batch_size < 1 or self.max_epochs < 1:
             raise ModelError("SetRanker: max_set_size, batch_size and max_epochs must be >= 1")
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
+            raise ModelError(f"SetRanker: random_state must be an int, got {self.random_state!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ModelError(f"SetRanker: validation_fraction must be in (0, 1), got {self.validation_fraction}")
 
@@ -569,11 +575,10 @@ class SetRanker(ClassifierMixin, BaseEstimator):
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: median 0
             self.median_ = np.nan_to_num(np.nanmedian(raw, axis=0), nan=0.0)
         self.missing_indicator_ = np.flatnonzero(nan.any(0))
-        self.mean_, self.scale_ = np.zeros(1), np.ones(1)
-        z = self._transform(raw).astype(np.float64)
-        self.mean_ = z.mean(0)
-        scale = z.std(0)
-        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
+        filled = self._impute(raw)  # (n, F)
+        self.mean_ = filled.mean(0)
+        scale = filled.std(0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # a constant column stays 0
         z = self._transform(raw)  # (n, F) float32, standardised
 
         n_pos = float(y_arr.sum())
@@ -595,7 +600,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         train_sets, val_sets = self._inner_split(self._sets(codes), y_arr, rng)
         with torch.random.fork_rng(devices=[]), _torch_threads(self.n_threads):
-            torch.manual_seed(self.random_state)
+            torch.manual_seed(int(self.random_state))
             self._train(z, y_arr, train_sets, val_sets, rng)
         return self
 
@@ -658,7 +663,8 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         model.eval()
         out = torch.zeros(n + 1)
         order = np.argsort([len(s) for s in sets], kind="stable")  # similar sizes share a batch
-        batches, batch = [], []
+        batches: list[list[np.ndarray]] = []
+        batch: list[np.ndarray] = []
         for i in order:  # ascending size: a batch's padded size is (len(batch) + 1) * len(sets[i])
             if batch and (len(batch) + 1) * len(sets[i]) > batch_lesions:
                 batches.append(batch)
