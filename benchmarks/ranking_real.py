@@ -93,13 +93,13 @@ def _models(setting: str) -> dict[str, object]:
         "ContextRanker": ContextRanker(use_image_size=bool(size)),
     }
     if setting == "clinical":
-        models["ablation: ContextRanker + CNN-logit context"] = ContextRanker(score_context=True)
+        models["ablation: ContextRanker without CNN-logit context"] = ContextRanker(score_context=False)
         models["ablation: LightGBM, no class weights"] = Columns(MetadataGBM(class_weight=None), base)
     else:
         models["ablation: ContextRanker, raw size only (no patient-relative size)"] = ContextRanker(
             extra_features=("width", "height"))
-        models["ablation: ContextRanker + CNN-logit context"] = ContextRanker(
-            use_image_size=True, score_context=True)
+        models["ablation: ContextRanker without CNN-logit context"] = ContextRanker(
+            use_image_size=True, score_context=False)
         models["ablation: binned logit (context GBM with size context, no offset)"] = Columns(
             gbm, base + size, ["width", "log_area"])
     return models
