@@ -64,7 +64,7 @@ _API: dict[str, str] = {
     "read_embeddings": "dermctx.embed",
     "save_checkpoint": "dermctx.embed",
     # evaluation and reporting
-    "benchmark": "dermctx.benchmark",
+    "benchmark": "dermctx.benchmarking",
     "write_report": "dermctx.report",
     "Taxonomy": "dermctx.taxonomy",
     "cohort_table": "dermctx.cohort",
@@ -93,7 +93,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
-    from dermctx.benchmark import benchmark
+    from dermctx.benchmarking import benchmark
     from dermctx.cohort import cohort_table
     from dermctx.dedup import duplicate_groups, find_duplicates
     from dermctx.embed import Embedder, read_embeddings, save_checkpoint

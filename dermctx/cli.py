@@ -182,7 +182,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dermctx.benchmark import benchmark
+    from dermctx.benchmarking import benchmark
     from dermctx.errors import DermctxError as _Error
     from dermctx.report import write_report
     from dermctx.table import read_table

@@ -61,7 +61,7 @@ class DemoResult:
     """What :func:`run_demo` measured and wrote.
 
     ``metrics`` and ``differences`` are the tidy tables of
-    :class:`~dermctx.benchmark.BenchmarkResult` on the held-out patients; ``example`` is the
+    :class:`~dermctx.benchmarking.BenchmarkResult` on the held-out patients; ``example`` is the
     example patient's ranked lesions; ``report`` the path of ``report.html``.
     """
 
@@ -99,13 +99,13 @@ def _example_patient(test: pd.DataFrame) -> str:
 
 def _explain(model: Any, patient: pd.DataFrame, score_name: str) -> pd.DataFrame:
     """The patient's lesions ranked by the model, with its context explanation when it has one."""
-    from dermctx.benchmark import LABEL_COLUMNS
+    from dermctx.benchmarking import LABEL_COLUMNS
 
     X = patient.drop(columns=[c for c in LABEL_COLUMNS if c in patient.columns])
     if hasattr(model, "score_patient"):
         ranked = model.score_patient(X).copy()
     else:
-        from dermctx.benchmark import _positive_score
+        from dermctx.benchmarking import _positive_score
 
         ranked = pd.DataFrame({"image_id": patient["image_id"].to_numpy(),
                                "score": _positive_score(model, X, score_name)})
@@ -196,7 +196,7 @@ def run_demo(
     -------
     DemoResult
     """
-    from dermctx.benchmark import LABEL_COLUMNS, _positive_score, benchmark
+    from dermctx.benchmarking import LABEL_COLUMNS, _positive_score, benchmark
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold
 

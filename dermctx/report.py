@@ -1,6 +1,6 @@
 """Reports people look at: plots, tables and one self-contained ``report.html``.
 
-:func:`write_report` takes a :class:`~dermctx.benchmark.BenchmarkResult` (or a lesion table with
+:func:`write_report` takes a :class:`~dermctx.benchmarking.BenchmarkResult` (or a lesion table with
 ready-made score columns) and writes, into one folder:
 
 ================== ===============================================================================
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dermctx.benchmark import METRICS, BenchmarkResult, _fmt_ci, _json_value
+from dermctx.benchmarking import METRICS, BenchmarkResult, _fmt_ci, _json_value
 from dermctx.errors import DermctxError, error_record, errors_frame
 
 __all__ = ["REPORT_SECTIONS", "write_report"]
@@ -564,7 +564,7 @@ def write_report(
         if missing:
             raise DermctxError(f"write_report: score column(s) {missing} not in the table "
                                f"(columns {list(result_or_scores.columns)[:20]})")
-        from dermctx.benchmark import benchmark
+        from dermctx.benchmarking import benchmark
 
         # ready-made scores: no folds were fitted, so no per-fold AUC
         result = benchmark(result_or_scores, {c: c for c in score_cols}, reference=reference,

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from dermctx import DermctxError, benchmark
-from dermctx.benchmark import METRICS, BenchmarkResult
+from dermctx.benchmarking import METRICS, BenchmarkResult
 from dermctx.metrics import auc, paired_bootstrap, patient_bootstrap, topk_rate
 
 
@@ -220,12 +220,12 @@ def test_bad_input_raises_naming_the_problem():
 
 
 def test_dermctx_benchmark_stays_callable_after_importing_the_module():
-    # a fresh interpreter: importing dermctx.report imports the module dermctx.benchmark, which
-    # Python then binds to the name dermctx.benchmark, over the function
+    # a fresh interpreter: importing the modules behind the function first must leave
+    # dermctx.benchmark bound to the function
     code = (
         "import dermctx, pandas as pd\n"
         "from dermctx.report import write_report\n"
-        "from dermctx.benchmark import BenchmarkResult\n"
+        "from dermctx.benchmarking import BenchmarkResult\n"
         "t = pd.DataFrame({'image_id': list('abcdefgh'), 'patient_id': list('aabbccdd'),\n"
         "                  'target': [1, 0, 0, 1, 1, 0, 0, 1], 's': [.9, .1, .2, .8, .7, .3, .4, .6]})\n"
         "r = dermctx.benchmark(t, {'s': 's'}, folds=2, n_boot=5, metrics=['auc'], progress=False)\n"

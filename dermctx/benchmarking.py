@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
-import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -626,19 +624,3 @@ def benchmark(
     meta["target"] = table["target"].to_numpy()
     return BenchmarkResult(predictions=predictions, metrics=metrics, differences=differences,
                            per_seed=per_seed, reference=reference, table=meta, config=config)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`benchmark`.
-
-    ``dermctx.benchmark`` is both this module and the public function: importing the module
-    (``from dermctx.benchmark import BenchmarkResult``, or any module that does) binds the
-    *module* to ``dermctx.benchmark``. Making the module callable keeps
-    ``dermctx.benchmark(table, models, ...)`` working whatever was imported first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> BenchmarkResult:
-        return benchmark(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
