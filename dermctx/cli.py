@@ -180,10 +180,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 @command("bench", "benchmark rankers side by side on patient-grouped folds and write a report",
          _bench_args)
 def _bench(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from dermctx.benchmarking import benchmark
     from dermctx.errors import DermctxError as _Error
+    from dermctx.io.isic import read_isic_duplicates
     from dermctx.report import write_report
     from dermctx.table import read_table
 
@@ -206,7 +205,8 @@ def _bench(args: argparse.Namespace) -> int:
             label = "ContextRanker" + (" + image size" if name == "context-size" else "")
             models[label] = ContextRanker(score_col=args.score_col,
                                           use_image_size=name == "context-size")
-    duplicates = pd.read_csv(args.duplicates) if args.duplicates is not None else None
+    # ids read as text ("0012" stays "0012"), any ISIC pairs layout, a clear error if missing
+    duplicates = read_isic_duplicates(args.duplicates) if args.duplicates is not None else None
     result = benchmark(table, models, score_col=args.score_col, folds=args.folds, seeds=seeds,
                        n_boot=args.n_boot, duplicates=duplicates, progress=not args.no_progress)
     path = write_report(result, args.out, title=f"dermctx bench: {args.table.name}",

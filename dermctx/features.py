@@ -30,7 +30,8 @@ other lesions' references); LightGBM handles NaN natively.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ import pandas as pd
 from dermctx.errors import TableError
 from dermctx.table import embedding_columns
 
-__all__ = ["CONTEXT_STATS", "EXACT_MAX", "patient_context_features"]
+__all__ = ["CONTEXT_STATS", "EXACT_MAX", "context_scales", "patient_context_features"]
 
 #: Statistics computed for every scalar column, in output order.
 CONTEXT_STATS: tuple[str, ...] = ("diff", "z", "rank", "ratio", "same")
@@ -98,10 +99,13 @@ def _scalar_features(
     codes: np.ndarray,
     site_codes: np.ndarray | None,
     z_floor: float,
+    scale: float | None = None,
 ) -> dict[str, np.ndarray]:
     valid = ~np.isnan(x)
     n_groups = int(codes.max()) + 1 if len(codes) else 0
-    floor = z_floor * float(np.nanstd(x)) if valid.sum() > 1 else 0.0
+    if scale is None:
+        scale = float(np.nanstd(x)) if valid.sum() > 1 else 0.0
+    floor = z_floor * scale
     n_other, m, var = _loo_moments(x, codes, n_groups)
     alone = n_other <= 0
     diff = np.where(alone, 0.0, x - m)
@@ -168,6 +172,7 @@ def _embedding_features(
     k: int,
     exact_max: int,
     random_state: int | None,
+    keys: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     n, _ = emb.shape
     valid = ~np.isnan(emb).any(axis=1)
@@ -191,6 +196,10 @@ def _embedding_features(
     for rows in np.split(order, bounds):  # one pass per patient, vectorised within it
         if len(rows) == 0:
             continue
+        if keys is not None and random_state is not None:
+            # a patient's reference sample is seeded by its own id, not by the patients before it
+            key = zlib.crc32(str(keys[codes[rows[0]]]).encode())
+            rng = np.random.default_rng([int(random_state), key])
         knn[rows], lof[rows] = _lof_knn(e[rows], k, exact_max, rng)
     return {
         f"{name}__centroid_dist": dist,
@@ -198,6 +207,18 @@ def _embedding_features(
         f"{name}__knn_dist": knn,
         f"{name}__lof": lof,
     }
+
+
+def context_scales(table: pd.DataFrame, cols: Sequence[str]) -> dict[str, float]:
+    """The global std (ddof=0, NaN ignored) of each column of ``cols``, for ``scales=``.
+
+    0.0 for a column with fewer than two values.
+    """
+    out = {}
+    for col in cols:
+        x = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        out[col] = float(np.nanstd(x)) if (~np.isnan(x)).sum() > 1 else 0.0
+    return out
 
 
 def patient_context_features(
@@ -212,6 +233,7 @@ def patient_context_features(
     n_neighbors: int = 5,
     exact_max: int = EXACT_MAX,
     random_state: int | None = 0,
+    scales: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Patient-relative features of lesion columns, leave-one-out against the patient's others.
 
@@ -243,6 +265,11 @@ def patient_context_features(
         O(sum_p n_p * min(n_p, exact_max) * D), linear in the number of lesions for a fixed cap.
     random_state : int or None
         Seed of that reference sample.
+    scales : mapping of str to float, optional
+        The global std of each column of ``cols`` used in the ``z`` floor. Default: the std over
+        ``table``, which makes ``z`` depend on the other patients in ``table``; a fitted model
+        passes the scales of its training table (see :func:`context_scales`) so a patient's
+        features depend on that patient's lesions only.
 
     Returns
     -------
@@ -269,7 +296,8 @@ def patient_context_features(
     if pid.isna().any():
         bad = np.flatnonzero(pid.isna().to_numpy())[:5]
         raise TableError(f"column {patient_col!r} is missing at rows {list(bad)}; every lesion needs a patient")
-    codes = pd.factorize(pid.astype(str))[0].astype(np.int64)
+    codes, keys = pd.factorize(pid.astype(str))
+    codes = codes.astype(np.int64)
     out: dict[str, np.ndarray] = {}
     count = np.bincount(codes)[codes].astype(float) if len(codes) else np.zeros(0)
     out["patient__count"] = count
@@ -292,12 +320,14 @@ def patient_context_features(
             x = pd.to_numeric(table[col], errors="raise").to_numpy(dtype=float, na_value=np.nan)
         except (ValueError, TypeError) as exc:
             raise TableError(f"column {col!r} must be numeric for patient context features ({exc})") from exc
-        out.update(_scalar_features(x, col, codes, site_codes, z_floor))
+        scale = None if scales is None or col not in scales else float(scales[col])
+        out.update(_scalar_features(x, col, codes, site_codes, z_floor, scale))
 
     if embedding_prefix:
         emb_cols = embedding_columns(table, embedding_prefix)
         if emb_cols:
             emb = table[emb_cols].to_numpy(dtype=np.float64, na_value=np.nan)
             name = embedding_prefix.rstrip("_") or "emb"
-            out.update(_embedding_features(emb, name, codes, n_neighbors, exact_max, random_state))
+            out.update(_embedding_features(emb, name, codes, n_neighbors, exact_max, random_state,
+                                           np.asarray(keys, dtype=object)))
     return pd.DataFrame(out, index=table.index)

@@ -919,8 +919,9 @@ def reliability_curve(y: Any, p: Any, n_bins: int = 10, strategy: str = "uniform
     if strategy == "uniform":
         edges = np.linspace(0.0, 1.0, n_bins + 1)
     elif strategy == "quantile":
-        edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1)))
-        edges[0], edges[-1] = 0.0, 1.0
+        # interior cuts at the quantiles; [0, 1] always covered, even when every p is equal
+        inner = np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))[1:-1]
+        edges = np.unique(np.r_[0.0, inner[(inner > 0.0) & (inner < 1.0)], 1.0])
     else:
         raise MetricError(f"strategy={strategy!r}; expected 'uniform' or 'quantile'")
     # bins are [lower, upper), the last one closed

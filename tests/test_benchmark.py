@@ -245,3 +245,15 @@ def test_duplicates_keep_linked_patients_in_one_fold():
                   metrics=["auc"], duplicates=pairs, progress=False)
     fold = r.predictions.groupby(["seed", "patient_id"])["fold"].first().unstack("patient_id")
     assert (fold["P000"] == fold["P001"]).all() and (fold["P002"] == fold["P003"]).all()
+
+
+def test_how_the_diagnosis_was_made_never_reaches_the_estimator():
+    # HAM10000's dx_type (histo is ordered for suspicious lesions) and dx derive from the label
+    t = _table()
+    t["dx_type"] = np.where(t["target"] == 1, "histo", "follow_up")
+    t["dx"] = np.where(t["target"] == 1, "mel", "nv")
+    ColumnSpy.fitted_on.clear()
+    benchmark(t, {"m": ColumnSpy()}, folds=3, n_boot=20, metrics=["auc"], progress=False)
+    assert len(ColumnSpy.fitted_on) == 3
+    for cols in ColumnSpy.fitted_on:
+        assert not {"dx_type", "dx"} & set(cols)

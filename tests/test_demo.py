@@ -78,3 +78,26 @@ def test_bench_cli(tmp_path, capsys):
     assert (tmp_path / "b" / "report.html").exists()
     assert "| CNN alone |" in capsys.readouterr().out
     assert main(["bench", str(tmp_path / "t.parquet"), "--models", "svm", "--no-progress"]) == 1
+
+
+def test_bench_cli_duplicates_keep_numeric_looking_ids(tmp_path):
+    # image ids such as "0007" must match the pairs file as text (not as the number 7), or the
+    # pair is silently ignored and a duplicate can land on both sides of a fold
+    rng = np.random.default_rng(0)
+    n_pat, per = 40, 5
+    t = pd.DataFrame({
+        "image_id": [f"{i:04d}" for i in range(n_pat * per)],
+        "patient_id": np.repeat([f"P{p:02d}" for p in range(n_pat)], per),
+        "target": (rng.uniform(size=n_pat * per) < 0.15).astype(int),
+    })
+    t["cnn_score"] = np.clip(0.3 * t["target"] + rng.uniform(0, 0.7, len(t)), 0, 1)
+    t.to_csv(tmp_path / "t.csv", index=False)
+    # link patient P00 ("0000") with each of P01..P39 ("0005", "0010", ...)
+    pairs = pd.DataFrame({"image_name_1": ["0000"] * (n_pat - 1),
+                          "image_name_2": [f"{p * per:04d}" for p in range(1, n_pat)]})
+    pairs.to_csv(tmp_path / "dup.csv", index=False)
+    code = main(["bench", str(tmp_path / "t.csv"), "--out", str(tmp_path / "b"), "--models", "cnn",
+                 "--folds", "2", "--n-boot", "20", "--duplicates", str(tmp_path / "dup.csv"),
+                 "--no-progress"])
+    # every patient is linked to P00: one group, which cannot be cut into two folds
+    assert code == 1

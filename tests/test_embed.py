@@ -242,6 +242,23 @@ def test_cli_embed(image_table: pd.DataFrame, tmp_path: Path, capsys) -> None:
     assert "7 embeddings" in capsys.readouterr().err
 
 
+def test_cli_embed_offline_pretrained_fails_with_advice(
+    image_table: pd.DataFrame, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dermctx.embed as embed_module
+    from dermctx.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(embed_module, "_pretrained_cached", lambda name: False)
+    csv = tmp_path / "table.csv"
+    image_table.to_csv(csv, index=False)
+    code = main(["embed", str(csv), "--out", str(tmp_path / "e.parquet"), "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "efficientnet_b0" in err and "checkpoint=" in err
+    assert not (tmp_path / "e.parquet").exists()
+
+
 # --- real ImageNet weights (optional test dependency) -----------------------------------------
 
 

@@ -133,3 +133,34 @@ def test_errors_name_the_column():
     bad = _table().assign(x=["a"] * 7)
     with pytest.raises(TableError, match="'x' must be numeric"):
         patient_context_features(bad, ["x"])
+
+
+def test_scales_make_a_patients_features_independent_of_other_patients():
+    from dermctx.features import context_scales
+
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({
+        "patient_id": np.repeat(["a", "b", "c"], [4, 5, 6]),
+        "site": rng.choice(["torso", "head/neck"], 15),
+        "x": rng.normal(size=15) * np.repeat([1.0, 10.0, 0.1], [4, 5, 6]),
+    })
+    scales = context_scales(table, ["x"])
+    assert scales["x"] == pytest.approx(float(np.std(table["x"])))
+    both = patient_context_features(table, ["x"], scales=scales)
+    alone = patient_context_features(table[table.patient_id == "a"], ["x"], scales=scales)
+    pd.testing.assert_frame_equal(alone, both[table.patient_id == "a"])
+    # without fixed scales the z floor comes from the batch, so the values differ
+    batch = patient_context_features(table[table.patient_id == "a"], ["x"])
+    assert not np.allclose(batch["x__z"], both.loc[table.patient_id == "a", "x__z"])
+
+
+def test_large_patient_sample_does_not_depend_on_the_other_patients():
+    # above exact_max the kNN/LOF reference sample is random: it must be seeded per patient, so
+    # scoring a patient alone or after other large patients gives the same features
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(60, 4)), columns=[f"emb_{i:04d}" for i in range(4)])
+    table.insert(0, "patient_id", np.repeat(["a", "b"], 30))
+    table.insert(1, "site", "torso")
+    both = patient_context_features(table, exact_max=10, random_state=1)
+    alone = patient_context_features(table[table.patient_id == "b"], exact_max=10, random_state=1)
+    pd.testing.assert_frame_equal(alone, both[table.patient_id == "b"])

@@ -200,7 +200,7 @@ def test_dicom_source_uses_read_dicom(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_image(bare, 48, aspect="squash"), ref)
     not_dicom = tmp_path / "fake.dcm"
     not_dicom.write_bytes(b"\0" * 200)
-    with pytest.raises(ImageError, match="fake.dcm"):
+    with pytest.raises(ImageError, match=r"fake\.dcm"):
         load_image(not_dicom, 16)
 
 

@@ -328,3 +328,12 @@ def test_real_oof_scores_bootstrap_fast_and_sane(isic_dir):
     assert res.estimate == pytest.approx(roc_auc_score(y, s))
     assert 0.85 < res.low < res.estimate < res.high < 0.95
     assert res.n_patients == 1440
+
+
+def test_quantile_bins_with_equal_probabilities():
+    # every lesion at p = 0.3 (a constant model): one bin, ECE = |0.5 - 0.3|
+    y, p = np.array([0, 1, 0, 1]), np.full(4, 0.3)
+    curve = M.reliability_curve(y, p, strategy="quantile")
+    assert list(curve["n"]) == [4]
+    assert M.expected_calibration_error(y, p, strategy="quantile") == pytest.approx(0.2)
+    assert M.expected_calibration_error(y, p, strategy="uniform") == pytest.approx(0.2)

@@ -254,3 +254,32 @@ def test_sklearn_checks_that_apply_to_a_table_estimator(check_name):
     from sklearn.utils import estimator_checks
 
     getattr(estimator_checks, check_name)("ContextRanker", ContextRanker())
+
+
+def test_scores_do_not_depend_on_the_other_patients_in_the_batch(fitted, tmp_path):
+    # context comes from the patient's own lesions: scoring patients one at a time, a subset, or
+    # all together must give each lesion the same score (the z floor is fixed at fit)
+    test = _clinic(40, seed=1)
+    full = fitted.predict_proba(test)[:, 1]
+    one_by_one = np.concatenate(
+        [fitted.predict_proba(g)[:, 1] for _, g in test.groupby("patient_id", sort=False)]
+    )
+    np.testing.assert_allclose(one_by_one, full, rtol=0, atol=1e-12)
+    first = test[test.patient_id == "P000"]
+    alone = fitted.score_patient(first).set_index("image_id").loc[first.image_id, "score"]
+    np.testing.assert_allclose(alone.to_numpy(), full[: len(first)], rtol=0, atol=1e-12)
+    fitted.save(tmp_path / "m")
+    loaded = ContextRanker.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict_proba(first)[:, 1], full[: len(first)])
+
+
+def test_inner_folds_keep_a_lesion_whole_across_patient_ids(clinic):
+    # lesion L1 was filed under two patient ids: the inner out-of-fold folds must not split it
+    table = clinic.assign(lesion_id=[f"L{i}" for i in range(len(clinic))])
+    pids = table["patient_id"].unique()
+    table.loc[table.patient_id == pids[0], "lesion_id"] = "L1"
+    table.loc[table.patient_id == pids[1], "lesion_id"] = "L1"
+    ranker = ContextRanker(**FAST)
+    for train, test in ranker._folds(table, table["target"].to_numpy()):
+        on_test = set(table["lesion_id"].iloc[test])
+        assert not on_test & set(table["lesion_id"].iloc[train])

@@ -301,3 +301,16 @@ def test_melanomas_are_outliers_within_patient_but_not_globally():
     centre = pd.DataFrame(emb).groupby(t["patient_id"].to_numpy()).transform("mean").to_numpy()
     dist = np.linalg.norm(emb - centre, axis=1)
     assert roc_auc_score(mel, dist) > 0.95
+
+
+def test_split_of_a_large_patient_does_not_depend_on_the_other_patients():
+    # sets above max_set_size are split at random when scored: the split must be seeded per
+    # patient, so a patient scored alone gets the scores it gets in a batch
+    table = make_ugly_duckling(30, lesions_per_patient=(12, 20), dim=4, melanoma_rate=0.2,
+                               random_state=0)
+    m = SetRanker(max_set_size=5, max_epochs=1, d_model=16, n_heads=2, n_inducing=2, n_blocks=1,
+                  early_stopping=False, random_state=0).fit(table, table["target"])
+    last = table["patient_id"].iloc[-1]
+    both = m.decision_function(table)[(table["patient_id"] == last).to_numpy()]
+    alone = m.decision_function(table[table["patient_id"] == last])
+    np.testing.assert_allclose(alone, both, rtol=0, atol=1e-5)

@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
-from dermctx.features import patient_context_features
+from dermctx.features import context_scales, patient_context_features
 from dermctx.models.gbm import MetadataGBM
 from dermctx.table import describe_rows, embedding_columns
 
@@ -111,6 +111,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         Weights of the logistic offset stage: ``[intercept, cnn_logit, set_logit]`` (0 if unused).
     calibration_ : ndarray, (2,)
         Platt scaling ``[a, b]``: probability = sigmoid(a * logit + b).
+    context_scales_ : dict of str to float
+        Training std of each patient-context column (the z floor), fixed at fit.
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     """
@@ -232,8 +234,13 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             )
 
     # -- features ------------------------------------------------------------------------------
-    def _features(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
-        """The correction GBM's features (n, p) and the CNN logit (n,) or None."""
+    def _features(self, X: pd.DataFrame, *, fit: bool = False) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The correction GBM's features (n, p) and the CNN logit (n,) or None.
+
+        ``fit=True`` records the training table's std of each context column
+        (``context_scales_``); the z floor then uses those, so a lesion's features depend on its
+        own patient's lesions only, never on the other patients scored in the same batch.
+        """
         feats: dict[str, Any] = {}
         feats["age"] = pd.to_numeric(X["age"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         for col in ("sex", "site"):
@@ -262,9 +269,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                           else v.astype(object).where(v.notna(), None).to_numpy())
         for c in self.emb_cols_:
             work[c] = X[c].to_numpy(dtype=np.float32)
+        if fit:
+            self.context_scales_ = context_scales(work, ctx_cols)
         ctx = patient_context_features(
             work, ctx_cols, embedding_prefix=self.embedding_prefix if self.emb_cols_ else None,
             by_site=True, random_state=self.random_state,
+            scales=getattr(self, "context_scales_", None),
         )
         # a ratio or an exact-equality rate of a signed logit means nothing
         ctx = ctx.drop(columns=["cnn_logit__ratio", "cnn_logit__same"], errors="ignore")
@@ -297,6 +307,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         groups = X[["patient_id"]].astype(str).assign(
             image_id=X["image_id"].astype(str).to_numpy() if "image_id" in X.columns
             else np.arange(len(X)).astype(str))
+        if "lesion_id" in X.columns:  # a lesion filed under two patient ids stays on one side
+            groups["lesion_id"] = X["lesion_id"].to_numpy()
         cv = PatientKFold(self.n_folds, random_state=self.random_state)
         return list(cv.split(groups, y))
 
@@ -343,7 +355,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
 
         folds = self._folds(X, y)
-        frame, logit = self._features(X)
+        frame, logit = self._features(X, fit=True)
         Xin = X[cols]
         set_logit = None
         if self.uses_set_:
@@ -514,6 +526,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "uses_set": bool(self.uses_set_),
             "offset_coef": [float(v) for v in self.offset_coef_],
             "calibration": [float(v) for v in self.calibration_],
+            "context_scales": {str(k): float(v) for k, v in self.context_scales_.items()},
             "gbm": gbm_meta,
         }
         (folder / "gbm.txt").write_text(gbm_text)
@@ -547,6 +560,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             est.uses_set_ = bool(meta["uses_set"])
             est.offset_coef_ = np.asarray(meta["offset_coef"], dtype=float)
             est.calibration_ = np.asarray(meta["calibration"], dtype=float)
+            est.context_scales_ = {str(k): float(v) for k, v in meta["context_scales"].items()}
             est.classes_ = np.array([0, 1])
             est.gbm_ = MetadataGBM.from_state((folder / "gbm.txt").read_text(), meta["gbm"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -690,7 +691,11 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         n = len(z)
         if n == 0:
             return np.zeros(0)
-        sets = _split_large(self._sets(codes), self.max_set_size, np.random.default_rng(self.random_state))
+        pid = X["patient_id"].astype(str).str.strip().to_numpy()
+        sets = []
+        for s in self._sets(codes):  # a large set's random split is seeded by its own patient id
+            rng = np.random.default_rng([int(self.random_state), zlib.crc32(str(pid[s[0]]).encode())])
+            sets += _split_large([s], self.max_set_size, rng)
         z_t = torch.from_numpy(np.concatenate([z, np.zeros((1, z.shape[1]), np.float32)]))
         with _torch_threads(self.n_threads):
             logits = self._logits(self.model_, z_t, sets, n)
