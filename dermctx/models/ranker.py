@@ -560,7 +560,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             est.uses_set_ = bool(meta["uses_set"])
             est.offset_coef_ = np.asarray(meta["offset_coef"], dtype=float)
             est.calibration_ = np.asarray(meta["calibration"], dtype=float)
-            est.context_scales_ = {str(k): float(v) for k, v in meta["context_scales"].items()}
+            # files saved before the scales were recorded: z floors from the scored batch
+            est.context_scales_ = {str(k): float(v) for k, v in meta.get("context_scales", {}).items()}
             est.classes_ = np.array([0, 1])
             est.gbm_ = MetadataGBM.from_state((folder / "gbm.txt").read_text(), meta["gbm"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -692,7 +692,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         if n == 0:
             return np.zeros(0)
         pid = X["patient_id"].astype(str).str.strip().to_numpy()
-        sets = []
+        sets: list[np.ndarray] = []
         for s in self._sets(codes):  # a large set's random split is seeded by its own patient id
             rng = np.random.default_rng([int(self.random_state), zlib.crc32(str(pid[s[0]]).encode())])
             sets += _split_large([s], self.max_set_size, rng)
