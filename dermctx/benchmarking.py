@@ -36,6 +36,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from dermctx.errors import DermctxError, ModelError, TableError
+from dermctx.table import LABEL_COLUMNS
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -51,9 +52,6 @@ SCORE = "score"
 #: Columns never handed to an estimator as part of ``X``: the label and what is derived from it.
 #: (A CNN's own ``fold`` column and the ISIC ``tfrecord`` split also leak the label, and so does
 #: HAM10000's ``dx_type``, how the diagnosis was made; they are removed too.)
-LABEL_COLUMNS: tuple[str, ...] = (
-    "target", "diagnosis", "benign_malignant", "fold", "tfrecord", "dx", "dx_type",
-)
 
 #: The metrics of a benchmark, in report order: name -> (label, higher is better).
 METRICS: dict[str, tuple[str, bool]] = {

@@ -179,6 +179,7 @@ def _field(func: Callable[..., Any], name: str) -> Callable[..., float]:
 def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int
                       ) -> pd.DataFrame:
     from dermctx.metrics import (
+        OperatingPoint,
         patient_bootstrap,
         sensitivity_at_specificity,
         specificity_at_sensitivity,
@@ -186,6 +187,7 @@ def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, s
 
     y, pid = frame["target"].to_numpy(), frame["patient_id"].to_numpy()
     rows = []
+    func: Callable[..., OperatingPoint]
     for m in models:
         s = frame[m].to_numpy(dtype=float)
         for kind, rate in OPERATING_POINTS:

@@ -32,6 +32,7 @@ from dermctx.errors import TableError
 
 __all__ = [
     "COLUMNS",
+    "LABEL_COLUMNS",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "SEXES",
@@ -60,6 +61,13 @@ COLUMNS: tuple[str, ...] = (
     "source",
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = ("width", "height", "dx_type", "site_detail")
+#: Columns that hold the label, are derived from it, or leak it (ISIC 2020's ``tfrecord`` marks
+#: duplicates; a CNN's out-of-fold ``fold`` was stratified on the target). Models refuse them as
+#: inputs, and benchmarks drop them before fitting.
+LABEL_COLUMNS: tuple[str, ...] = (
+    "target", "diagnosis", "benign_malignant", "fold", "tfrecord", "dx", "dx_type", "label",
+    "melanoma", "y", "mel",
+)
 SEXES: tuple[str, ...] = ("male", "female")
 SITES: tuple[str, ...] = (
     "head/neck",

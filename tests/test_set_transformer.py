@@ -314,3 +314,12 @@ def test_split_of_a_large_patient_does_not_depend_on_the_other_patients():
     both = m.decision_function(table)[(table["patient_id"] == last).to_numpy()]
     alone = m.decision_function(table[table["patient_id"] == last])
     np.testing.assert_allclose(alone, both, rtol=0, atol=1e-5)
+
+
+def test_label_columns_are_refused_as_features():
+    from dermctx import LeakageError
+    from dermctx.synthetic import make_ugly_duckling
+
+    table = make_ugly_duckling(20, dim=4, random_state=0)
+    with pytest.raises(LeakageError, match="target"):
+        SetRanker(features=["target"]).fit(table, table["target"])

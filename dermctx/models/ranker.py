@@ -34,17 +34,14 @@ from sklearn.utils.validation import check_is_fitted
 from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import context_scales, patient_context_features
 from dermctx.models.gbm import MetadataGBM
-from dermctx.table import describe_rows, embedding_columns
+from dermctx.table import LABEL_COLUMNS, describe_rows, embedding_columns
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
 
 #: Columns refused as inputs: the label and what is derived from it or from the data split
 #: (``dx_type`` says how the diagnosis was made: histology is ordered for suspicious lesions;
 #: a CNN's own ``fold`` and ISIC's ``tfrecord`` (-1 = duplicates) leak the label too).
-LABEL_DERIVED: frozenset[str] = frozenset(
-    {"target", "diagnosis", "benign_malignant", "fold", "tfrecord", "dx", "dx_type", "label",
-     "melanoma", "y", "mel"}
-)
+LABEL_DERIVED: frozenset[str] = frozenset(LABEL_COLUMNS)
 _FORMAT = "dermctx.ContextRanker/1"
 _EPS = 1e-6
 

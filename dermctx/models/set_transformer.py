@@ -34,8 +34,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from dermctx.errors import ModelError, TableError
-from dermctx.table import describe_rows, embedding_columns
+from dermctx.errors import LeakageError, ModelError, TableError
+from dermctx.table import LABEL_COLUMNS, describe_rows, embedding_columns
 
 __all__ = ["ISAB", "MAB", "SAB", "SetRanker", "SetTransformer", "SetTransformerConfig"]
 
@@ -429,6 +429,11 @@ class SetRanker(ClassifierMixin, BaseEstimator):
     def _feature_columns(self, X: pd.DataFrame) -> list[str]:
         cols = embedding_columns(X, self.embedding_prefix) if self.embedding_prefix else []
         for col in self.features or []:
+            if str(col).lower() in LABEL_COLUMNS:
+                raise LeakageError(
+                    f"SetRanker: feature column {col!r} holds or leaks the label; label-derived "
+                    f"columns cannot be inputs (refused: {list(LABEL_COLUMNS)})"
+                )
             if col not in X.columns:
                 raise TableError(f"SetRanker: feature column {col!r} is not in the table "
                                  f"(columns {list(X.columns)[:20]})")
