@@ -130,6 +130,20 @@ def test_rank_accounts_for_every_row(fitted, clinic):
         fitted.predict_proba(bad)
 
 
+def test_rank_lists_metadata_outside_the_vocabulary(fitted, clinic):
+    bad = clinic.copy()
+    bad["age"] = bad["age"].astype(object)
+    bad.loc[2, "age"] = "abc"
+    bad.loc[4, "age"] = 150
+    bad.loc[5, "sex"] = "robot"
+    bad.loc[6, "site"] = "elbow"
+    bad.loc[8, "sex"] = None  # missing is allowed
+    scores, errors = fitted.rank(bad)
+    assert list(errors["row"]) == [2, 4, 5, 6]
+    assert [m.split("'")[1] for m in errors["message"]] == ["age", "age", "sex", "site"]
+    assert len(scores) + len(errors) == len(bad)
+
+
 def test_score_patient_sorted_with_explanation(clinic):
     ranker = ContextRanker(use_image_size=True, **FAST).fit(clinic, clinic["target"])
     one = clinic[clinic.patient_id == clinic.patient_id[clinic.target == 1].iloc[0]]

@@ -34,7 +34,15 @@ from sklearn.utils.validation import check_is_fitted
 from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import context_scales, patient_context_features
 from dermctx.models.gbm import MetadataGBM
-from dermctx.table import LABEL_COLUMNS, describe_rows, embedding_columns
+from dermctx.table import (
+    LABEL_COLUMNS,
+    SEXES,
+    SITES,
+    describe_rows,
+    embedding_columns,
+    normalise_sex,
+    normalise_site,
+)
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
 
@@ -218,6 +226,22 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             for i in np.flatnonzero(v <= 0):
                 problems.setdefault(int(i), f"column {col!r} is {v[i]}; expected a positive pixel count")
+        # metadata: missing is fine (the model was fitted with missing values); a value outside the
+        # vocabulary is an error, never silently read as missing
+        if "age" in X.columns:
+            age = pd.to_numeric(X["age"], errors="coerce").astype(float)
+            bad_age = (X["age"].notna() & age.isna()) | (age < 0) | (age > 120)
+            for i in np.flatnonzero(bad_age.to_numpy()):
+                problems.setdefault(int(i), f"column 'age' is {_show(X['age'].iloc[i])}; expected years in [0, 120] or missing")
+        if "sex" in X.columns:
+            sex = normalise_sex(X["sex"])
+            for i in np.flatnonzero((sex.notna() & ~sex.isin(SEXES)).to_numpy()):
+                problems.setdefault(int(i), f"column 'sex' is {_show(X['sex'].iloc[i])}; expected one of {list(SEXES)} or missing")
+        if "site" in X.columns:
+            site, _ = normalise_site(X["site"])
+            site = site.map(lambda v: v.lower() if isinstance(v, str) else v)
+            for i in np.flatnonzero((site.notna() & ~site.isin(SITES)).to_numpy()):
+                problems.setdefault(int(i), f"column 'site' is {_show(X['site'].iloc[i])}; expected one of {list(SITES)} or missing")
         return sorted(problems.items())
 
     def _raise_problems(self, X: pd.DataFrame) -> None:
