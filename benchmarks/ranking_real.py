@@ -23,11 +23,11 @@ alone and untuned LightGBM only (the comparison before the tuned baseline existe
 Also the synthetic check: ContextRanker with ``emb_*`` inputs on
 :func:`dermctx.synthetic.make_ugly_duckling` against a per-lesion LightGBM of the same inputs.
 
-Run by hand (about 30 min on 2 busy cores)::
+Run by hand (12-30 min on 2 busy cores, by load)::
 
     nice python benchmarks/ranking_real.py --n-boot 500   # what results/ holds
     nice python benchmarks/ranking_real.py --quick    # 1 seed, 200 bootstrap resamples (smoke)
-    nice python benchmarks/ranking_real.py --goal-only --n-boot 500   # goal rows only (~8 min)
+    nice python benchmarks/ranking_real.py --goal-only --n-boot 500   # goal rows only (~7 min)
 
 Writes ``benchmarks/results/ranking_real.md`` and ``.json`` (``ranking_real_goal.*`` with
 ``--goal-only``), with the command, the date and the load average of the run.
