@@ -158,7 +158,7 @@ def main() -> None:
         for r in results)
     md = f"""# Embedding throughput: end-to-end vs the backbone's forward pass
 
-Command: `nice python benchmarks/embed_throughput.py --threads {args.threads} --workers {args.workers} --passes {args.passes} --repeats {args.repeats}`
+Command: `python benchmarks/embed_throughput.py --threads {args.threads} --workers {args.workers} --passes {args.passes} --repeats {args.repeats}`
 
 {args.model} (random weights; speed does not depend on them), batch {args.batch_size}, CPU only:
 **no GPU on this machine, so no GPU throughput was measured**. torch {torch.__version__} with
