@@ -221,6 +221,12 @@ class PatientKFold:
             )
         label = patient_groups(table, duplicates=self.duplicates, groups=groups)
         n = len(label)
+        # number the groups by their smallest patient id (or group value), not by row order, so
+        # the same table in another row order gets the same folds
+        key = (table["patient_id"] if table is not None else pd.Series(groups)).astype(str).to_numpy()
+        if n:
+            first_key = pd.Series(key).groupby(label).min()
+            label = np.argsort(np.argsort(first_key.to_numpy(), kind="stable"))[label]
         if X is not None and table is None and hasattr(X, "__len__") and len(X) != n:
             raise DermctxError(f"PatientKFold.split: X has {len(X)} rows but groups has {n}")
         target = self._target(table, y, n)

@@ -287,3 +287,19 @@ def test_cli_split_writes_one_fold_per_image(tmp_path, capsys):
     assert folds["fold"].iloc[0] == folds["fold"].iloc[-1]
     assert "fold 2:" in capsys.readouterr().err
     assert main(["split", str(tmp_path / "table.csv"), "--folds", "50"]) == 1
+
+
+def test_folds_do_not_depend_on_row_order():
+    rng = np.random.default_rng(7)
+    n = 400
+    table = pd.DataFrame({
+        "image_id": [f"I{i:04d}" for i in range(n)],
+        "patient_id": [f"P{p:03d}" for p in rng.integers(0, 80, n)],
+        "target": (rng.random(n) < 0.1).astype(int),
+    })
+    folds = PatientKFold(5, random_state=3).assign(table)
+    order = rng.permutation(n)
+    shuffled = table.iloc[order].reset_index(drop=True)
+    folds_shuffled = PatientKFold(5, random_state=3).assign(shuffled)
+    by_image = dict(zip(table["image_id"], folds))
+    assert [by_image[i] for i in shuffled["image_id"]] == list(folds_shuffled)
