@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [0] if args.quick else [0, 1, 2]
     n_boot = args.n_boot or (200 if args.quick else 1000)
     out_stem = args.out or RESULTS / ("ranking_real_goal" if args.goal_only else "ranking_real")
-    command = f"nice python benchmarks/ranking_real.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    command = f"python benchmarks/ranking_real.py {' '.join(argv if argv is not None else sys.argv[1:])}"
     started = dt.datetime.now(dt.timezone.utc)
     load_start = os.getloadavg()
 
