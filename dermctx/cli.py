@@ -274,17 +274,12 @@ def _split_args(p: argparse.ArgumentParser) -> None:
 def _split(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dermctx.errors import TableError
+    from dermctx.io.isic import read_isic_duplicates
     from dermctx.splits import PatientKFold
     from dermctx.table import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
-    duplicates = None
-    if args.duplicates is not None:
-        try:
-            duplicates = pd.read_csv(args.duplicates, dtype=str)
-        except (OSError, ValueError) as exc:
-            raise TableError(f"{args.duplicates}: cannot be read as CSV ({exc})") from exc
+    duplicates = read_isic_duplicates(args.duplicates) if args.duplicates is not None else None
     fold = PatientKFold(args.folds, random_state=args.seed, duplicates=duplicates).assign(table)
     out = pd.DataFrame({"image_id": table["image_id"], "patient_id": table["patient_id"], "fold": fold})
     for k in range(args.folds):

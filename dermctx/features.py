@@ -72,6 +72,23 @@ def _loo_moments(
     return n_other, m + centre, var
 
 
+def _loo_diff_z(
+    x: np.ndarray, codes: np.ndarray, n_groups: int, floor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Leave-one-out difference and z-score of ``x`` against its group's other members.
+
+    Returns ``(diff, z, loo_mean, alone)``, each shape (n,); a member alone in its group gets
+    difference 0 and z 0. ``floor`` is added (in quadrature) to the group's std.
+    """
+    n_other, m, var = _loo_moments(x, codes, n_groups)
+    alone = n_other <= 0
+    diff = np.where(alone, 0.0, x - m)
+    denom = np.sqrt(var + floor * floor)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(denom > 0, diff / denom, 0.0)
+    return diff, z, m, alone
+
+
 def _group_rank(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Average rank of ``x`` within its group scaled to [0, 1] (0.5 for a lone value; NaN stays)."""
     s = pd.Series(x)
@@ -106,12 +123,8 @@ def _scalar_features(
     if scale is None:
         scale = float(np.nanstd(x)) if valid.sum() > 1 else 0.0
     floor = z_floor * scale
-    n_other, m, var = _loo_moments(x, codes, n_groups)
-    alone = n_other <= 0
-    diff = np.where(alone, 0.0, x - m)
-    denom = np.sqrt(var + floor * floor)
+    diff, z, m, alone = _loo_diff_z(x, codes, n_groups, floor)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(denom > 0, diff / denom, 0.0)
         ratio = np.where(alone, 1.0, x / m)
     ratio = np.where(np.isfinite(ratio), ratio, np.nan)
     out = {
@@ -122,13 +135,7 @@ def _scalar_features(
         f"{name}__same": _same_fraction(x, codes),
     }
     if site_codes is not None:
-        n_sg = int(site_codes.max()) + 1
-        n_o, m_s, var_s = _loo_moments(x, site_codes, n_sg)
-        alone = n_o <= 0
-        diff_s = np.where(alone, 0.0, x - m_s)
-        den_s = np.sqrt(var_s + floor * floor)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z_s = np.where(den_s > 0, diff_s / den_s, 0.0)
+        diff_s, z_s, _, _ = _loo_diff_z(x, site_codes, int(site_codes.max()) + 1, floor)
         out[f"{name}__site_diff"] = diff_s
         out[f"{name}__site_z"] = z_s
     for key, value in out.items():

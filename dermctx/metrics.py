@@ -804,7 +804,9 @@ def specificity_at_sensitivity(y: Any, s: Any, sensitivity: float = 0.95) -> Ope
     """The highest specificity of a threshold whose sensitivity is at least ``sensitivity``.
 
     Only thresholds of :func:`roc_curve` count (no interpolation); see
-    :func:`sensitivity_at_specificity`.
+    :func:`sensitivity_at_specificity`. The result's first field is the sensitivity, which is what
+    :func:`patient_bootstrap` reads from a tuple: to bootstrap the specificity, pass
+    ``lambda y, s, **kw: specificity_at_sensitivity(y, s, **kw).specificity``.
     """
     sens = _check_rate(sensitivity, "sensitivity")
     curve = roc_curve(y, s)

@@ -41,6 +41,7 @@ __all__ = [
     "embedding_column_names",
     "embedding_columns",
     "has_patient_context",
+    "normalise_metadata",
     "normalise_sex",
     "normalise_site",
     "read_table",
@@ -176,6 +177,38 @@ def _is_blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
 
 
+def normalise_metadata(frame: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[str, np.ndarray]]:
+    """The ``age``, ``sex`` and ``site`` columns of ``frame`` in the table's vocabulary.
+
+    Returns ``(values, bad)``: for each of those columns present, ``values[col]`` is the column
+    normalised as :func:`validate_table` stores it (age as float; sex and site lower-case; missing
+    words such as "unknown" as missing), and ``bad[col]`` a boolean array marking the rows whose
+    value is outside the vocabulary (age not a number in [0, 120], sex not in :data:`SEXES`, site
+    not in :data:`SITES`). Missing values are never bad.
+    """
+    values: dict[str, pd.Series] = {}
+    bad: dict[str, np.ndarray] = {}
+    if "age" in frame.columns:
+        raw = frame["age"]
+        # float64 even for nullable input (pd.NA would make the comparisons ambiguous)
+        age = pd.to_numeric(raw, errors="coerce").astype(float)
+        bad["age"] = (raw.notna() & ~_is_blank(raw) & age.isna()).to_numpy() | (
+            (age < 0) | (age > 120)
+        ).to_numpy()
+        values["age"] = age
+    if "sex" in frame.columns:
+        sex = normalise_sex(frame["sex"]).astype(object)
+        bad["sex"] = (sex.notna() & ~sex.isin(SEXES)).to_numpy()
+        values["sex"] = sex
+    if "site" in frame.columns:
+        site = frame["site"].astype(object).where(frame["site"].notna(), None)
+        site = site.map(lambda v: None if v is None or str(v).strip().lower() in _MISSING_WORDS
+                        else str(v).strip().lower()).astype(object)
+        bad["site"] = (site.notna() & ~site.isin(SITES)).to_numpy()
+        values["site"] = site
+    return values, bad
+
+
 def validate_table(
     table: pd.DataFrame,
     *,
@@ -239,47 +272,29 @@ def validate_table(
         out["lesion_id"] = out["lesion_id"].astype(object).where(~blank, out["image_id"])
         out["lesion_id"] = out["lesion_id"].astype(str).str.strip()
 
-    # age
-    if "age" not in out.columns:
-        out["age"] = np.nan
-    # float64 even for nullable input (pd.NA would make the comparisons below ambiguous)
-    age = pd.to_numeric(out["age"], errors="coerce").astype(float)
-    bad = (out["age"].notna() & ~_is_blank(out["age"]) & age.isna()).to_numpy()
-    bad = bad | ((age < 0) | (age > 120)).to_numpy()
-    if bad.any():
+    for col in ("age", "sex", "site"):
+        if col not in out.columns:
+            out[col] = np.nan if col == "age" else None
+    values, bad = normalise_metadata(out)
+    if bad["age"].any():
         raise TableError(
             f"{where}column 'age' has values outside [0, 120] or not numbers at "
-            f"{describe_rows(out, bad)} (values {list(out['age'][bad][:5])}); "
+            f"{describe_rows(out, bad['age'])} (values {list(out['age'][bad['age']][:5])}); "
             "expected years in [0, 120] or missing"
         )
-    out["age"] = age.astype(float)
-
-    # sex
-    if "sex" not in out.columns:
-        out["sex"] = None
-    sex = normalise_sex(out["sex"])
-    bad = (sex.notna() & ~sex.isin(SEXES)).to_numpy()
-    if bad.any():
+    if bad["sex"].any():
         raise TableError(
-            f"{where}column 'sex' has unknown values {sorted(set(sex[bad]))[:5]} at "
-            f"{describe_rows(out, bad)}; expected one of {list(SEXES)} or missing"
+            f"{where}column 'sex' has unknown values {sorted(set(values['sex'][bad['sex']]))[:5]} at "
+            f"{describe_rows(out, bad['sex'])}; expected one of {list(SEXES)} or missing"
         )
-    out["sex"] = sex.astype(object)
-
-    # site
-    if "site" not in out.columns:
-        out["site"] = None
-    site = out["site"].astype(object).where(out["site"].notna(), None)
-    site = site.map(lambda v: None if v is None or str(v).strip().lower() in _MISSING_WORDS
-                    else str(v).strip().lower())
-    bad = (site.notna() & ~site.isin(SITES)).to_numpy()
-    if bad.any():
+    if bad["site"].any():
         raise TableError(
-            f"{where}column 'site' has unknown values {sorted(set(site[bad]))[:5]} at "
-            f"{describe_rows(out, bad)}; expected one of {list(SITES)} or missing "
+            f"{where}column 'site' has unknown values {sorted(set(values['site'][bad['site']]))[:5]} at "
+            f"{describe_rows(out, bad['site'])}; expected one of {list(SITES)} or missing "
             "(map raw terms with dermctx.table.normalise_site and keep them in 'site_detail')"
         )
-    out["site"] = site.astype(object)
+    for col in ("age", "sex", "site"):
+        out[col] = values[col]
 
     # target
     if "target" not in out.columns:

@@ -301,5 +301,5 @@ def test_folds_do_not_depend_on_row_order():
     order = rng.permutation(n)
     shuffled = table.iloc[order].reset_index(drop=True)
     folds_shuffled = PatientKFold(5, random_state=3).assign(shuffled)
-    by_image = dict(zip(table["image_id"], folds))
+    by_image = dict(zip(table["image_id"], folds, strict=True))
     assert [by_image[i] for i in shuffled["image_id"]] == list(folds_shuffled)

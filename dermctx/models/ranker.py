@@ -40,8 +40,7 @@ from dermctx.table import (
     SITES,
     describe_rows,
     embedding_columns,
-    normalise_sex,
-    normalise_site,
+    normalise_metadata,
 )
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
@@ -228,20 +227,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 problems.setdefault(int(i), f"column {col!r} is {v[i]}; expected a positive pixel count")
         # metadata: missing is fine (the model was fitted with missing values); a value outside the
         # vocabulary is an error, never silently read as missing
-        if "age" in X.columns:
-            age = pd.to_numeric(X["age"], errors="coerce").astype(float)
-            bad_age = (X["age"].notna() & age.isna()) | (age < 0) | (age > 120)
-            for i in np.flatnonzero(bad_age.to_numpy()):
-                problems.setdefault(int(i), f"column 'age' is {_show(X['age'].iloc[i])}; expected years in [0, 120] or missing")
-        if "sex" in X.columns:
-            sex = normalise_sex(X["sex"])
-            for i in np.flatnonzero((sex.notna() & ~sex.isin(SEXES)).to_numpy()):
-                problems.setdefault(int(i), f"column 'sex' is {_show(X['sex'].iloc[i])}; expected one of {list(SEXES)} or missing")
-        if "site" in X.columns:
-            site, _ = normalise_site(X["site"])
-            site = site.map(lambda v: v.lower() if isinstance(v, str) else v)
-            for i in np.flatnonzero((site.notna() & ~site.isin(SITES)).to_numpy()):
-                problems.setdefault(int(i), f"column 'site' is {_show(X['site'].iloc[i])}; expected one of {list(SITES)} or missing")
+        _, bad = normalise_metadata(X)
+        expected = {"age": "years in [0, 120]", "sex": f"one of {list(SEXES)}", "site": f"one of {list(SITES)}"}
+        for col, mask in bad.items():
+            for i in np.flatnonzero(mask):
+                problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected {expected[col]} or missing")
         return sorted(problems.items())
 
     def _raise_problems(self, X: pd.DataFrame) -> None:
@@ -263,9 +253,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         own patient's lesions only, never on the other patients scored in the same batch.
         """
         feats: dict[str, Any] = {}
-        feats["age"] = pd.to_numeric(X["age"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        values, _ = normalise_metadata(X[["age", "sex", "site"]])  # the table's spelling of each value
+        feats["age"] = values["age"].to_numpy(dtype=float, na_value=np.nan)
         for col in ("sex", "site"):
-            v = X[col].astype(object)
+            v = values[col]
             feats[col] = v.where(v.notna(), None).to_numpy()
         work = pd.DataFrame({"patient_id": X["patient_id"].astype(str).to_numpy(), "site": feats["site"]})
         logit = None
