@@ -18,6 +18,7 @@ import pandas as pd
 __all__ = [
     "ERROR_COLUMNS",
     "DermctxError",
+    "DermctxWarning",
     "ImageError",
     "LeakageError",
     "MetricError",
@@ -34,6 +35,10 @@ ERROR_COLUMNS: tuple[str, ...] = ("image_id", "row", "path", "stage", "message")
 
 class DermctxError(ValueError):
     """Base class of every error dermctx raises on bad input."""
+
+
+class DermctxWarning(UserWarning):
+    """An input dermctx accepts but that is probably not what the user meant (named in the text)."""
 
 
 class TableError(DermctxError):

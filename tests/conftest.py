@@ -12,6 +12,9 @@ import pytest
 SHARED_DATA = Path(
     os.environ.get("DERMCTX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
 ).resolve()
+FIELDCASES = Path(
+    os.environ.get("DERMCTX_FIELDCASES", SHARED_DATA.parent / "fieldcases")
+).resolve()
 
 
 def _shared(relative: str) -> Path:
@@ -43,3 +46,11 @@ def isic_images() -> Path:
 def ham_dir() -> Path:
     """``../shared/data/ham10000``; skips when absent."""
     return _shared("ham10000")
+
+
+@pytest.fixture(scope="session")
+def fieldcases() -> Path:
+    """``../shared/fieldcases``: small real-world inputs dermctx once got wrong; skips when absent."""
+    if not FIELDCASES.exists():
+        pytest.skip(f"field cases not available: {FIELDCASES} is missing (set DERMCTX_FIELDCASES)")
+    return FIELDCASES
