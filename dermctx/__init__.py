@@ -27,7 +27,7 @@ _API: dict[str, str] = {
     "errors_frame": "dermctx.errors",
     # the lesion table
     "validate_table": "dermctx.table",
-    "read_table": "dermctx.table",
+    "read_table": "dermctx.io.registry",
     "embedding_columns": "dermctx.table",
     "has_patient_context": "dermctx.table",
     # loaders
@@ -35,6 +35,12 @@ _API: dict[str, str] = {
     "read_isic_duplicates": "dermctx.io.isic",
     "write_isic_duplicates": "dermctx.io.isic",
     "read_ham10000": "dermctx.io.ham",
+    "read_isic2019": "dermctx.io.isic2019",
+    "read_isic2018": "dermctx.io.isic2018",
+    "read_isic2024": "dermctx.io.isic2024",
+    "read_isic_archive": "dermctx.io.isic_archive",
+    "read_pad_ufes20": "dermctx.io.pad_ufes20",
+    "DermctxWarning": "dermctx.errors",
     "write_dicom": "dermctx.io.dicom",
     "read_dicom": "dermctx.io.dicom",
     "read_dicom_dir": "dermctx.io.dicom",
@@ -99,6 +105,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.embed import Embedder, read_embeddings, save_checkpoint
     from dermctx.errors import (
         DermctxError,
+        DermctxWarning,
         ImageError,
         LeakageError,
         MetricError,
@@ -109,6 +116,12 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.features import patient_context_features
     from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom, write_dicom_dir
     from dermctx.io.ham import read_ham10000
+    from dermctx.io.isic2018 import read_isic2018
+    from dermctx.io.isic2019 import read_isic2019
+    from dermctx.io.isic2024 import read_isic2024
+    from dermctx.io.isic_archive import read_isic_archive
+    from dermctx.io.pad_ufes20 import read_pad_ufes20
+    from dermctx.io.registry import read_table
     from dermctx.io.images import load_image
     from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates
     from dermctx.metrics import (
@@ -125,5 +138,5 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold, check_leakage
     from dermctx.synthetic import make_ugly_duckling
-    from dermctx.table import embedding_columns, has_patient_context, read_table, validate_table
+    from dermctx.table import embedding_columns, has_patient_context, validate_table
     from dermctx.taxonomy import Taxonomy

@@ -69,7 +69,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 @command("validate", "read any supported table, check it, and write it in canonical form", _validate_args)
 def _validate(args: argparse.Namespace) -> int:
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     n_pat = table["patient_id"].nunique()
@@ -97,7 +97,7 @@ def _describe_args(p: argparse.ArgumentParser) -> None:
          _describe_args)
 def _describe(args: argparse.Namespace) -> int:
     from dermctx.cohort import cohort_table, to_html, to_latex, to_markdown
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     render = {"md": to_markdown, "html": to_html, "tex": to_latex}[args.format]
@@ -135,7 +135,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 @command("embed", "embed every image of a lesion table with a timm backbone", _embed_args)
 def _embed(args: argparse.Namespace) -> int:
     from dermctx.embed import Embedder, checkpoint_metadata
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     model = args.model
@@ -184,7 +184,7 @@ def _bench(args: argparse.Namespace) -> int:
     from dermctx.errors import DermctxError as _Error
     from dermctx.io.isic import read_isic_duplicates
     from dermctx.report import write_report
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -249,7 +249,7 @@ def _to_dicom_args(p: argparse.ArgumentParser) -> None:
          _to_dicom_args)
 def _to_dicom(args: argparse.Namespace) -> int:
     from dermctx.io.dicom import write_dicom_dir
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     written, errors = write_dicom_dir(table, args.out)
@@ -276,7 +276,7 @@ def _split(args: argparse.Namespace) -> int:
 
     from dermctx.io.isic import read_isic_duplicates
     from dermctx.splits import PatientKFold
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     duplicates = read_isic_duplicates(args.duplicates) if args.duplicates is not None else None
@@ -306,7 +306,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 @command("fit", "fit a ContextRanker on a labelled lesion table and save it", _fit_args)
 def _fit(args: argparse.Namespace) -> int:
     from dermctx.models.ranker import ContextRanker
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     if table["target"].isna().any():
@@ -331,7 +331,7 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 @command("score", "score every lesion of a table with a saved ContextRanker", _score_args)
 def _score(args: argparse.Namespace) -> int:
     from dermctx.models.ranker import ContextRanker
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     ranker = ContextRanker.load(args.model)
     table = read_table(args.table, image_dir=args.image_dir)
@@ -365,7 +365,7 @@ def _dedup(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dermctx.dedup import find_duplicates
-    from dermctx.table import read_table
+    from dermctx.io.registry import read_table
 
     table = read_table(args.table, image_dir=args.image_dir)
     kwargs = {} if args.threshold is None else {"threshold": args.threshold}

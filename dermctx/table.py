@@ -22,21 +22,24 @@ float32 columns ``emb_0000, emb_0001, ...`` (see :func:`embedding_columns`).
 
 from __future__ import annotations
 
-from os import PathLike
-from pathlib import Path
+import warnings
+from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from dermctx.errors import TableError
+from dermctx.errors import DermctxWarning, TableError
 
 __all__ = [
     "COLUMNS",
     "LABEL_COLUMNS",
     "OPTIONAL_COLUMNS",
+    "PLACEHOLDER_PATIENT_IDS",
     "REQUIRED_COLUMNS",
     "SEXES",
     "SITES",
+    "check_identity",
     "describe_rows",
     "embedding_column_names",
     "embedding_columns",
@@ -44,7 +47,7 @@ __all__ = [
     "normalise_metadata",
     "normalise_sex",
     "normalise_site",
-    "read_table",
+    "placeholder_patient_ids",
     "validate_table",
 ]
 
@@ -67,7 +70,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("width", "height", "dx_type", "site_detail"
 #: inputs, and benchmarks drop them before fitting.
 LABEL_COLUMNS: tuple[str, ...] = (
     "target", "diagnosis", "benign_malignant", "fold", "tfrecord", "dx", "dx_type", "label",
-    "melanoma", "y", "mel",
+    "melanoma", "y", "mel", "kfold",
 )
 SEXES: tuple[str, ...] = ("male", "female")
 SITES: tuple[str, ...] = (
@@ -104,8 +107,17 @@ _SITE_TERMS: dict[str, str | None] = {
 }
 _MISSING_WORDS = {"", "unknown", "nan", "none", "na", "n/a"}
 
-#: Sources whose ``patient_id`` is a stand-in (HAM10000: the lesion id), not a real patient.
-PROXY_PATIENT_SOURCES: frozenset[str] = frozenset({"ham10000"})
+#: Sources whose ``patient_id`` is a stand-in (the lesion or the image id), not a real patient:
+#: the sources registered in :mod:`dermctx.io.registry` with ``patient_context=False``.
+PROXY_PATIENT_SOURCES: frozenset[str] = frozenset({"ham10000", "isic2019", "isic2018"})
+
+#: Patient ids that public code and exports use for "patient unknown" (compared stripped and
+#: case-blind; numbers such as "-1.0" too). They never name one patient: see :func:`validate_table`.
+PLACEHOLDER_PATIENT_IDS: frozenset[str] = frozenset(
+    {"", "-1", "0", "unknown", "none", "nan", "na", "n/a", "null", "?", "-"}
+)
+#: Prefix of the patient id given to a row of an unknown patient with ``unknown_patients="own"``.
+UNKNOWN_PATIENT_PREFIX = "unknown:"
 
 
 def describe_rows(table: pd.DataFrame, mask: np.ndarray | pd.Series, limit: int = 5) -> str:
@@ -145,12 +157,18 @@ def normalise_sex(values: pd.Series) -> pd.Series:
     return out.map(lambda v: None if v is None or v in _MISSING_WORDS else v)
 
 
-def normalise_site(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+def normalise_site(
+    values: pd.Series, terms: Mapping[str, str | None] | None = None
+) -> tuple[pd.Series, pd.Series]:
     """Map raw site terms to :data:`SITES`. Returns ``(site, site_detail)``.
 
-    ``site_detail`` is the raw term (missing where the raw value is missing). A term dermctx does
-    not know is kept as ``site`` as it is, so that :func:`validate_table` names it.
+    Known terms: the ISIC 2020 and ISIC archive terms (``anterior torso`` ...), the HAM10000
+    ones, and ``terms`` (lower-case raw term -> site or None), which a source declares for its
+    own vocabulary. Matching is case-blind. ``site_detail`` is the raw term (missing where the
+    raw value is missing). A term dermctx does not know is kept as ``site`` as it is, so that
+    :func:`validate_table` names it.
     """
+    known = {**_SITE_TERMS, **(terms or {})}
     raw = values.astype(object).where(values.notna(), None)
     detail = raw.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
 
@@ -158,7 +176,7 @@ def normalise_site(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         if v is None or pd.isna(v):  # pandas may store the missing values as NaN
             return None
         key = v.lower()
-        return _SITE_TERMS[key] if key in _SITE_TERMS else v
+        return known[key] if key in known else v
 
     return detail.map(to_site), detail
 
@@ -175,6 +193,94 @@ def embedding_columns(frame: pd.DataFrame, prefix: str = "emb_") -> list[str]:
 
 def _is_blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
+
+
+def placeholder_patient_ids(ids: pd.Series) -> np.ndarray:
+    """Boolean mask of the rows whose patient id is missing or a placeholder.
+
+    Placeholders are :data:`PLACEHOLDER_PATIENT_IDS` (stripped, case-blind) and any number equal
+    to -1 or 0 however it is written ("-1.0", "000").
+    """
+    text = ids.astype(object).where(ids.notna(), "").astype(str).str.strip().str.lower()
+    numbers = pd.to_numeric(text, errors="coerce")
+    return (text.isin(PLACEHOLDER_PATIENT_IDS) | numbers.isin([-1, 0])).to_numpy()
+
+
+def _shared_lesions(table: pd.DataFrame) -> pd.Series:
+    """Lesion ids used by more than one patient -> how many patients use them (most first)."""
+    if "lesion_id" not in table.columns:
+        return pd.Series(dtype=int)
+    ids = table[["patient_id", "lesion_id"]].astype(object)
+    ids = ids[~_is_blank(ids["lesion_id"])].astype(str)
+    counts = ids.groupby("lesion_id", sort=False)["patient_id"].nunique()
+    return counts[counts > 1].sort_values(ascending=False, kind="stable")
+
+
+def _shared_lesion_message(shared: pd.Series, where: str) -> str:
+    named = ", ".join(f"{lesion!r} by {n} patients" for lesion, n in shared.head(3).items())
+    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+    return (
+        f"{where}column 'lesion_id': {len(shared)} lesion id(s) are shared by several patients "
+        f"(lesion_id {named}{more}); dermctx takes a lesion id to name one lesion of one patient. "
+        "If lesion ids are numbered per patient (1, 2, 3... for each patient), pass "
+        "lesion_ids='per_patient' (CLI: --lesion-ids per-patient); if two patient ids are one "
+        "person, give one patient id, or pass the image pairs as duplicates to the split"
+    )
+
+
+def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
+    """Check the identity rules every dermctx step relies on; raise if one is broken.
+
+    * no ``patient_id`` is missing or a placeholder (:func:`placeholder_patient_ids`): such rows
+      are unknown patients, never one patient;
+    * a ``lesion_id`` (when the column exists) belongs to one patient: lesion ids that repeat
+      across patients are per-patient counters or a sign that one person has two patient ids.
+
+    :func:`validate_table` applies these rules (and offers explicit treatments); splitters and
+    estimators that take a raw DataFrame call this so that every entry point follows them.
+
+    Raises
+    ------
+    TableError
+        Naming the rows with placeholder patient ids, or the shared lesion ids and how many
+        patients share each.
+    """
+    where = f"{name}: " if name else ""
+    own = ("pass unknown_patients='own' to validate_table/read_table (CLI: --unknown-patients "
+           "own) to make each such row its own patient")
+    blank = _is_blank(table["patient_id"])
+    if blank.any():
+        raise TableError(f"{where}column 'patient_id' is empty at {describe_rows(table, blank)}; "
+                         f"every row needs a patient_id, or {own}")
+    placeholder = placeholder_patient_ids(table["patient_id"])
+    if placeholder.any():
+        values = sorted({str(v).strip() for v in table["patient_id"][placeholder]})[:5]
+        raise TableError(
+            f"{where}column 'patient_id' holds placeholder values {values} (unknown patient) at "
+            f"{describe_rows(table, placeholder)}; dermctx never reads them as one patient. Give "
+            f"real patient ids, or {own}"
+        )
+    shared = _shared_lesions(table)
+    if len(shared):
+        raise TableError(_shared_lesion_message(shared, where))
+
+
+def _warn_outsized_patients(table: pd.DataFrame, where: str) -> None:
+    """Warn when one patient holds > 5% of the rows (or melanomas) and > 10x the median patient."""
+    rows = table.groupby("patient_id", sort=False).size()
+    mel = table.loc[table["target"] == 1].groupby("patient_id", sort=False).size()  # >= 1 each
+    for counts, what in ((rows, "rows"), (mel, "melanomas")):
+        total = int(counts.sum())
+        if len(counts) < 2:
+            continue
+        big = counts[(counts > 0.05 * total) & (counts > 10 * counts.median())]
+        for patient, n in big.sort_values(ascending=False).head(3).items():
+            warnings.warn(
+                f"{where}patient {patient!r} holds {n} of {total} {what} ({n / total:.0%}; the "
+                f"median patient holds {counts.median():g}); check that this id names one person "
+                "and is not a placeholder for unknown patients",
+                DermctxWarning, stacklevel=3,
+            )
 
 
 def normalise_metadata(frame: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[str, np.ndarray]]:
@@ -214,6 +320,8 @@ def validate_table(
     *,
     labelled: bool = False,
     name: str | None = None,
+    unknown_patients: Literal["error", "own"] = "error",
+    lesion_ids: Literal["global", "per_patient"] = "global",
 ) -> pd.DataFrame:
     """Check a lesion table and return a normalised copy.
 
@@ -230,12 +338,31 @@ def validate_table(
         Require a target on every row.
     name : str, optional
         The file the table came from, named in error messages.
+    unknown_patients : {"error", "own"}
+        What a missing or placeholder ``patient_id`` (``-1``, ``0``, ``unknown``, ``none``,
+        ``nan``, empty...; :func:`placeholder_patient_ids`) means. ``"error"`` (default): raise,
+        naming the rows. ``"own"``: each such row is its own patient, with ``patient_id``
+        ``"unknown:<image_id>"`` (what merging ISIC 2019 rows, which have no patient ids, into
+        ISIC 2020 needs). Such rows are never pooled into one patient.
+    lesion_ids : {"global", "per_patient"}
+        How to read ``lesion_id``. ``"global"`` (default): a lesion id names one lesion of one
+        patient, and an id shared by several patients raises, naming it and how many patients
+        share it. ``"per_patient"``: ids are numbered within each patient (1, 2, 3... per
+        patient); they are stored as ``"<patient_id>/<lesion_id>"`` so that every later step
+        (splits, cohort table, ranker folds, duplicate groups) sees one lesion per id.
+
+    Warns
+    -----
+    DermctxWarning
+        When one patient holds more than 5% of the rows (or of the melanomas) and more than 10
+        times the median patient's count: usually a placeholder id under another name.
 
     Raises
     ------
     TableError
         Naming the column and rows at fault: a missing ``image_id``/``patient_id`` column, blank
-        ids, a duplicate ``image_id``, ``target`` not 0/1, ``sex`` not male/female, ``age``
+        or placeholder patient ids, blank image ids, a duplicate ``image_id``, a lesion id
+        shared by several patients, ``target`` not 0/1, ``sex`` not male/female, ``age``
         outside [0, 120], or ``site`` outside :data:`SITES`.
     """
     where = f"{name}: " if name else ""
@@ -247,16 +374,29 @@ def validate_table(
             f"{where}missing column(s) {missing}; a lesion table needs {list(REQUIRED_COLUMNS)} "
             f"(found columns {list(table.columns)[:20]})"
         )
+    if unknown_patients not in ("error", "own"):
+        raise TableError(f"unknown_patients={unknown_patients!r}; expected 'error' or 'own'")
+    if lesion_ids not in ("global", "per_patient"):
+        raise TableError(f"lesion_ids={lesion_ids!r}; expected 'global' or 'per_patient'")
+    dup_cols = sorted({str(c) for c in table.columns[table.columns.duplicated()]})
+    if dup_cols:
+        raise TableError(f"{where}column name(s) {dup_cols} appear more than once; expected one each")
     out = table.copy()  # the caller's index is kept; messages name 0-based row positions
 
-    for col in ("image_id", "patient_id"):
-        blank = _is_blank(out[col])
-        if blank.any():
-            raise TableError(
-                f"{where}column {col!r} is empty at {describe_rows(out, blank)}; "
-                f"every row needs a {col}"
-            )
-        out[col] = out[col].astype(str).str.strip()
+    blank = _is_blank(out["image_id"])
+    if blank.any():
+        raise TableError(
+            f"{where}column 'image_id' is empty at {describe_rows(out, blank)}; "
+            "every row needs a image_id"
+        )
+    out["image_id"] = out["image_id"].astype(str).str.strip()
+    unknown = placeholder_patient_ids(out["patient_id"])
+    if unknown.any() and unknown_patients == "own":
+        out["patient_id"] = out["patient_id"].astype(object).where(
+            ~unknown, UNKNOWN_PATIENT_PREFIX + out["image_id"])
+    elif unknown.any():
+        check_identity(out, name=name)  # raises, naming the rows
+    out["patient_id"] = out["patient_id"].astype(str).str.strip()
 
     dup = out["image_id"].duplicated(keep=False).to_numpy()
     if dup.any():
@@ -269,8 +409,14 @@ def validate_table(
         out["lesion_id"] = out["image_id"]
     else:
         blank = _is_blank(out["lesion_id"])
-        out["lesion_id"] = out["lesion_id"].astype(object).where(~blank, out["image_id"])
-        out["lesion_id"] = out["lesion_id"].astype(str).str.strip()
+        lesion = out["lesion_id"].astype(object).where(~blank, None)
+        lesion = lesion.map(lambda v: v if v is None else str(v).strip())
+        if lesion_ids == "per_patient":
+            lesion = (out["patient_id"] + "/" + lesion.astype(str)).where(~blank, None)
+        out["lesion_id"] = lesion.where(~blank, out["image_id"]).astype(str)
+        shared = _shared_lesions(out)
+        if len(shared):
+            raise TableError(_shared_lesion_message(shared, where))
 
     for col in ("age", "sex", "site"):
         if col not in out.columns:
@@ -323,41 +469,6 @@ def validate_table(
     if out["source"].isna().all():
         out["source"] = "table"
 
+    _warn_outsized_patients(out, where)
     ordered = [*COLUMNS, *[c for c in out.columns if c not in COLUMNS]]
     return out[ordered]
-
-
-def read_table(path: str | PathLike[str], *, image_dir: str | PathLike[str] | None = None
-               ) -> pd.DataFrame:
-    """Read a lesion table from a CSV or Parquet file, recognising its kind by its header.
-
-    * a canonical dermctx table (``image_id``, ``patient_id`` columns): validated as it is;
-    * an ISIC 2020 CSV (``image_name``, ``patient_id``): read with :func:`dermctx.read_isic2020`;
-    * a HAM10000 CSV (``lesion_id``, ``image_id``, ``dx``): read with :func:`dermctx.read_ham10000`.
-
-    ``image_dir`` is passed to the ISIC and HAM10000 readers to attach image paths.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise TableError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif suffix in (".csv", ".txt", ".gz"):
-        try:
-            frame = pd.read_csv(path, nrows=0)
-        except Exception as exc:
-            raise TableError(f"{path}: cannot be read as CSV ({exc})") from exc
-        cols = set(frame.columns)
-        if {"image_name", "patient_id"} <= cols:
-            from dermctx.io.isic import read_isic2020
-
-            return read_isic2020(path, image_dir=image_dir)
-        if {"lesion_id", "image_id", "dx"} <= cols:
-            from dermctx.io.ham import read_ham10000
-
-            return read_ham10000(path, image_dir=image_dir)
-        frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "lesion_id": str})
-    else:
-        raise TableError(f"{path}: unknown table format {suffix!r}; expected .csv or .parquet")
-    return validate_table(frame, name=str(path))

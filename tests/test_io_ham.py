@@ -66,14 +66,14 @@ def test_proxy_detectable_without_attrs(tmp_path):
 
 def test_bad_dx_names_rows(tmp_path):
     path = _csv(tmp_path, "HAM_1,ISIC_1,nv,histo,50,male,back\nHAM_2,ISIC_2,melanoma,histo,50,male,back\n")
-    with pytest.raises(TableError, match=r"'dx'.*'melanoma'.*rows \[1\]"):
+    with pytest.raises(TableError, match=r"'dx'.*'melanoma'.*row 1 \(image_id 'ISIC_2'\)"):
         read_ham10000(path)
 
 
 def test_missing_column_and_blank_lesion(tmp_path):
     with pytest.raises(TableError, match=r"HAM10000_metadata\.csv.*\['dx'\]"):
         read_ham10000(_csv(tmp_path, "HAM_1,ISIC_1\n", header="lesion_id,image_id\n"))
-    with pytest.raises(TableError, match=r"'lesion_id' is empty at rows \[0\]"):
+    with pytest.raises(TableError, match=r"'lesion_id' is empty at row 0 \(image_id 'ISIC_1'\)"):
         read_ham10000(_csv(tmp_path, ",ISIC_1,nv,histo,50,male,back\n"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from os import PathLike
@@ -11,20 +12,40 @@ import pandas as pd
 
 from dermctx.errors import ImageError, TableError
 
+logger = logging.getLogger("dermctx")
+
 #: Extensions tried, in order, when looking for ``<image_id><ext>`` in an image folder.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG")
 
 
-def read_source_csv(
-    csv: str | PathLike[str] | pd.DataFrame,
-    required: Sequence[str],
-    id_columns: Sequence[str],
-    what: str,
-) -> tuple[pd.DataFrame, str]:
-    """Read a source CSV (or take a DataFrame) and check its columns.
+def _drop_index_column(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Drop a leading unnamed column holding 0..n-1 (a pandas index written to the file)."""
+    if len(frame.columns) == 0 or not str(frame.columns[0]).startswith("Unnamed: 0"):
+        return frame
+    values = pd.to_numeric(frame.iloc[:, 0], errors="coerce")
+    if values.notna().all() and (values == values.round()).all() and values.is_unique:
+        logger.info("%s: dropped the leading unnamed index column", name)
+        return frame.iloc[:, 1:]
+    return frame
 
-    Returns ``(frame, name)`` where ``name`` names the input in error messages. Id columns are
-    read as strings so that ids such as ``"0012"`` keep their leading zeros.
+
+def read_csv_frame(
+    csv: str | PathLike[str] | pd.DataFrame,
+    *,
+    id_columns: Sequence[str] = (),
+    what: str = "lesion table",
+) -> tuple[pd.DataFrame, str]:
+    """Read a CSV (``.csv``, ``.csv.gz``, ``.txt``) or Parquet file, or copy a DataFrame.
+
+    Returns ``(frame, name)`` where ``name`` names the input in error messages. ``id_columns``
+    are read as strings so that ids such as ``"0012"`` keep their leading zeros. A leading
+    unnamed column holding 0..n-1 (an index written by pandas) is dropped.
+
+    Raises
+    ------
+    TableError
+        Naming the file: missing, of an unknown kind, unreadable (bad CSV, bad encoding,
+        corrupt Parquet or gzip), or with a column name given twice.
     """
     if isinstance(csv, pd.DataFrame):
         frame, name = csv.copy(), f"<{what} DataFrame>"
@@ -32,18 +53,36 @@ def read_source_csv(
         path = Path(csv)
         name = str(path)
         if not path.is_file():
-            raise TableError(f"{name}: no such file (expected a {what} CSV)")
+            raise TableError(f"{name}: no such file (expected a {what} CSV or Parquet file)")
+        suffixes = [s.lower() for s in path.suffixes[-2:]]
         try:
-            frame = pd.read_csv(path, dtype={c: str for c in id_columns}, keep_default_na=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise TableError(f"{name}: cannot be read as a {what} CSV ({exc})") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise TableError(
-            f"{name}: missing column(s) {missing}; a {what} CSV needs {list(required)} "
-            f"(found {list(frame.columns)})"
-        )
+            if suffixes[-1:] in ([".parquet"], [".pq"]):
+                frame = pd.read_parquet(path)
+            elif suffixes[-1:] in ([".csv"], [".txt"]) or suffixes[-1:] == [".gz"]:
+                frame = pd.read_csv(path, dtype={c: str for c in id_columns}, keep_default_na=True,
+                                    low_memory=False)
+            else:
+                raise TableError(f"{name}: unknown table format {path.suffix!r}; expected .csv, "
+                                 ".csv.gz or .parquet")
+        except TableError:
+            raise
+        except Exception as exc:  # parser, encoding, gzip and Arrow errors alike name the file
+            raise TableError(f"{name}: cannot be read as a {what} ({type(exc).__name__}: {exc})") from exc
+        if any(str(c).split(".")[0] in frame.columns for c in frame.columns if "." in str(c)):
+            _check_mangled(path, name)
+    dup = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if dup:
+        raise TableError(f"{name}: column name(s) {dup} appear more than once; expected one each")
+    frame = _drop_index_column(frame, name)
     return frame, name
+
+
+def _check_mangled(path: Path, name: str) -> None:
+    """pandas renames a repeated CSV header ``a, a`` to ``a, a.1``: refuse the repeat instead."""
+    header = pd.read_csv(path, nrows=1, header=None).iloc[0].astype(str).tolist()
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise TableError(f"{name}: column name(s) {dup} appear more than once; expected one each")
 
 
 def safe_image_path(image_dir: Path, image_id: str, ext: str, *, row: int, name: str) -> Path:
@@ -78,6 +117,9 @@ def attach_image_paths(
 ) -> pd.DataFrame:
     """Set ``path`` to ``image_dir/<image_id><ext>`` per row, and ``image_error`` where it fails.
 
+    An id that already ends in an image extension (PAD-UFES-20's ``PAT_46_881_14.png``) is tried
+    as it is first, then with each of ``extensions``.
+
     ``image_error`` is missing where the file was found, and otherwise says why (file not found,
     or a path that escapes ``image_dir``; such a row's ``path`` is left missing). Rows are
     never dropped. Raises :class:`ImageError` if ``image_dir`` is not a folder.
@@ -100,7 +142,8 @@ def attach_image_paths(
             errors.append(str(exc))
             continue
         found = None
-        for ext in extensions:
+        exact = ("",) if image_id.lower().endswith(tuple(e.lower() for e in IMAGE_EXTENSIONS)) else ()
+        for ext in (*exact, *extensions):
             file_name = image_id + ext
             if file_name in present or (os.sep in image_id and (image_dir / file_name).is_file()):
                 found = safe_image_path(image_dir, image_id, ext, row=row, name=name)
@@ -109,7 +152,7 @@ def attach_image_paths(
             paths.append(str(expected))
             errors.append(
                 f"{name}: row {row} (image_id {image_id!r}): image file not found in "
-                f"{str(image_dir)!r} (tried {', '.join(image_id + e for e in extensions)})"
+                f"{str(image_dir)!r} (tried {', '.join(image_id + e for e in (*exact, *extensions))})"
             )
         else:
             paths.append(str(found))

@@ -21,16 +21,27 @@ from os import PathLike
 
 import pandas as pd
 
-from dermctx.errors import TableError
-from dermctx.io._common import attach_image_paths, read_source_csv
-from dermctx.table import normalise_site, validate_table
+from dermctx.io.source import DiagnosisTarget, Source, read_source
 
-__all__ = ["DIAGNOSES", "read_ham10000"]
+__all__ = ["DIAGNOSES", "SOURCE", "read_ham10000"]
 
-SOURCE = "ham10000"
 #: The seven HAM10000 diagnosis codes.
 DIAGNOSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-_REQUIRED = ("lesion_id", "image_id", "dx")
+
+SOURCE = Source(
+    name="ham10000",
+    title="HAM10000 metadata",
+    signatures=(frozenset({"lesion_id", "image_id", "dx"}),),
+    columns={"localization": "site"},
+    id_columns=("lesion_id", "image_id"),
+    targets=(DiagnosisTarget("dx", melanoma="mel", vocabulary=DIAGNOSES),),
+    label_columns={"dx": "the diagnosis", "dx_type": "how the diagnosis was made (histology "
+                   "for most melanomas)"},
+    patient_context=False,
+    patient_proxy="lesion_id",
+    proxy_required=True,
+    image_extensions=(".jpg", ".jpeg", ".png"),
+)
 
 
 def read_ham10000(
@@ -52,8 +63,8 @@ def read_ham10000(
     -------
     DataFrame
         One row per CSV row, in file order, with the lesion-table columns, ``patient_id`` equal
-        to ``lesion_id`` (a proxy), ``source == "ham10000"``, ``dx_type``, ``site_detail``, and
-        ``attrs["patient_context"] = False``.
+        to ``lesion_id`` (a proxy), ``diagnosis`` the ``dx`` code, ``source == "ham10000"``,
+        ``dx_type``, ``site_detail``, and ``attrs["patient_context"] = False``.
 
     Raises
     ------
@@ -61,34 +72,5 @@ def read_ham10000(
         Missing file or column, a blank ``lesion_id`` or ``image_id`` (naming the rows), or a
         ``dx`` outside :data:`DIAGNOSES`.
     """
-    frame, name = read_source_csv(csv, _REQUIRED, id_columns=("lesion_id", "image_id"),
-                                  what="HAM10000")
-    dx = frame["dx"].astype(object).where(frame["dx"].notna(), None)
-    dx = dx.map(lambda v: None if v is None else str(v).strip().lower())
-    bad = ~dx.isin(DIAGNOSES).to_numpy()
-    if bad.any():
-        rows = [int(i) for i in bad.nonzero()[0][:5]]
-        raise TableError(
-            f"{name}: column 'dx' has values {sorted(set(map(str, dx[bad])))[:5]} at rows {rows}; "
-            f"expected one of {list(DIAGNOSES)}"
-        )
-    blank = (frame["lesion_id"].isna() | (frame["lesion_id"].astype(str).str.strip() == "")).to_numpy()
-    if blank.any():
-        rows = [int(i) for i in blank.nonzero()[0][:5]]
-        raise TableError(
-            f"{name}: column 'lesion_id' is empty at rows {rows}; HAM10000 rows need a lesion_id "
-            "(it stands in for the missing patient id)"
-        )
-    frame = frame.drop(columns=["dx"]).assign(diagnosis=dx.to_numpy(dtype=object))
-    frame["target"] = (dx == "mel").astype(int).to_numpy()
-    frame["patient_id"] = frame["lesion_id"]
-    if "localization" in frame.columns:
-        site, detail = normalise_site(frame["localization"])
-        frame = frame.drop(columns=["localization"])
-        frame["site"], frame["site_detail"] = site, detail
-    frame["source"] = SOURCE
-    table = validate_table(frame, name=name)
-    if image_dir is not None:
-        table = attach_image_paths(table, image_dir, name=name, extensions=(".jpg", ".jpeg", ".png"))
-    table.attrs["patient_context"] = False
-    return table
+    table = read_source(SOURCE, csv, image_dir=image_dir)
+    return table.drop(columns=["dx"])

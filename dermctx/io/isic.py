@@ -21,29 +21,45 @@ import numpy as np
 import pandas as pd
 
 from dermctx.errors import TableError
-from dermctx.io._common import attach_image_paths, read_source_csv
+from dermctx.io.source import BinaryTarget, Source, read_source
 from dermctx.pairs import as_pairs
-from dermctx.table import normalise_site, validate_table
 
-__all__ = ["read_isic2020", "read_isic_duplicates", "write_isic_duplicates"]
+__all__ = ["SOURCE", "read_isic2020", "read_isic_duplicates", "write_isic_duplicates"]
 
-SOURCE = "isic2020"
-_RENAME = {
-    "image_name": "image_id",
-    "age_approx": "age",
-    "anatom_site_general_challenge": "site",
-}
-_REQUIRED = ("image_name", "patient_id")
+SOURCE = Source(
+    name="isic2020",
+    title="SIIM-ISIC 2020 Challenge metadata",
+    signatures=(frozenset({"image_name", "patient_id"}),),
+    columns={
+        "image_name": "image_id",
+        "age_approx": "age",
+        "anatom_site_general_challenge": "site",
+        "anatom_site_general": "site",  # the ISIC archive's name for the same column
+    },
+    id_columns=("image_name", "patient_id", "lesion_id"),
+    targets=(BinaryTarget("target"),),
+    label_columns={
+        "target": "the label",
+        "diagnosis": "the diagnosis the label is derived from",
+        "benign_malignant": "the label, coarser",
+        "tfrecord": "a fold stratified on the label; -1 marks duplicates",
+    },
+    integer_columns=("width", "height"),
+)
 
 
 def read_isic2020(
     csv: str | PathLike[str] | pd.DataFrame,
     image_dir: str | PathLike[str] | None = None,
+    *,
+    unknown_patients: Literal["error", "own"] = "error",
+    lesion_ids: Literal["global", "per_patient"] = "global",
 ) -> pd.DataFrame:
     """Read an ISIC 2020 metadata CSV into a validated lesion table.
 
     Reads the training ground truth (v1, and v2 with ``lesion_id``), ``train_with_image_sizes.csv``
-    and the test CSV (no ``target`` column: ``target`` is then missing on every row).
+    and the test CSV (no ``target`` column: ``target`` is then missing on every row). The site
+    column may be ``anatom_site_general_challenge`` or the archive's ``anatom_site_general``.
 
     Parameters
     ----------
@@ -54,6 +70,9 @@ def read_isic2020(
         an ``image_error`` column says, per row, why the image is unusable (file not found, or a
         name that escapes the folder such as ``../../etc/passwd``), missing where it is fine.
         Rows are never dropped.
+    unknown_patients, lesion_ids
+        As in :func:`dermctx.validate_table` (placeholder patient ids such as ``-1`` are
+        refused unless ``unknown_patients="own"``).
 
     Returns
     -------
@@ -70,28 +89,8 @@ def read_isic2020(
     ImageError
         ``image_dir`` is not a folder.
     """
-    frame, name = read_source_csv(
-        csv, _REQUIRED, id_columns=("image_name", "patient_id", "lesion_id"), what="ISIC 2020"
-    )
-    clash = [new for old, new in _RENAME.items() if old in frame.columns and new in frame.columns]
-    if clash:
-        raise TableError(
-            f"{name}: has both ISIC and dermctx names for column(s) {clash}; expected one of them"
-        )
-    frame = frame.rename(columns=_RENAME)
-    if "site" in frame.columns:
-        site, detail = normalise_site(frame["site"])
-        frame["site"] = site
-        if "site_detail" not in frame.columns:
-            frame["site_detail"] = detail
-    frame["source"] = SOURCE
-    for col in ("width", "height"):
-        if col in frame.columns:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
-    table = validate_table(frame, name=name)
-    if image_dir is not None:
-        table = attach_image_paths(table, image_dir, name=name)
-    return table
+    return read_source(SOURCE, csv, image_dir=image_dir, unknown_patients=unknown_patients,
+                       lesion_ids=lesion_ids)
 
 
 def read_isic_duplicates(path: str | PathLike[str] | pd.DataFrame) -> pd.DataFrame:

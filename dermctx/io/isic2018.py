@@ -1,0 +1,44 @@
+"""ISIC 2018 Task 3: the one-hot ground truth of the 10,015 HAM10000 training images.
+
+``ISIC2018_Task3_Training_GroundTruth.csv`` holds ``image`` and one 0/1 column per class (MEL,
+NV, BCC, AKIEC, BKL, DF, VASC): ``target = MEL``, ``diagnosis`` the class name. There is no
+metadata and no patient id: each image is its own patient (``"unknown:<image>"``) and
+:func:`dermctx.has_patient_context` is False. Join the HAM10000 metadata for lesion ids.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+import pandas as pd
+
+from dermctx.io.source import OneHotTarget, Source, read_source
+
+__all__ = ["CLASSES", "SOURCE", "read_isic2018"]
+
+#: The ISIC 2018 Task 3 classes, in file order.
+CLASSES: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+SOURCE = Source(
+    name="isic2018",
+    title="ISIC 2018 Task 3 ground truth",
+    signatures=(frozenset({"image", *CLASSES}),),
+    columns={"image": "image_id"},
+    id_columns=("image",),
+    targets=(OneHotTarget(CLASSES, positive="MEL"),),
+    label_columns={c: "a one-hot ground-truth class" for c in CLASSES},
+    patient_context=False,
+)
+
+
+def read_isic2018(
+    csv: str | PathLike[str] | pd.DataFrame,
+    image_dir: str | PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Read the ISIC 2018 Task 3 ground truth into a validated lesion table.
+
+    Returns the lesion table (``source == "isic2018"``), one row per image, in file order.
+    Raises :class:`dermctx.TableError` for an unreadable file or one-hot rows that are not a
+    single 1, naming the rows.
+    """
+    return read_source(SOURCE, csv, image_dir=image_dir)
