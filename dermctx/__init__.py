@@ -116,14 +116,14 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.features import patient_context_features
     from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom, write_dicom_dir
     from dermctx.io.ham import read_ham10000
+    from dermctx.io.images import load_image
+    from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates
     from dermctx.io.isic2018 import read_isic2018
     from dermctx.io.isic2019 import read_isic2019
     from dermctx.io.isic2024 import read_isic2024
     from dermctx.io.isic_archive import read_isic_archive
     from dermctx.io.pad_ufes20 import read_pad_ufes20
     from dermctx.io.registry import read_table
-    from dermctx.io.images import load_image
-    from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates
     from dermctx.metrics import (
         auc,
         paired_bootstrap,

@@ -36,7 +36,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from dermctx.errors import DermctxError, ModelError, TableError
-from dermctx.table import LABEL_COLUMNS
+from dermctx.label_guard import LABEL_COLUMNS
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -308,7 +308,7 @@ def _oof_predictions(
     from dermctx.splits import PatientKFold
 
     y = table["target"].to_numpy(dtype=int)
-    X = table.drop(columns=[c for c in LABEL_COLUMNS if c in table.columns])
+    X = table.drop(columns=[c for c in table.columns if str(c).lower() in LABEL_COLUMNS])
     fitted = {name: spec for name, spec in specs.items() if not isinstance(spec, str)}
     seconds = {name: 0.0 for name in fitted}
     frames = []

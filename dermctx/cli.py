@@ -183,8 +183,8 @@ def _bench(args: argparse.Namespace) -> int:
     from dermctx.benchmarking import benchmark
     from dermctx.errors import DermctxError as _Error
     from dermctx.io.isic import read_isic_duplicates
-    from dermctx.report import write_report
     from dermctx.io.registry import read_table
+    from dermctx.report import write_report
 
     table = read_table(args.table, image_dir=args.image_dir)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -275,8 +275,8 @@ def _split(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dermctx.io.isic import read_isic_duplicates
-    from dermctx.splits import PatientKFold
     from dermctx.io.registry import read_table
+    from dermctx.splits import PatientKFold
 
     table = read_table(args.table, image_dir=args.image_dir)
     duplicates = read_isic_duplicates(args.duplicates) if args.duplicates is not None else None
@@ -305,8 +305,8 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 
 @command("fit", "fit a ContextRanker on a labelled lesion table and save it", _fit_args)
 def _fit(args: argparse.Namespace) -> int:
-    from dermctx.models.ranker import ContextRanker
     from dermctx.io.registry import read_table
+    from dermctx.models.ranker import ContextRanker
 
     table = read_table(args.table, image_dir=args.image_dir)
     if table["target"].isna().any():
@@ -330,8 +330,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 
 @command("score", "score every lesion of a table with a saved ContextRanker", _score_args)
 def _score(args: argparse.Namespace) -> int:
-    from dermctx.models.ranker import ContextRanker
     from dermctx.io.registry import read_table
+    from dermctx.models.ranker import ContextRanker
 
     ranker = ContextRanker.load(args.model)
     table = read_table(args.table, image_dir=args.image_dir)

@@ -15,9 +15,10 @@ and :func:`to_latex` render a table for a paper or a report::
 
 Counting rules (see ``docs/cohort.md``):
 
-* A **patient** is a ``patient_id``; a **lesion** a ``(patient_id, lesion_id)`` pair; an
-  **image** a row. Lesion rows use the lesion's label (melanoma if any of its images is), its first
-  recorded site and whether any of its images was biopsied. Image rows count rows.
+* A **patient** is a ``patient_id``; a **lesion** a ``lesion_id`` (one lesion across the table,
+  as everywhere in dermctx: see :func:`dermctx.table.check_identity`); an **image** a row.
+  Lesion rows use the lesion's label (melanoma if any of its images is), its first recorded
+  site and whether any of its images was biopsied. Image rows count rows.
 * Missing sex, age, site, diagnosis or ground-truth type is counted in an ``"unknown"`` row, never
   dropped, so the rows of a section add up to the section's total.
 * ``by="patient_class"`` puts a patient with at least one melanoma in ``"with melanoma"``, a
@@ -109,10 +110,11 @@ def _text(values: pd.Series) -> pd.Series:
 
 
 def _lesion_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (patient_id, lesion_id): label, site, biopsy flag, as described in the module."""
-    grouped = rows.groupby(["patient_id", "lesion_id"], sort=False)
+    """One row per lesion_id: patient, label, site, biopsy flag, as described in the module."""
+    grouped = rows.groupby("lesion_id", sort=False)
     return pd.DataFrame(
         {
+            "patient_id": grouped["patient_id"].first(),  # a shared id links its patients
             "target": grouped["target"].max(),  # NaN only when no image is labelled
             "site": grouped["site"].first(),  # first recorded site (skips missing)
             "biopsy": grouped["_biopsy"].max(),  # 1 if any image biopsied, NaN if unknown
@@ -279,7 +281,7 @@ def _spec(t: pd.DataFrame, rule: str | None, timepoint: str | None) -> list[_Row
     rows += [_Row(S_AGE, "mean age per patient (years)", count=False),
              _Row(S_AGE, "patients with unknown age")]
     rows.append(_Row(S_LESIONS, "total"))
-    several = t.groupby(["patient_id", "lesion_id"]).ngroups < len(t)
+    several = t["lesion_id"].nunique() < len(t)
     if several:  # several images show one lesion: count both
         rows.append(_Row(S_LESIONS, "images"))
     rows += [_Row(S_LESIONS, "benign"), _Row(S_LESIONS, "melanoma")]
@@ -327,7 +329,7 @@ def _cohort(table: pd.DataFrame, by: str | None, timepoint: str | None
     t, rule = _prepare(t, timepoint)
     spec = _spec(t, rule, timepoint)
 
-    totals = (t["patient_id"].nunique(), t.groupby(["patient_id", "lesion_id"]).ngroups, len(t))
+    totals = (t["patient_id"].nunique(), t["lesion_id"].nunique(), len(t))
     columns: dict[str, dict[tuple[str, str], tuple[float, float]]] = {}
     for name in names:
         columns[name] = _describe(t[groups == name], spec, totals=totals, timepoint=timepoint)

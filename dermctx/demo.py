@@ -99,9 +99,9 @@ def _example_patient(test: pd.DataFrame) -> str:
 
 def _explain(model: Any, patient: pd.DataFrame, score_name: str) -> pd.DataFrame:
     """The patient's lesions ranked by the model, with its context explanation when it has one."""
-    from dermctx.benchmarking import LABEL_COLUMNS
+    from dermctx.label_guard import LABEL_COLUMNS
 
-    X = patient.drop(columns=[c for c in LABEL_COLUMNS if c in patient.columns])
+    X = patient.drop(columns=[c for c in patient.columns if str(c).lower() in LABEL_COLUMNS])
     if hasattr(model, "score_patient"):
         ranked = model.score_patient(X).copy()
     else:
@@ -196,7 +196,8 @@ def run_demo(
     -------
     DemoResult
     """
-    from dermctx.benchmarking import LABEL_COLUMNS, _positive_score, benchmark
+    from dermctx.benchmarking import _positive_score, benchmark
+    from dermctx.label_guard import LABEL_COLUMNS
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold
 
@@ -226,7 +227,7 @@ def run_demo(
     say(f"fitting {model_name} on {train['patient_id'].nunique():,} patients "
         f"({len(train):,} images) ...")
     t_fit = time.perf_counter()
-    drop = [c for c in LABEL_COLUMNS if c in table.columns]
+    drop = [c for c in table.columns if str(c).lower() in LABEL_COLUMNS]
     model.fit(train.drop(columns=drop), train["target"].to_numpy())
     fit_seconds = time.perf_counter() - t_fit
     scored = test.copy()

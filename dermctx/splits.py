@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 
 from dermctx.errors import DermctxError, LeakageError, TableError
 from dermctx.pairs import as_pairs, link_components
-from dermctx.table import has_patient_context
+from dermctx.table import check_identity, has_patient_context
 
 __all__ = ["LeakageSummary", "PatientKFold", "check_leakage", "patient_groups"]
 
@@ -50,7 +50,10 @@ def patient_groups(
     """Label each row with its leak-proof group.
 
     Rows sharing a ``patient_id``, a ``lesion_id`` (when the column exists), a ``groups`` value, or
-    linked by a duplicate pair of ``image_id`` values get the same label, transitively.
+    linked by a duplicate pair of ``image_id`` values get the same label, transitively. The
+    table must follow :func:`dermctx.table.check_identity`: a placeholder patient id (``-1``,
+    ``unknown``...) or a lesion id shared by several patients raises :class:`TableError`
+    rather than pooling unrelated rows into one group.
 
     Parameters
     ----------
@@ -97,6 +100,7 @@ def patient_groups(
             raise TableError(
                 f"{name}: missing column 'patient_id' (found {list(table.columns)[:20]})"
             )
+        check_identity(table, name=name)  # no placeholder patients, no lesion id across patients
         same_value(_id_column(table, "patient_id", name))
         if "lesion_id" in table.columns:
             lesion = table["lesion_id"].astype(object)

@@ -216,15 +216,19 @@ def _shared_lesions(table: pd.DataFrame) -> pd.Series:
     return counts[counts > 1].sort_values(ascending=False, kind="stable")
 
 
-def _shared_lesion_message(shared: pd.Series, where: str) -> str:
-    named = ", ".join(f"{lesion!r} by {n} patients" for lesion, n in shared.head(3).items())
-    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
-    return (
-        f"{where}column 'lesion_id': {len(shared)} lesion id(s) are shared by several patients "
-        f"(lesion_id {named}{more}); dermctx takes a lesion id to name one lesion of one patient. "
-        "If lesion ids are numbered per patient (1, 2, 3... for each patient), pass "
-        "lesion_ids='per_patient' (CLI: --lesion-ids per-patient); if two patient ids are one "
-        "person, give one patient id, or pass the image pairs as duplicates to the split"
+def _warn_shared_lesions(table: pd.DataFrame, where: str) -> None:
+    """Warn, naming them, about lesion ids that several patients share (see check_identity)."""
+    shared = _shared_lesions(table)
+    if not len(shared):
+        return
+    named = ", ".join(f"{lesion!r} is shared by {n} patients" for lesion, n in shared.head(3).items())
+    more = f" (and {len(shared) - 3} more shared ids)" if len(shared) > 3 else ""
+    warnings.warn(
+        f"{where}lesion_id {named}{more}. dermctx reads a lesion id as one lesion across the "
+        "table, so these patient ids are kept together as one person in splits, folds and "
+        "counts. If lesion ids are numbered per patient (1, 2, 3... for each patient), pass "
+        "lesion_ids='per_patient' (CLI: --lesion-ids per-patient)",
+        DermctxWarning, stacklevel=3,
     )
 
 
@@ -233,8 +237,12 @@ def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
 
     * no ``patient_id`` is missing or a placeholder (:func:`placeholder_patient_ids`): such rows
       are unknown patients, never one patient;
-    * a ``lesion_id`` (when the column exists) belongs to one patient: lesion ids that repeat
-      across patients are per-patient counters or a sign that one person has two patient ids.
+    * a ``lesion_id`` (when the column exists) names one lesion across the whole table. An id
+      that several patients share therefore links them, as one person with two patient ids
+      (splits keep them on one side; the cohort table counts one lesion). Since that is more
+      often a per-patient counter (1, 2, 3... for each patient), a :class:`DermctxWarning`
+      names the id and how many patients share it; ``validate_table(lesion_ids="per_patient")``
+      reads such ids instead.
 
     :func:`validate_table` applies these rules (and offers explicit treatments); splitters and
     estimators that take a raw DataFrame call this so that every entry point follows them.
@@ -242,8 +250,12 @@ def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
     Raises
     ------
     TableError
-        Naming the rows with placeholder patient ids, or the shared lesion ids and how many
-        patients share each.
+        Naming the rows with blank or placeholder patient ids.
+
+    Warns
+    -----
+    DermctxWarning
+        Naming the lesion ids shared by several patients and how many share each.
     """
     where = f"{name}: " if name else ""
     own = ("pass unknown_patients='own' to validate_table/read_table (CLI: --unknown-patients "
@@ -260,9 +272,7 @@ def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
             f"{describe_rows(table, placeholder)}; dermctx never reads them as one patient. Give "
             f"real patient ids, or {own}"
         )
-    shared = _shared_lesions(table)
-    if len(shared):
-        raise TableError(_shared_lesion_message(shared, where))
+    _warn_shared_lesions(table, where)
 
 
 def _warn_outsized_patients(table: pd.DataFrame, where: str) -> None:
@@ -345,24 +355,25 @@ def validate_table(
         ``"unknown:<image_id>"`` (what merging ISIC 2019 rows, which have no patient ids, into
         ISIC 2020 needs). Such rows are never pooled into one patient.
     lesion_ids : {"global", "per_patient"}
-        How to read ``lesion_id``. ``"global"`` (default): a lesion id names one lesion of one
-        patient, and an id shared by several patients raises, naming it and how many patients
-        share it. ``"per_patient"``: ids are numbered within each patient (1, 2, 3... per
-        patient); they are stored as ``"<patient_id>/<lesion_id>"`` so that every later step
-        (splits, cohort table, ranker folds, duplicate groups) sees one lesion per id.
+        How to read ``lesion_id``. ``"global"`` (default): a lesion id names one lesion across
+        the table; an id shared by several patients links them (one person under two ids) and
+        is warned about, naming it and how many patients share it (:func:`check_identity`).
+        ``"per_patient"``: ids are numbered within each patient (1, 2, 3... per patient); they
+        are stored as ``"<patient_id>/<lesion_id>"`` so that every later step (splits, cohort
+        table, ranker folds) sees one lesion per id.
 
     Warns
     -----
     DermctxWarning
-        When one patient holds more than 5% of the rows (or of the melanomas) and more than 10
-        times the median patient's count: usually a placeholder id under another name.
+        When lesion ids are shared by several patients (naming them), and when one patient
+        holds more than 5% of the rows (or of the melanomas) and more than 10 times the median
+        patient's count: usually a placeholder id under another name.
 
     Raises
     ------
     TableError
         Naming the column and rows at fault: a missing ``image_id``/``patient_id`` column, blank
-        or placeholder patient ids, blank image ids, a duplicate ``image_id``, a lesion id
-        shared by several patients, ``target`` not 0/1, ``sex`` not male/female, ``age``
+        or placeholder patient ids, blank image ids, a duplicate ``image_id``, ``target`` not 0/1, ``sex`` not male/female, ``age``
         outside [0, 120], or ``site`` outside :data:`SITES`.
     """
     where = f"{name}: " if name else ""
@@ -414,9 +425,7 @@ def validate_table(
         if lesion_ids == "per_patient":
             lesion = (out["patient_id"] + "/" + lesion.astype(str)).where(~blank, None)
         out["lesion_id"] = lesion.where(~blank, out["image_id"]).astype(str)
-        shared = _shared_lesions(out)
-        if len(shared):
-            raise TableError(_shared_lesion_message(shared, where))
+        _warn_shared_lesions(out, where)
 
     for col in ("age", "sex", "site"):
         if col not in out.columns:

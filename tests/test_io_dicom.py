@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.encaps import generate_frames
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import pixel_array
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    RLELossless,
+    SecondaryCaptureImageStorage,
+)
 
 from dermctx import ImageError, TableError, read_dicom, read_dicom_dir, read_isic2020, write_dicom
-from dermctx.io.dicom import SITE_SCHEME
+from dermctx.errors import DermctxWarning
+from dermctx.io.dicom import SITE_SCHEME, write_dicom_dir
 
 ROW = {"image_id": "ISIC_0000001", "patient_id": "IP_0012", "lesion_id": "IL_7",
        "age": 45.0, "sex": "female", "site": "palms/soles", "site_detail": "acral",
@@ -241,3 +253,302 @@ def test_write_dicom_dir_and_cli(tmp_path):
     assert [p.name for p in (tmp_path / "cli").iterdir() if p.suffix == ".dcm"] == ["ISIC_1.dcm"]
     report = pd.read_csv(tmp_path / "cli" / "to-dicom.errors.csv")
     assert report["image_id"].tolist() == ["ISIC_2", "ISIC_3", "../escape"]
+
+
+# --- decoding by transfer syntax and photometric interpretation -----------------------------------
+
+
+def _testdata(name: str) -> str:
+    """A file of pydicom's test data that ships with pydicom (skips if only a download has it)."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not available offline")
+    return str(path)
+
+
+def _dicom(path, pixels, photometric, syntax=ExplicitVRLittleEndian, **header):
+    """A minimal Secondary Capture file holding ``pixels`` in ``syntax``; ``header`` overrides."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.set_pixel_data(pixels, photometric, pixels.dtype.itemsize * 8)
+    ds.PatientID = "p1"
+    for key, value in header.items():
+        setattr(ds, key, value)
+    if syntax == RLELossless:
+        ds.compress(RLELossless, encoding_plugin="pydicom")
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+RGB = np.random.default_rng(1).integers(0, 256, (19, 23, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless])
+@pytest.mark.parametrize("grey", [False, True])
+def test_native_deflated_and_rle_decode_exactly(tmp_path, syntax, grey):
+    pixels = RGB[..., 0] if grey else RGB
+    path = _dicom(tmp_path / "x.dcm", pixels, "MONOCHROME2" if grey else "RGB", syntax)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
+    decoded, meta = read_dicom(path)
+    np.testing.assert_array_equal(decoded, np.dstack([pixels] * 3) if grey else pixels)
+    assert meta["transfer_syntax"] == syntax
+
+
+def test_pydicom_rle_and_big_endian_files_match_their_uncompressed_twins():
+    rle, _ = read_dicom(_testdata("SC_rgb_rle.dcm"))
+    # pydicom's reference values for SC_rgb (its stripes), and the same image as JPEG 2000
+    stripes = [[255, 0, 0], [255, 128, 128], [0, 255, 0], [128, 255, 128], [0, 0, 255],
+               [128, 128, 255], [0, 0, 0], [64, 64, 64], [192, 192, 192], [255, 255, 255]]
+    assert rle[5::10, 50].tolist() == stripes
+    np.testing.assert_array_equal(rle, read_dicom(_testdata("SC_rgb_gdcm_KY.dcm"))[0])
+    big, _ = read_dicom(_testdata("SC_rgb_small_odd_big_endian.dcm"))
+    np.testing.assert_array_equal(big, read_dicom(_testdata("SC_rgb_small_odd.dcm"))[0])
+    deflated, meta = read_dicom(_testdata("image_dfl.dcm"))
+    assert meta["transfer_syntax"] == DeflatedExplicitVRLittleEndian and deflated.shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_gdcm.dcm", "JPEGLSNearLossless_08.dcm"])
+def test_syntaxes_of_optional_decoders_are_refused(name):
+    path = _testdata(name)
+    syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    with pytest.raises(ImageError, match="dermctx decodes JPEG Baseline") as info:
+        read_dicom(path)
+    assert name in str(info.value) and syntax.name in str(info.value)
+
+
+def test_htj2k_is_refused_before_decoding(tmp_path):
+    path = _dicom(tmp_path / "h.dcm", RGB, "RGB")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless  # refused before any decoding is tried
+    ds.PixelData = encapsulate([RGB.tobytes()])
+    ds.save_as(path)
+    with pytest.raises(ImageError, match=r"h\.dcm: pixel data in transfer syntax 'High-Throughput"):
+        read_dicom(path)
+
+
+def test_native_ybr_422_is_rgb():
+    path = _testdata("SC_ybr_full_422_uncompressed.dcm")
+    native, meta = read_dicom(path)
+    assert meta["photometric_interpretation"] == "YBR_FULL_422"
+    # pydicom's floating-point conversion may differ by 1 from libjpeg's integer one
+    assert np.abs(native.astype(int) - pixel_array(path)).max() <= 1
+    assert native[5, 50].tolist() == [254, 0, 0]  # red, after the file's own rounding
+
+
+def test_ybr_full_rle_equals_native(tmp_path):
+    ybr = pixel_array(_testdata("SC_ybr_full_422_uncompressed.dcm"), raw=True)
+    native = _dicom(tmp_path / "n.dcm", ybr, "YBR_FULL")
+    rle = _dicom(tmp_path / "r.dcm", ybr, "YBR_FULL", RLELossless)
+    np.testing.assert_array_equal(read_dicom(rle)[0], read_dicom(native)[0])
+    assert read_dicom(native)[0][5, 50].tolist() == [254, 0, 0]
+
+
+def _palette_dicom(path, indices, lut, bits, syntax=ExplicitVRLittleEndian):
+    """A PALETTE COLOR file: ``lut`` (entries, 3) stored with ``bits`` bits per entry."""
+    data = lut.astype(np.uint16 if bits == 16 else np.uint8)
+    header = {f"{c}PaletteColorLookupTableDescriptor": [len(lut) % 65536, 0, bits] for c in ("Red", "Green", "Blue")}
+    header.update({f"{c}PaletteColorLookupTableData": data[:, i].tobytes()
+                   for i, c in enumerate(("Red", "Green", "Blue"))})
+    return _dicom(path, indices, "PALETTE COLOR", syntax, **header)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])
+def test_palette_color_is_looked_up(tmp_path, syntax):
+    colours = np.random.default_rng(2).integers(0, 256, (256, 3))
+    indices = np.random.default_rng(3).integers(0, 256, (9, 11), dtype=np.uint8)
+    for bits, lut in ((8, colours), (16, colours * 257), (16, colours * 256)):  # both 16-bit scalings
+        path = _palette_dicom(tmp_path / f"p{bits}.dcm", indices, lut, bits, syntax)
+        np.testing.assert_array_equal(read_dicom(path)[0], colours[indices])
+    # 16-bit indices into a 16-bit table of 4096 entries
+    big = np.random.default_rng(4).integers(0, 256, (4096, 3))
+    wide = np.random.default_rng(5).integers(0, 4096, (9, 11), dtype=np.uint16)
+    path = _palette_dicom(tmp_path / "w.dcm", wide, big * 257, 16, syntax)
+    np.testing.assert_array_equal(read_dicom(path)[0], big[wide])
+
+
+def test_pydicom_palette_file():
+    path = _testdata("examples_palette.dcm")
+    ds = pydicom.dcmread(path)
+    lut = np.stack([np.frombuffer(ds[f"{c}PaletteColorLookupTableData"].value, "<u2")
+                    for c in ("Red", "Green", "Blue")], axis=1)
+    pixels, _ = read_dicom(path)
+    np.testing.assert_array_equal(pixels, lut[pixel_array(ds)] >> 8)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # colours, not grey indices
+
+
+def test_palette_that_pydicom_would_map_wrongly_is_refused(tmp_path):
+    # 8-bit entries but 4096 of them: pydicom's apply_color_lut would wrap indices above 255
+    path = _palette_dicom(tmp_path / "p.dcm", np.full((4, 4), 300, np.uint16),
+                          np.random.default_rng(0).integers(0, 256, (4096, 3)), 8)
+    with pytest.raises(ImageError, match=r"p\.dcm: palette of 4096 8-bit entries"):
+        read_dicom(path)
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    grey = RGB[..., 1]
+    pixels, _ = read_dicom(_dicom(tmp_path / "m1.dcm", grey, "MONOCHROME1"))
+    np.testing.assert_array_equal(pixels, np.dstack([255 - grey] * 3))
+
+
+@pytest.mark.parametrize(("name", "match"), [
+    ("CT_small.dcm", r"= \[16, 16, 1\]; expected 8-bit"),
+    ("SC_rgb_rle_16bit.dcm", r"= \[16, 16, 0\]; expected 8-bit"),
+    ("liver_1frame.dcm", r"= \[1, 1, 0\]; expected 8-bit"),
+    ("SC_rgb_rle_2frame.dcm", "NumberOfFrames is 2; expected a single-frame image"),
+])
+def test_deep_or_multiframe_images_are_refused(name, match):
+    with pytest.raises(ImageError, match=match) as info:
+        read_dicom(_testdata(name))
+    assert name in str(info.value)
+
+
+# --- header values: per file ---------------------------------------------------------------------
+
+
+def _edit(path, **header):
+    ds = pydicom.dcmread(path)
+    for key, value in header.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+    return path
+
+
+def test_pixels_need_no_patient_id(tmp_path):
+    jpeg = _jpeg(tmp_path / "a.jpg")
+    path = _edit(write_dicom(jpeg, ROW, tmp_path / "d" / "a.dcm"), PatientID="")
+    pixels, meta = read_dicom(path)
+    np.testing.assert_array_equal(pixels, _pillow(jpeg))
+    assert meta["patient_id"] is None and meta["image_id"] == ROW["image_id"]
+    table, errors = read_dicom_dir(tmp_path / "d")  # a table row still needs one
+    assert len(table) == 0 and "a.dcm: PatientID is empty" in errors["message"].iloc[0]
+
+
+def test_one_bad_header_value_is_one_error_row(tmp_path):
+    jpeg = _jpeg(tmp_path / "a.jpg")
+    folder = tmp_path / "d"
+    write_dicom(jpeg, ROW, folder / "a.dcm")
+    _edit(write_dicom(jpeg, {**ROW, "image_id": "b"}, folder / "b.dcm"), PatientAge="300Y")
+    _edit(write_dicom(jpeg, {**ROW, "image_id": "c"}, folder / "c.dcm"), PatientSex="X")
+    table, errors = read_dicom_dir(folder)
+    assert table["image_id"].tolist() == [ROW["image_id"]]
+    assert errors["row"].tolist() == [1, 2]
+    assert "b.dcm: PatientAge '300Y' is 300 years; expected years in [0, 120]" in errors["message"].iloc[0]
+    assert "c.dcm: PatientSex 'X'; expected 'M', 'F'" in errors["message"].iloc[1]
+    with pytest.raises(ImageError, match=r"b\.dcm: PatientAge '300Y'"):
+        read_dicom(folder / "b.dcm")
+
+
+def test_a_file_the_table_rules_refuse_is_one_error_row(tmp_path, monkeypatch):
+    """Whatever the lesion-table rules refuse in one file's header sinks that file only."""
+    import dermctx.io.dicom as dicom
+
+    def strict(table, **kwargs):  # stands for any rule of validate_table on a single row
+        if (table["patient_id"] == "unknown").any():
+            raise TableError(f"{kwargs.get('name')}: column 'patient_id' is a placeholder")
+        return validate(table, **kwargs)
+
+    validate = dicom.validate_table
+    monkeypatch.setattr(dicom, "validate_table", strict)
+    jpeg = _jpeg(tmp_path / "a.jpg")
+    write_dicom(jpeg, ROW, tmp_path / "d" / "a.dcm")
+    write_dicom(jpeg, {**ROW, "image_id": "b", "patient_id": "unknown"}, tmp_path / "d" / "b.dcm")
+    table, errors = read_dicom_dir(tmp_path / "d")
+    assert table["image_id"].tolist() == [ROW["image_id"]]
+    assert errors["row"].tolist() == [1] and errors["image_id"].tolist() == ["b"]
+    assert "b.dcm: column 'patient_id' is a placeholder" in errors["message"].iloc[0]
+
+
+# --- which id labels join by ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def foreign_folder(tmp_path):
+    """Three files as another tool writes them: no dermctx private block, named by image id."""
+    jpeg = _jpeg(tmp_path / "a.jpg")
+    folder = tmp_path / "d"
+    for i, name in enumerate(["IMG_1", "IMG_2", "IMG_3"]):
+        path = write_dicom(jpeg, {**ROW, "image_id": name}, folder / f"{name}.dcm")
+        ds = pydicom.dcmread(path)
+        del ds[0x0011, 0x0010]  # the private creator: the block is gone
+        for element in range(0x1101, 0x1105):
+            if (0x0011, element) in ds:
+                del ds[0x0011, element]
+        ds.AccessionNumber = f"ACC{i + 1}"
+        ds.save_as(path)
+    return folder
+
+
+def test_id_from_chooses_the_image_id(foreign_folder):
+    table, errors = read_dicom_dir(foreign_folder)  # auto: no private block -> SOPInstanceUID
+    assert table["image_id"].tolist() == table["sop_instance_uid"].tolist() and len(errors) == 0
+    assert table.attrs["id_from"] == "auto"
+    assert read_dicom_dir(foreign_folder, id_from="stem")[0]["image_id"].tolist() == ["IMG_1", "IMG_2", "IMG_3"]
+    by_accession, _ = read_dicom_dir(foreign_folder, id_from="AccessionNumber")
+    assert by_accession["image_id"].tolist() == ["ACC1", "ACC2", "ACC3"]
+    assert read_dicom(foreign_folder / "IMG_2.dcm", id_from="stem")[1]["image_id"] == "IMG_2"
+    table, errors = read_dicom_dir(foreign_folder, id_from="dermctx")  # none has the private id
+    assert len(table) == 0 and len(errors) == 3
+    assert "IMG_1.dcm: no image id by id_from='dermctx'" in errors["message"].iloc[0]
+    _edit(foreign_folder / "IMG_3.dcm", AccessionNumber="")
+    table, errors = read_dicom_dir(foreign_folder, id_from="AccessionNumber")
+    assert len(table) == 2 and "IMG_3.dcm: no image id by id_from='AccessionNumber'" in errors["message"].iloc[0]
+
+
+@pytest.mark.parametrize("bad", ["NoSuchKeyword", "PixelData", "AnatomicRegionSequence", "Stem"])
+def test_unknown_id_from_is_refused(foreign_folder, bad):
+    with pytest.raises(TableError, match=r"expected one of \['auto', 'dermctx', 'stem'\] or the keyword"):
+        read_dicom_dir(foreign_folder, id_from=bad)
+
+
+def test_unmatched_labels_are_counted_and_named(foreign_folder):
+    labels = pd.DataFrame({"image_id": ["IMG_1", "IMG_2", "OTHER"], "target": [1, 0, 1]})
+    with pytest.warns(DermctxWarning, match=r"2 of 3 files matched a label row .*1 did not \(e\.g\. \['IMG_3'\]\)"):
+        table, _ = read_dicom_dir(foreign_folder, labels=labels, id_from="stem")
+    assert table["target"].tolist()[:2] == [1, 0] and pd.isna(table["target"].iloc[2])
+    assert (table.attrs["labels_matched"], table.attrs["labels_unmatched"]) == (2, 1)
+
+
+def test_no_matching_label_suggests_the_key_that_would_match(foreign_folder):
+    labels = pd.DataFrame({"image_id": ["IMG_1", "IMG_2", "IMG_3"], "target": [1, 0, 1]})
+    with pytest.warns(DermctxWarning, match="0 of 3 files matched") as record:
+        table, _ = read_dicom_dir(foreign_folder, labels=labels)
+    assert "3 of 3 files would match by the file name without extension: pass id_from='stem'" in str(record[0].message)
+    assert table["target"].isna().all()  # never switched silently
+    assert (table.attrs["labels_matched"], table.attrs["labels_unmatched"]) == (0, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)  # all match: no warning
+        table, _ = read_dicom_dir(foreign_folder, labels=labels, id_from="stem")
+    assert table["target"].tolist() == [1, 0, 1] and table.attrs["labels_unmatched"] == 0
+
+
+# --- EXIF orientation ----------------------------------------------------------------------------
+
+
+def _exif_jpeg(path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(RGB).save(path, "JPEG", exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_rotated_jpeg_is_refused(tmp_path, orientation):
+    jpeg = _exif_jpeg(tmp_path / "phone.jpg", orientation)
+    with pytest.raises(ImageError, match=rf"phone\.jpg: EXIF Orientation is {orientation}.*exiftran -ai"):
+        write_dicom(jpeg, ROW, tmp_path / "o.dcm")
+    assert not (tmp_path / "o.dcm").exists()
+    table = pd.DataFrame([{**ROW, "path": str(jpeg)}])
+    written, errors = write_dicom_dir(table, tmp_path / "out", progress=False)
+    assert len(written) == 0 and "EXIF Orientation" in errors["message"].iloc[0]
+
+
+def test_upright_exif_jpeg_is_written(tmp_path):
+    from dermctx.io.images import load_image
+
+    jpeg = _exif_jpeg(tmp_path / "up.jpg", 1)
+    pixels, _ = read_dicom(write_dicom(jpeg, ROW, tmp_path / "up.dcm"))
+    np.testing.assert_array_equal(pixels, _pillow(jpeg))
+    np.testing.assert_array_equal(load_image(tmp_path / "up.dcm", 16), load_image(jpeg, 16))

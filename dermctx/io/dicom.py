@@ -23,8 +23,18 @@ Fixed: Modality ``XC`` (external-camera photography), SOP class VL Photographic 
 transfer syntax JPEG Baseline (1.2.840.10008.1.2.4.50), PhotometricInterpretation
 ``YBR_FULL_422`` for 3-channel JPEG (``RGB`` when an Adobe marker says the JPEG holds RGB,
 ``MONOCHROME2`` for 1 channel), LossyImageCompression ``01`` / ``ISO_10918_1``.
+A JPEG whose EXIF Orientation is not 1 is refused (viewers turn it; a DICOM would not).
 Labels (target, diagnosis) are never written: join them by image id
-(``read_dicom_dir(folder, labels=csv)``).
+(``read_dicom_dir(folder, labels=csv)``, with ``id_from`` choosing the id: the private id or
+SOPInstanceUID, the file name, or any DICOM text attribute; files that match no label row are
+counted in a warning).
+
+Reading (:func:`read_dicom`): the decoder depends on the transfer syntax only, never on which
+optional packages are installed: Pillow for JPEG Baseline, JPEG Extended and JPEG 2000, pydicom's
+own decoders for uncompressed (incl. big endian and deflated) and RLE Lossless data; JPEG
+Lossless, JPEG-LS, HTJ2K and others are refused. Only 8-bit single-frame images are read:
+YBR_FULL(_422) is converted with libjpeg's integer arithmetic, PALETTE COLOR looked up in its
+colour table (16-bit entries ``>> 8``), MONOCHROME1 inverted, grey repeated over three channels.
 
 The site is coded in a local scheme because the DICOM/SNOMED anatomic terms have no single
 concept for "palms/soles" or "oral/genital", and BodyPartExamined (a CS value) cannot hold the
@@ -34,9 +44,11 @@ concept for "palms/soles" or "oral/genital", and BodyPartExamined (a CS value) c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -45,14 +57,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pydicom
+from PIL import Image
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import pixel_array
-from pydicom.uid import UID, JPEGBaseline8Bit, VLPhotographicImageStorage, generate_uid
+from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    RLELossless,
+    VLPhotographicImageStorage,
+    generate_uid,
+)
 from tqdm.auto import tqdm
 
-from dermctx.errors import DermctxError, ImageError, TableError, error_record, errors_frame
+from dermctx.errors import (
+    DermctxError,
+    DermctxWarning,
+    ImageError,
+    TableError,
+    error_record,
+    errors_frame,
+)
 from dermctx.table import SITES, normalise_site, validate_table
 
 __all__ = [
@@ -70,6 +104,27 @@ PRIVATE_GROUP = 0x0011
 #: Coding scheme of the site in AnatomicRegionSequence (a local scheme: "99" prefix).
 SITE_SCHEME = "99DERMCTX"
 _PRIVATE = {"image_id": 0x01, "lesion_id": 0x02, "site_detail": 0x03, "source": 0x04}
+
+#: The pydicom decoding plugin used for each transfer syntax read_dicom decodes: Pillow for the
+#: JPEG syntaxes it handles, pydicom's own decoder for RLE, none to choose for native data. Fixed,
+#: so that pixels never depend on which optional decoders (pylibjpeg, GDCM) are installed.
+_DECODERS: dict[str, str] = {
+    JPEGBaseline8Bit: "pillow", JPEGExtended12Bit: "pillow", JPEG2000Lossless: "pillow",
+    JPEG2000: "pillow", RLELossless: "pydicom", ExplicitVRLittleEndian: "",
+    ImplicitVRLittleEndian: "", DeflatedExplicitVRLittleEndian: "", ExplicitVRBigEndian: "",
+}
+_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR",
+                 "YBR_ICT", "YBR_RCT")
+_SEXES = {"M": "male", "F": "female", "O": None, "": None}
+#: ``id_from`` choices besides DICOM keywords, described as in messages.
+_ID_SOURCES = {"auto": "the dermctx private image id, else SOPInstanceUID",
+               "dermctx": "the dermctx private image id", "stem": "the file name without extension"}
+#: Keys tried when no file matched a label row, to suggest the one that would.
+_ID_SUGGEST = ("stem", "dermctx", "SOPInstanceUID", "AccessionNumber")
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UI", "UR", "UT"}
+_HEADER_COLUMNS = ["image_id", "patient_id", "lesion_id", "age", "sex", "site", "site_detail",
+                   "width", "height", "path", "source", "sop_instance_uid", "modality"]
 
 # JPEG start-of-frame markers (all but DHT 0xC4, JPG 0xC8, DAC 0xCC), and the names of the
 # non-baseline ones for error messages.
@@ -183,6 +238,30 @@ def _photometric(info: Mapping[str, Any], name: str) -> str:
     raise ImageError(f"{name}: JPEG with {comps} channels (CMYK?); expected 1 (grey) or 3 (colour)")
 
 
+def _check_upright(data: bytes, name: str) -> None:
+    """Refuse a JPEG whose EXIF Orientation asks viewers to turn it (anything but 1 or absent).
+
+    Viewers and :func:`dermctx.io.images.load_image` apply the orientation; a DICOM has no such
+    tag, so the wrapped bytes would show turned against the JPEG. Pillow cannot rotate a JPEG
+    without re-encoding it, so the file is refused rather than altered.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            orientation = im.getexif().get(0x0112)
+    except Exception as exc:  # Pillow raises many kinds on odd EXIF blocks; name the file
+        raise ImageError(
+            f"{name}: cannot read the JPEG's EXIF block ({type(exc).__name__}: {exc})"
+        ) from exc
+    if orientation is not None and orientation != 1:
+        raise ImageError(
+            f"{name}: EXIF Orientation is {orientation!r}: the pixels are stored rotated or flipped "
+            "and viewers (and dermctx.load_image) turn them upright, but DICOM has no orientation "
+            "tag, so the DICOM would show them turned. Expected Orientation 1 or none: rotate the "
+            "JPEG losslessly first (e.g. `exiftran -ai FILE`, or `jpegtran` with the matching "
+            "-rotate/-flip and the tag reset to 1), or re-encode it upright"
+        )
+
+
 def _get(row: Mapping[str, Any], key: str) -> Any:
     value = row.get(key) if hasattr(row, "get") else None
     if value is None:
@@ -234,7 +313,9 @@ def write_dicom(
     Raises
     ------
     ImageError
-        ``jpeg_path`` is missing, not a JPEG, truncated, progressive or otherwise not baseline.
+        ``jpeg_path`` is missing, not a JPEG, truncated, progressive or otherwise not baseline,
+        or has an EXIF Orientation other than 1 (its pixels are stored turned; see the message
+        for the lossless fix).
     TableError
         ``row`` lacks an image or patient id, or has an age, sex or site outside the table's
         vocabulary.
@@ -250,6 +331,7 @@ def write_dicom(
     except OSError as exc:
         raise ImageError(f"{jpeg_path}: cannot read the JPEG ({exc.strerror or exc})") from exc
     info = _jpeg_header(data, str(jpeg_path))
+    _check_upright(data, str(jpeg_path))
     photometric = _photometric(info, str(jpeg_path))
 
     patient_id = _get(row, "patient_id")
@@ -392,26 +474,58 @@ def _private(ds: Dataset, key: str) -> str | None:
     return value or None
 
 
-def _header_record(ds: Dataset, path: Path) -> dict[str, Any]:
-    """The lesion-table fields of one DICOM header (see the module's tag map)."""
+def _check_id_from(id_from: str) -> str:
+    """``id_from`` itself when it is a named source or the keyword of a DICOM text attribute."""
+    tag = tag_for_keyword(id_from) if isinstance(id_from, str) else None
+    if id_from not in _ID_SOURCES and (tag is None or dictionary_VR(tag) not in _TEXT_VRS):
+        raise TableError(
+            f"id_from={id_from!r}: expected one of {list(_ID_SOURCES)} or the keyword of a DICOM "
+            "text attribute holding the image id, such as 'AccessionNumber' or 'SOPInstanceUID'"
+        )
+    return id_from
+
+
+def _image_id(ds: Dataset, path: Path, id_from: str) -> str | None:
+    """The image id of one file by ``id_from`` (see :func:`read_dicom_dir`); None if it has none."""
+    if id_from == "auto":
+        return _image_id(ds, path, "dermctx") or _image_id(ds, path, "SOPInstanceUID")
+    if id_from == "dermctx":
+        return _private(ds, "image_id")
+    value = path.stem if id_from == "stem" else ds.get(id_from)
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def _age_years(ds: Dataset, name: str) -> float:
+    """PatientAge ("045Y", "006M", ...) in years, NaN when empty; ImageError outside [0, 120]."""
+    text = str(ds.get("PatientAge", "") or "").strip().upper()
+    if not text:
+        return np.nan
+    units = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+    try:
+        years = float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError):
+        raise ImageError(f"{name}: PatientAge {text!r}; expected a DICOM age such as '045Y'") from None
+    if not (math.isfinite(years) and 0 <= years <= 120):
+        raise ImageError(f"{name}: PatientAge {text!r} is {years:g} years; expected years in [0, 120]")
+    return years
+
+
+def _header_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
+    """The lesion-table fields of one DICOM header (see the module's tag map).
+
+    ``image_id`` (by ``id_from``) and ``patient_id`` are None when the header has none; an age,
+    sex or image size outside what a lesion table holds raises :class:`ImageError` naming the file.
+    """
     name = str(path)
     if "Rows" not in ds or "Columns" not in ds:
         raise ImageError(f"{name}: DICOM file holds no image (no Rows/Columns); expected an image")
-    image_id = _private(ds, "image_id") or str(ds.get("SOPInstanceUID", "") or "").strip() or None
-    if image_id is None:
-        raise ImageError(f"{name}: no image id (neither the dermctx private block nor SOPInstanceUID)")
-    patient_id = str(ds.get("PatientID", "") or "").strip()
-    if not patient_id:
-        raise ImageError(f"{name}: PatientID is empty; a lesion table needs a patient id per image")
-    age_text = str(ds.get("PatientAge", "") or "").strip().upper()
-    age = np.nan
-    if age_text:
-        units = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
-        try:
-            age = float(age_text[:-1]) * units[age_text[-1]]
-        except (KeyError, ValueError):
-            raise ImageError(f"{name}: PatientAge {age_text!r}; expected a DICOM age such as '045Y'") from None
-    sex = {"M": "male", "F": "female"}.get(str(ds.get("PatientSex", "") or "").strip().upper())
+    image_id = _image_id(ds, path, id_from)
+    sex_code = str(ds.get("PatientSex", "") or "").strip().upper()
+    if sex_code not in _SEXES:
+        raise ImageError(
+            f"{name}: PatientSex {sex_code!r}; expected 'M', 'F', 'O' (other: read as missing) or empty"
+        )
     site, site_detail = None, _private(ds, "site_detail")
     for item in ds.get("AnatomicRegionSequence", []) or []:
         if item.get("CodingSchemeDesignator") == SITE_SCHEME and item.get("CodeValue") in SITES:
@@ -428,10 +542,10 @@ def _header_record(ds: Dataset, path: Path) -> dict[str, Any]:
             site_detail = site_detail or str(raw)
     return {
         "image_id": image_id,
-        "patient_id": patient_id,
+        "patient_id": str(ds.get("PatientID", "") or "").strip() or None,
         "lesion_id": _private(ds, "lesion_id") or image_id,
-        "age": age,
-        "sex": sex,
+        "age": _age_years(ds, name),
+        "sex": _SEXES[sex_code],
         "site": site,
         "site_detail": site_detail,
         "width": int(ds.Columns),
@@ -441,6 +555,19 @@ def _header_record(ds: Dataset, path: Path) -> dict[str, Any]:
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
         "modality": str(ds.get("Modality", "")),
     }
+
+
+def _table_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
+    """:func:`_header_record` for a table row, which needs an image id and a patient id."""
+    record = _header_record(ds, path, id_from)
+    if record["image_id"] is None:
+        raise ImageError(
+            f"{path}: no image id by id_from={id_from!r} ({_ID_SOURCES.get(id_from, id_from)}: "
+            "empty or absent); a lesion table needs an image id per file"
+        )
+    if record["patient_id"] is None:
+        raise ImageError(f"{path}: PatientID is empty; a lesion table needs a patient id per image")
+    return record
 
 
 def _dcmread(path: Path, *, stop_before_pixels: bool) -> Dataset:
@@ -454,14 +581,99 @@ def _dcmread(path: Path, *, stop_before_pixels: bool) -> Dataset:
         raise ImageError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
-def read_dicom(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+def _palette_to_rgb(ds: Dataset, indices: np.ndarray, name: str) -> np.ndarray:
+    """Look a PALETTE COLOR image up in its colour table: uint8 RGB (16-bit entries >> 8)."""
+    try:
+        rgb = apply_color_lut(indices, ds)
+        entries, _, bits = (int(v) for v in ds.RedPaletteColorLookupTableDescriptor)
+    except Exception as exc:  # missing or malformed tables raise many kinds; name the file
+        raise ImageError(
+            f"{name}: cannot apply the palette colour table ({type(exc).__name__}: {exc})"
+        ) from exc
+    if rgb.shape[-1] != 3:
+        raise ImageError(f"{name}: palette with an alpha table; expected an opaque (RGB) palette")
+    if rgb.dtype == np.uint8 and (entries or 65536) > 256:  # pydicom would wrap indices > 255
+        raise ImageError(f"{name}: palette of {entries or 65536} 8-bit entries; expected at most 256 "
+                         "8-bit entries, or 16-bit entries")
+    if rgb.dtype == np.uint16 and bits == 16:
+        return (rgb >> 8).astype(np.uint8)  # exact for tables made as v * 256 and as v * 257
+    if rgb.max(initial=0) > 255:
+        raise ImageError(f"{name}: palette entries above 255 in a table declared {bits}-bit")
+    return rgb.astype(np.uint8)
+
+
+def _decode(ds: Dataset, name: str) -> np.ndarray:
+    """The pixels of a single-frame 8-bit DICOM image as uint8 RGB, shape (H, W, 3).
+
+    The decoder is fixed by the transfer syntax (:data:`_DECODERS`); YBR_FULL(_422) data is
+    converted with libjpeg's integer arithmetic, MONOCHROME1 inverted, PALETTE COLOR looked up.
+    """
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if ts not in _DECODERS:
+        supported = "; ".join(UID(uid).name for uid in _DECODERS)
+        raise ImageError(
+            f"{name}: pixel data in transfer syntax {ts.name!r} ({ts or 'none given'}); dermctx "
+            f"decodes {supported} (with Pillow and pydicom only, so that pixels never depend on "
+            "optional decoders such as pylibjpeg or GDCM). Convert the file first, e.g. "
+            "`gdcmconv --raw IN OUT`"
+        )
+    pi = str(ds.get("PhotometricInterpretation", "")).strip()
+    j2k_only = pi in ("YBR_ICT", "YBR_RCT") and ts not in (JPEG2000, JPEG2000Lossless)
+    if pi not in _PHOTOMETRICS or j2k_only:
+        raise ImageError(
+            f"{name}: PhotometricInterpretation {pi!r} in {ts.name}; expected one of "
+            f"{list(_PHOTOMETRICS)} (YBR_ICT and YBR_RCT in JPEG 2000 only)"
+        )
+    frames = ds.get("NumberOfFrames") or 1
+    if str(frames).strip() != "1":
+        raise ImageError(f"{name}: NumberOfFrames is {frames}; expected a single-frame image")
+    bits = [ds.get(key) for key in ("BitsAllocated", "BitsStored", "PixelRepresentation")]
+    if pi != "PALETTE COLOR" and bits != [8, 8, 0]:
+        raise ImageError(
+            f"{name}: {pi} pixels with BitsAllocated, BitsStored, PixelRepresentation = {bits}; "
+            "expected 8-bit unsigned pixels [8, 8, 0] (or a PALETTE COLOR image). Deeper images "
+            "need a window to scale them to 8 bits, which dermctx does not guess: convert the "
+            "file to 8 bits first"
+        )
+    ybr = pi in ("YBR_FULL", "YBR_FULL_422")
+    try:
+        pixels = pixel_array(ds, decoding_plugin=_DECODERS[ts], raw=ybr)
+    except Exception as exc:  # the decoders raise many kinds; name the file whatever it is
+        raise ImageError(f"{name}: cannot decode the pixels ({type(exc).__name__}: {exc})") from exc
+    if pi == "PALETTE COLOR":
+        return _palette_to_rgb(ds, pixels, name)
+    if pi == "MONOCHROME1":
+        pixels = 255 - pixels  # 0 is white
+    if pixels.ndim == 2 and pi.startswith("MONOCHROME"):
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ImageError(
+            f"{name}: {pi} pixel array has shape {pixels.shape}; expected one (H, W, 3) frame"
+        )
+    return np.ascontiguousarray(_ybr_full_to_rgb(pixels) if ybr else pixels)
+
+
+def read_dicom(
+    path: str | PathLike[str], *, id_from: str = "auto"
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one DICOM image: pixels as RGB and the lesion-table fields of its header.
 
-    Pixels are decoded with Pillow (``pydicom.pixels.pixel_array(..., decoding_plugin="pillow")``);
-    YBR data is converted to RGB with libjpeg's integer arithmetic and grey images are repeated
-    over three channels. For a file written by :func:`write_dicom` the pixels therefore equal
-    Pillow's decode of the original JPEG, bit for bit (pydicom's own floating-point conversion
-    is off by 1 on a few pixels of some images).
+    The decoder depends on the transfer syntax only, never on which optional packages are
+    installed: Pillow (through pydicom) for JPEG Baseline, JPEG Extended and JPEG 2000; pydicom's
+    own decoders for uncompressed (little or big endian, deflated) and RLE Lossless data. Other
+    transfer syntaxes (JPEG Lossless, JPEG-LS, HTJ2K, ...) are refused. YBR_FULL and YBR_FULL_422
+    are converted to RGB with libjpeg's integer arithmetic, so a file written by
+    :func:`write_dicom` decodes to Pillow's decode of the original JPEG, bit for bit (pydicom's
+    floating-point conversion is off by 1 on a few pixels of some images). PALETTE COLOR is looked
+    up in the file's colour table (16-bit entries scaled to 8 bits by ``>> 8``), MONOCHROME1 is
+    inverted, and grey images are repeated over three channels.
+
+    Parameters
+    ----------
+    path : path
+        A DICOM Part 10 file holding one 8-bit image (or a PALETTE COLOR image).
+    id_from : str
+        Where ``meta["image_id"]`` comes from; see :func:`read_dicom_dir`.
 
     Returns
     -------
@@ -470,35 +682,26 @@ def read_dicom(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     meta : dict
         ``image_id, patient_id, lesion_id, age`` (years, float or NaN), ``sex, site, site_detail,
         width, height, path, source, sop_instance_uid, modality`` and
-        ``photometric_interpretation``, ``transfer_syntax``.
+        ``photometric_interpretation``, ``transfer_syntax``. ``image_id`` and ``patient_id`` are
+        None when the header has none: pixels need no ids.
 
     Raises
     ------
     ImageError
-        Naming the file: not a DICOM file, no image, no patient id, pixels that cannot be decoded
-        or are not 8-bit single-frame images.
+        Naming the file: not a DICOM file, no image, a PatientAge outside [0, 120] years or an
+        unknown PatientSex, a transfer syntax or photometric interpretation that is not supported,
+        more than one frame, pixels that are not 8-bit, or pixels that cannot be decoded.
+    TableError
+        ``id_from`` is not a valid choice.
     """
-    path = Path(path)
+    id_from, path = _check_id_from(id_from), Path(path)
     ds = _dcmread(path, stop_before_pixels=False)
-    meta = _header_record(ds, path)
+    meta = _header_record(ds, path, id_from)
     meta["photometric_interpretation"] = str(ds.get("PhotometricInterpretation", ""))
     meta["transfer_syntax"] = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if "PixelData" not in ds:
         raise ImageError(f"{path}: DICOM file has no pixel data")
-    ybr = meta["photometric_interpretation"] in ("YBR_FULL", "YBR_FULL_422")
-    try:
-        pixels = pixel_array(ds, decoding_plugin="pillow", raw=ybr)
-    except Exception as exc:  # the decoders raise many kinds; name the file whatever it is
-        raise ImageError(f"{path}: cannot decode the pixels ({type(exc).__name__}: {exc})") from exc
-    if pixels.dtype != np.uint8:
-        raise ImageError(f"{path}: pixels are {pixels.dtype}; expected 8-bit images")
-    if ybr and pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = _ybr_full_to_rgb(pixels)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ImageError(f"{path}: pixel array has shape {pixels.shape}; expected one (H, W, 3) frame")
-    return np.ascontiguousarray(pixels), meta
+    return _decode(ds, str(path)), meta
 
 
 def _read_labels(labels: str | PathLike[str] | pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -536,10 +739,69 @@ def _read_labels(labels: str | PathLike[str] | pd.DataFrame) -> tuple[pd.DataFra
     return frame.assign(image_id=ids).set_index("image_id"), name
 
 
+def _invalid_rows(table: pd.DataFrame) -> dict[int, str]:
+    """Positions of the rows that fail :func:`validate_table` on their own, with its message.
+
+    Each file's header is checked alone so that one bad file never sinks the folder.
+    """
+    with warnings.catch_warnings():  # the final validation of the whole table warns once
+        warnings.simplefilter("ignore", DermctxWarning)
+        try:
+            validate_table(table)
+            return {}
+        except TableError:
+            pass
+        bad = {}
+        for pos in range(len(table)):
+            try:
+                validate_table(table.iloc[[pos]], name=table["path"].iloc[pos])
+            except TableError as exc:
+                bad[pos] = str(exc)
+        return bad
+
+
+def _join_labels(table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``table`` from ``labels`` (indexed by image id): header values win."""
+    joined = labels.reindex(table["image_id"].to_numpy())
+    for col in joined.columns:
+        values = joined[col].to_numpy()
+        if col not in table.columns:
+            table[col] = values
+        elif col not in ("image_id", "path", "source"):
+            table[col] = table[col].astype(object).where(table[col].notna(), values)
+    return table
+
+
+def _match_report(
+    ids: pd.Series, labels: pd.Index, other_ids: list[dict[str, str | None]], id_from: str, name: str
+) -> int:
+    """Warn when files match no label row, suggesting another ``id_from`` when none did.
+
+    Returns the number of files that matched a label row.
+    """
+    matched = ids.isin(labels).to_numpy()
+    n, k = len(ids), int(matched.sum())
+    if k == n:
+        return k
+    message = (f"{name}: {k} of {n} files matched a label row by image id (id_from={id_from!r}); "
+               f"{n - k} did not (e.g. {ids[~matched].tolist()[:3]}) and keep their label columns "
+               "missing")
+    if k == 0:
+        counts = {key: sum(other[key] in labels for other in other_ids)
+                  for key in _ID_SUGGEST if key != id_from}
+        best = max(counts, key=lambda key: counts[key], default=None)
+        if best is not None and counts[best]:
+            message += (f". {counts[best]} of {n} files would match by "
+                        f"{_ID_SOURCES.get(best, best)}: pass id_from={best!r}")
+    warnings.warn(message, DermctxWarning, stacklevel=3)
+    return k
+
+
 def read_dicom_dir(
     directory: str | PathLike[str],
     labels: str | PathLike[str] | pd.DataFrame | None = None,
     *,
+    id_from: str = "auto",
     recursive: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build a lesion table from the headers of every DICOM file in a folder (no pixel decoding).
@@ -554,7 +816,14 @@ def read_dicom_dir(
         frame with ``image_id`` (or ``image_name``) and e.g. ``target``, ``diagnosis``. Values
         from the DICOM header win; a label column fills the columns the header lacks or leaves
         missing. Label rows with no DICOM file are ignored; files with no label row keep
-        ``target`` missing.
+        ``target`` missing and are counted in a :class:`~dermctx.errors.DermctxWarning`.
+    id_from : str
+        Where each file's ``image_id`` (the key the labels join on) comes from:
+        ``"auto"`` (the dermctx private image id where the file has one, else SOPInstanceUID),
+        ``"dermctx"`` (the private image id only; files without it become errors), ``"stem"``
+        (the file name without its extension, e.g. ``ISIC_0152307`` for ``ISIC_0152307.dcm``),
+        or the keyword of any DICOM text attribute (e.g. ``"AccessionNumber"``). A file whose
+        chosen id is empty becomes an error.
     recursive : bool
         Also scan sub-folders.
 
@@ -563,33 +832,49 @@ def read_dicom_dir(
     table : DataFrame
         The validated lesion table, one row per readable DICOM image, ``path`` set to its file,
         ``source`` as written (``"dicom"`` for files from elsewhere), plus ``width``, ``height``,
-        ``sop_instance_uid`` and ``modality``.
+        ``sop_instance_uid`` and ``modality``. With ``labels``, ``table.attrs["labels_matched"]``
+        and ``table.attrs["labels_unmatched"]`` count the rows that did and did not match a label
+        row; ``table.attrs["id_from"]`` is ``id_from``.
     errors : DataFrame
         The errors table (:func:`dermctx.errors.errors_frame`), one row per file that is not a
-        readable DICOM image or repeats an image id; ``row`` is the file's position in the
-        scan. ``len(table) + len(errors)`` is the number of files scanned.
+        readable DICOM image, has no image id (by ``id_from``) or patient id, has a header value
+        outside the table's vocabulary (e.g. PatientAge ``"300Y"``) or repeats an image id;
+        ``row`` is the file's position in the scan. ``len(table) + len(errors)`` is the number
+        of files scanned.
+
+    Warns
+    -----
+    DermctxWarning
+        With ``labels``, when some files match no label row: how many of how many, naming a few;
+        when none match, also which other ``id_from`` would match and how many files (the key is
+        never switched silently).
 
     Raises
     ------
     ImageError
         ``directory`` is not a folder.
     TableError
-        ``labels`` cannot be read or lacks ``image_id``, or the joined labels are invalid.
+        ``id_from`` is not a valid choice, ``labels`` cannot be read or lacks ``image_id``, or the
+        joined labels are invalid.
     """
-    directory = Path(directory)
+    id_from, directory = _check_id_from(id_from), Path(directory)
     if not directory.is_dir():
         raise ImageError(f"{directory}: not a folder (expected a folder of DICOM files)")
+    label_frame, label_name = _read_labels(labels) if labels is not None else (None, "")
     walker = directory.rglob("*") if recursive else directory.glob("*")
     files = sorted(
         p for p in walker
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     )
     records: list[dict[str, Any]] = []
+    rows: list[int] = []
+    other_ids: list[dict[str, str | None]] = []  # the ids by other keys, for the label report
     errors: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for row, path in enumerate(files):
         try:
-            record = _header_record(_dcmread(path, stop_before_pixels=True), path)
+            ds = _dcmread(path, stop_before_pixels=True)
+            record = _table_record(ds, path, id_from)
         except ImageError as exc:
             errors.append(error_record(None, row, str(path), "read_dicom_dir", str(exc)))
             continue
@@ -605,22 +890,26 @@ def read_dicom_dir(
             continue
         seen[record["image_id"]] = str(path)
         records.append(record)
-    columns = [
-        "image_id", "patient_id", "lesion_id", "age", "sex", "site", "site_detail", "width",
-        "height", "path", "source", "sop_instance_uid", "modality",
-    ]
-    table = pd.DataFrame.from_records(records, columns=columns)
+        rows.append(row)
+        if label_frame is not None:
+            other_ids.append({key: _image_id(ds, path, key) for key in _ID_SUGGEST})
+    table = pd.DataFrame.from_records(records, columns=_HEADER_COLUMNS)
     table["width"] = table["width"].astype("Int64")
     table["height"] = table["height"].astype("Int64")
-    name = str(directory)
-    if labels is not None:
-        label_frame, name = _read_labels(labels)
-        name = f"{directory} + {name}"
-        joined = label_frame.reindex(table["image_id"].to_numpy())
-        for col in joined.columns:
-            values = joined[col].to_numpy()
-            if col not in table.columns:
-                table[col] = values
-            elif col not in ("image_id", "path", "source"):
-                table[col] = table[col].astype(object).where(table[col].notna(), values)
-    return validate_table(table, name=name), errors_frame(errors)
+    bad = _invalid_rows(table)
+    for pos, message in bad.items():
+        errors.append(error_record(table["image_id"].iloc[pos], rows[pos], table["path"].iloc[pos],
+                                   "read_dicom_dir", message))
+    keep = [pos for pos in range(len(table)) if pos not in bad]
+    table = table.iloc[keep].reset_index(drop=True)
+    name, matched = str(directory), 0
+    if label_frame is not None:
+        name = f"{directory} + {label_name}"
+        matched = _match_report(table["image_id"], label_frame.index,
+                                [other_ids[pos] for pos in keep], id_from, name)
+        table = _join_labels(table, label_frame)
+    result = validate_table(table, name=name)
+    result.attrs["id_from"] = id_from
+    if label_frame is not None:
+        result.attrs.update(labels_matched=matched, labels_unmatched=len(result) - matched)
+    return result, errors_frame(sorted(errors, key=lambda e: e["row"]))

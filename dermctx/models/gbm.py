@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dermctx.errors import ModelError
+from dermctx.label_guard import check_feature_columns
 
 __all__ = ["MetadataGBM"]
 
@@ -181,6 +182,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             y_arr = np.asarray(y)
             if y_arr.ndim != 1 or len(y_arr) != len(frame):
                 raise ModelError(f"y must be 1-d with {len(frame)} labels, got shape {y_arr.shape}")
+            check_feature_columns(X, y_arr, list(X.columns), who="MetadataGBM")
         else:
             if self.init_score_col is not None:
                 self._split_offset(X)  # raises: an offset needs a DataFrame

@@ -33,9 +33,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import context_scales, patient_context_features
+from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
 from dermctx.models.gbm import MetadataGBM
 from dermctx.table import (
-    LABEL_COLUMNS,
     SEXES,
     SITES,
     describe_rows,
@@ -45,9 +45,8 @@ from dermctx.table import (
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
 
-#: Columns refused as inputs: the label and what is derived from it or from the data split
-#: (``dx_type`` says how the diagnosis was made: histology is ordered for suspicious lesions;
-#: a CNN's own ``fold`` and ISIC's ``tfrecord`` (-1 = duplicates) leak the label too).
+#: Columns refused as inputs (:data:`dermctx.label_guard.LABEL_COLUMNS`): the label and what is
+#: derived from it or from the data split, for every registered source.
 LABEL_DERIVED: frozenset[str] = frozenset(LABEL_COLUMNS)
 _FORMAT = "dermctx.ContextRanker/1"
 _EPS = 1e-6
@@ -162,12 +161,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         offered = [c for c in [self.score_col, *self.extra_features] if c is not None]
         if self.embedding_prefix and self.embedding_prefix.lower().rstrip("_") in LABEL_DERIVED:
             offered.append(self.embedding_prefix)
-        bad = [c for c in offered if str(c).lower() in LABEL_DERIVED]
-        if bad:
-            raise LeakageError(
-                f"ContextRanker: column(s) {bad} derive from the label or the data split and "
-                f"cannot be inputs (refused: {sorted(LABEL_DERIVED)})"
-            )
+        refuse_label_columns(offered, who="ContextRanker")
         cols = ["patient_id"]
         if self.score_col is not None and self.score_col in X.columns:
             cols.append(self.score_col)
@@ -352,6 +346,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if y.min() == y.max():
             raise TableError("ContextRanker.fit: y has one class only; need melanomas and others")
         cols = self._declare(X)
+        check_feature_columns(X, y, [c for c in cols if c != "patient_id"], who="ContextRanker")
         self.feature_names_in_ = np.asarray(cols, dtype=object)
         self.n_features_in_ = len(cols)
         self.uses_cnn_ = self.score_col is not None and self.score_col in cols

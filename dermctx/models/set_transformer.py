@@ -34,8 +34,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from dermctx.errors import LeakageError, ModelError, TableError
-from dermctx.table import LABEL_COLUMNS, describe_rows, embedding_columns
+from dermctx.errors import ModelError, TableError
+from dermctx.label_guard import check_feature_columns, refuse_label_columns
+from dermctx.table import describe_rows, embedding_columns
 
 __all__ = ["ISAB", "MAB", "SAB", "SetRanker", "SetTransformer", "SetTransformerConfig"]
 
@@ -428,12 +429,8 @@ class SetRanker(ClassifierMixin, BaseEstimator):
 
     def _feature_columns(self, X: pd.DataFrame) -> list[str]:
         cols = embedding_columns(X, self.embedding_prefix) if self.embedding_prefix else []
+        refuse_label_columns(list(self.features or []), who="SetRanker")
         for col in self.features or []:
-            if str(col).lower() in LABEL_COLUMNS:
-                raise LeakageError(
-                    f"SetRanker: feature column {col!r} holds or leaks the label; label-derived "
-                    f"columns cannot be inputs (refused: {list(LABEL_COLUMNS)})"
-                )
             if col not in X.columns:
                 raise TableError(f"SetRanker: feature column {col!r} is not in the table "
                                  f"(columns {list(X.columns)[:20]})")
@@ -568,6 +565,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         codes = self._patient_codes(X)
         cols = self._feature_columns(X)
         y_arr = self._labels(X, y)
+        check_feature_columns(X, y_arr, cols, who="SetRanker")
         raw = self._matrix(X, cols)
         if self.max_set_size < 1 or self.batch_size < 1 or self.max_epochs < 1:
             raise ModelError("SetRanker: max_set_size, batch_size and max_epochs must be >= 1")
