@@ -1,14 +1,20 @@
 """The ``dermctx`` command: one subcommand per verb, each a thin wrapper over the Python API.
 
-Every command that takes a TABLE accepts a canonical lesion table (CSV or Parquet), an ISIC 2020
-CSV or a HAM10000 CSV (see :func:`dermctx.read_table`).
+Every command that takes a TABLE accepts a canonical lesion table or any registered layout (ISIC
+2020, HAM10000, ISIC 2018/2019, ISIC archive exports, ISIC 2024, PAD-UFES-20; CSV, ``.csv.gz``
+or Parquet), recognised from its header (see :func:`dermctx.read_table`), and says which it chose.
+
+Exit codes: 0 when the command ran (items that failed are counted on stderr and listed in an
+errors file), 1 on an error or when every item failed, 2 on a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dermctx.errors import DermctxError
@@ -30,8 +36,44 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 
 def _table_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("table", type=Path, help="lesion table: canonical CSV/Parquet, ISIC 2020 or HAM10000 CSV")
-    p.add_argument("--image-dir", type=Path, default=None, help="folder of the images named in the table")
+    p.add_argument("table", type=Path,
+                   help="lesion table or any supported layout (ISIC 2018/2019/2020/2024, ISIC "
+                        "archive, HAM10000, PAD-UFES-20), CSV or Parquet")
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="folder of the images: attaches a path per row by image id, for any layout")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="separate ground-truth file, for layouts that come as two files (ISIC 2019)")
+    p.add_argument("--source", default=None,
+                   help="read as this layout (isic2020, isic2019, ...) instead of recognising it")
+    p.add_argument("--unknown-patients", choices=("error", "own"), default="error",
+                   help="placeholder patient ids (-1, unknown, empty...): refuse (default) or "
+                        "make each such row its own patient")
+    p.add_argument("--lesion-ids", choices=("global", "per-patient"), default="global",
+                   help="lesion ids name one lesion across the table (default), or are numbered "
+                        "per patient")
+
+
+def _read(args: argparse.Namespace):
+    """Read the TABLE argument as :func:`dermctx.read_table` does; say which layout was chosen.
+
+    With ``--image-dir``, says how many images were not found, and fails when none was.
+    """
+    from dermctx.io.registry import SOURCES, read_table
+
+    table = read_table(args.table, image_dir=args.image_dir, labels=args.labels,
+                       source=args.source, unknown_patients=args.unknown_patients,
+                       lesion_ids=args.lesion_ids.replace("-", "_"))
+    title = {s.name: s.title for s in SOURCES}.get(table.attrs.get("format"), "a lesion table")
+    print(f"{args.table}: read as {title}", file=sys.stderr)
+    if args.image_dir is not None:
+        failed = table["image_error"].notna()
+        if len(table) and failed.all():
+            raise DermctxError(f"{args.image_dir}: no image of the {len(table)} rows was found "
+                               f"or usable (first: {table['image_error'].iloc[0]})")
+        if failed.any():
+            print(f"{int(failed.sum())} of {len(table)} images not found or refused (column "
+                  "image_error)", file=sys.stderr)
+    return table
 
 
 def _write_frame(frame, out: Path | None) -> None:
@@ -46,17 +88,21 @@ def _write_frame(frame, out: Path | None) -> None:
         frame.to_csv(out, index=False)
 
 
-def _report_errors(errors, out: Path | None) -> None:
-    """Say how many items failed; write the errors table beside ``out``."""
+def _finish(n_items: int, errors, out: Path | None) -> int:
+    """Say how many of ``n_items`` failed, write the errors table beside ``out``; the exit code.
+
+    1 when every item failed, else 0.
+    """
     if errors is None or len(errors) == 0:
-        return
+        return 0
     if out is not None:
         path = out.with_name(out.stem + ".errors.csv")
         errors.to_csv(path, index=False)
-        print(f"{len(errors)} item(s) failed; see {path}", file=sys.stderr)
+        print(f"{len(errors)} of {n_items} item(s) failed; see {path}", file=sys.stderr)
     else:
-        print(f"{len(errors)} item(s) failed:", file=sys.stderr)
+        print(f"{len(errors)} of {n_items} item(s) failed:", file=sys.stderr)
         errors.to_csv(sys.stderr, index=False)
+    return 1 if len(errors) >= n_items else 0
 
 
 # --- validate -------------------------------------------------------------------------------
@@ -69,9 +115,8 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 @command("validate", "read any supported table, check it, and write it in canonical form", _validate_args)
 def _validate(args: argparse.Namespace) -> int:
-    from dermctx.io.registry import read_table
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     n_pat = table["patient_id"].nunique()
     n_mel = int((table["target"] == 1).sum())
     print(f"{args.table}: {len(table)} images, {n_pat} patients, {n_mel} melanomas", file=sys.stderr)
@@ -97,9 +142,8 @@ def _describe_args(p: argparse.ArgumentParser) -> None:
          _describe_args)
 def _describe(args: argparse.Namespace) -> int:
     from dermctx.cohort import cohort_table, to_html, to_latex, to_markdown
-    from dermctx.io.registry import read_table
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     render = {"md": to_markdown, "html": to_html, "tex": to_latex}[args.format]
     text = cohort_table(table, by=args.by).pipe(render)
     if args.out is None:
@@ -135,9 +179,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 @command("embed", "embed every image of a lesion table with a timm backbone", _embed_args)
 def _embed(args: argparse.Namespace) -> int:
     from dermctx.embed import Embedder, checkpoint_metadata
-    from dermctx.io.registry import read_table
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     model = args.model
     if model is None and args.checkpoint is not None:
         model = checkpoint_metadata(args.checkpoint).get("model")
@@ -150,8 +193,7 @@ def _embed(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(emb)} embeddings of width {emb.shape[1]} "
           f"({embedder.settings_['model']}, {embedder.image_size_} px), {len(errors)} failed",
           file=sys.stderr)
-    _report_errors(errors, args.out)
-    return 0
+    return _finish(len(table), errors, args.out)
 
 
 # --- bench and demo -------------------------------------------------------------------------
@@ -183,10 +225,9 @@ def _bench(args: argparse.Namespace) -> int:
     from dermctx.benchmarking import benchmark
     from dermctx.errors import DermctxError as _Error
     from dermctx.io.isic import read_isic_duplicates
-    from dermctx.io.registry import read_table
     from dermctx.report import write_report
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in _BENCH_MODELS]
     if unknown or not names:
@@ -249,13 +290,11 @@ def _to_dicom_args(p: argparse.ArgumentParser) -> None:
          _to_dicom_args)
 def _to_dicom(args: argparse.Namespace) -> int:
     from dermctx.io.dicom import write_dicom_dir
-    from dermctx.io.registry import read_table
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     written, errors = write_dicom_dir(table, args.out)
     print(f"{args.table}: wrote {len(written)} DICOM file(s) to {args.out}", file=sys.stderr)
-    _report_errors(errors, args.out / "to-dicom.csv")
-    return 0 if len(errors) == 0 else 1
+    return _finish(len(table), errors, args.out / "to-dicom.csv")
 
 
 # --- split ----------------------------------------------------------------------------------
@@ -275,10 +314,9 @@ def _split(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dermctx.io.isic import read_isic_duplicates
-    from dermctx.io.registry import read_table
     from dermctx.splits import PatientKFold
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     duplicates = read_isic_duplicates(args.duplicates) if args.duplicates is not None else None
     fold = PatientKFold(args.folds, random_state=args.seed, duplicates=duplicates).assign(table)
     out = pd.DataFrame({"image_id": table["image_id"], "patient_id": table["patient_id"], "fold": fold})
@@ -305,10 +343,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 
 @command("fit", "fit a ContextRanker on a labelled lesion table and save it", _fit_args)
 def _fit(args: argparse.Namespace) -> int:
-    from dermctx.io.registry import read_table
     from dermctx.models.ranker import ContextRanker
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     if table["target"].isna().any():
         raise DermctxError(f"{args.table}: 'fit' needs a target (0/1) on every row; "
                            f"{int(table['target'].isna().sum())} row(s) have none")
@@ -330,15 +367,13 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 
 @command("score", "score every lesion of a table with a saved ContextRanker", _score_args)
 def _score(args: argparse.Namespace) -> int:
-    from dermctx.io.registry import read_table
     from dermctx.models.ranker import ContextRanker
 
     ranker = ContextRanker.load(args.model)
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     scores, errors = ranker.rank(table)
     _write_frame(scores, args.out)
-    _report_errors(errors, args.out)
-    return 0 if len(scores) else 1
+    return _finish(len(table), errors, args.out)
 
 
 # --- dedup ----------------------------------------------------------------------------------
@@ -365,9 +400,8 @@ def _dedup(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dermctx.dedup import find_duplicates
-    from dermctx.io.registry import read_table
 
-    table = read_table(args.table, image_dir=args.image_dir)
+    table = _read(args)
     kwargs = {} if args.threshold is None else {"threshold": args.threshold}
     pairs, errors = find_duplicates(table, near=not args.exact_only, n_jobs=args.jobs,
                                     embedding_threshold=args.embedding_threshold, **kwargs)
@@ -387,8 +421,31 @@ def _dedup(args: argparse.Namespace) -> int:
     else:
         out = pairs
     _write_frame(out, args.out)
-    _report_errors(errors, args.out)
-    return 0
+    return _finish(len(table), errors, args.out)
+
+
+@contextmanager
+def _warnings_as_messages(command: str) -> Iterator[None]:
+    """Show dermctx's warnings as one line each, ``dermctx COMMAND: warning: ...``."""
+    from dermctx.errors import DermctxWarning
+
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DermctxWarning):
+            text = str(message)
+            key = text.split(": ", 1)[-1]  # the same warning about the table, from two steps
+            if key not in seen:
+                seen.add(key)
+                print(f"dermctx {command}: warning: {text}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    original = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DermctxWarning)
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler = _COMMANDS[args.command][2]
     try:
-        return handler(args)
+        with _warnings_as_messages(args.command):
+            return handler(args)
     except DermctxError as exc:
         print(f"dermctx {args.command}: error: {exc}", file=sys.stderr)
         return 1
