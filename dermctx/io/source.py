@@ -161,7 +161,7 @@ class HierarchyTarget:
     def derive(self, frame: pd.DataFrame, name: str) -> Labels:
         levels = pd.DataFrame({c: _text(frame[c]) for c in self.columns if c in frame.columns})
         pattern = re.compile(self.melanoma, re.IGNORECASE)
-        hit = levels.apply(lambda col: col.map(lambda v: v is not None and bool(pattern.fullmatch(v))))
+        hit = levels.apply(lambda col: col.map(lambda v: isinstance(v, str) and bool(pattern.fullmatch(v))))
         given = levels.notna()
         deepest = levels.ffill(axis=1).iloc[:, -1].astype(object).where(given.any(axis=1), None)
         target = hit.any(axis=1).astype(float).where(given.any(axis=1), np.nan)
@@ -387,9 +387,10 @@ def read_source(
             raise TableError(f"{name}: the {source.title} layout takes no separate labels file")
         frame = _join_labels(frame, labels, source.labels_file, source, name)
     target = diagnosis = None
+    id_column = {raw: col for raw, col in source.columns.items() if col == "image_id" and raw in frame}
     for rule in source.targets:
-        if rule.applies(frame.columns):
-            target, diagnosis = rule.derive(frame, name)
+        if rule.applies(frame.columns):  # on raw names; the image id named in messages
+            target, diagnosis = rule.derive(frame.rename(columns=id_column), name)
             break
     frame = _rename(frame, source, name)
     if target is not None:
