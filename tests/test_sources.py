@@ -324,7 +324,7 @@ def test_pad_ufes20_layout(fieldcases):
     assert t["target"].tolist() == (raw["diagnostic"] == "MEL").astype(int).tolist()
     assert t["site_detail"].tolist() == raw["region"].tolist()
     assert set(t["site"]) <= set(SITES)
-    assert dict(zip(raw["region"], t["site"])) == {
+    assert dict(zip(raw["region"], t["site"], strict=True)) == {
         "NECK": "head/neck", "FACE": "head/neck", "FOREARM": "upper extremity",
         "NOSE": "head/neck", "BACK": "torso", "CHEST": "torso"}
     assert t["image_error"].isna().all()
