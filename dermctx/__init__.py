@@ -36,10 +36,6 @@ _API: dict[str, str] = {
     "write_isic_duplicates": "dermctx.io.isic",
     "read_ham10000": "dermctx.io.ham",
     "read_isic2019": "dermctx.io.isic2019",
-    "read_isic2018": "dermctx.io.isic2018",
-    "read_isic2024": "dermctx.io.isic2024",
-    "read_isic_archive": "dermctx.io.isic_archive",
-    "read_pad_ufes20": "dermctx.io.pad_ufes20",
     "DermctxWarning": "dermctx.errors",
     "write_dicom": "dermctx.io.dicom",
     "read_dicom": "dermctx.io.dicom",
@@ -118,11 +114,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.io.ham import read_ham10000
     from dermctx.io.images import load_image
     from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates
-    from dermctx.io.isic2018 import read_isic2018
     from dermctx.io.isic2019 import read_isic2019
-    from dermctx.io.isic2024 import read_isic2024
-    from dermctx.io.isic_archive import read_isic_archive
-    from dermctx.io.pad_ufes20 import read_pad_ufes20
     from dermctx.io.registry import read_table
     from dermctx.metrics import (
         auc,

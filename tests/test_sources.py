@@ -143,12 +143,16 @@ def test_image_dir_attaches_paths_for_a_canonical_table(tmp_path):
 # --- ISIC 2019 ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def isic2019(shared_data):
-    path = shared_data / "isic2019"
+def _shared_dir(shared_data, name):
+    path = shared_data / name
     if not path.exists():
         pytest.skip(f"real data not available: {path} is missing")
     return path
+
+
+@pytest.fixture(scope="module")
+def isic2019(shared_data):
+    return _shared_dir(shared_data, "isic2019")
 
 
 @pytest.fixture(scope="module")
@@ -250,10 +254,7 @@ def test_archive_export_without_patient_ids_needs_an_explicit_choice(tmp_path):
 
 @pytest.fixture(scope="module")
 def isic2024(shared_data):
-    path = shared_data / "isic2024"
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} is missing")
-    return path
+    return _shared_dir(shared_data, "isic2024")
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,16 @@
 NV, BCC, AKIEC, BKL, DF, VASC): ``target = MEL``, ``diagnosis`` the class name. There is no
 metadata and no patient id: each image is its own patient (``"unknown:<image>"``) and
 :func:`dermctx.has_patient_context` is False. Join the HAM10000 metadata for lesion ids.
+
+Read with :func:`dermctx.read_table`, which recognises the layout from its header, or
+``read_table(path, source="isic2018")`` to say so.
 """
 
 from __future__ import annotations
 
-from os import PathLike
+from dermctx.io.source import OneHotTarget, Source
 
-import pandas as pd
-
-from dermctx.io.source import OneHotTarget, Source, read_source
-
-__all__ = ["CLASSES", "SOURCE", "read_isic2018"]
+__all__ = ["CLASSES", "SOURCE"]
 
 #: The ISIC 2018 Task 3 classes, in file order.
 CLASSES: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
@@ -29,16 +28,3 @@ SOURCE = Source(
     label_columns={c: "a one-hot ground-truth class" for c in CLASSES},
     patient_context=False,
 )
-
-
-def read_isic2018(
-    csv: str | PathLike[str] | pd.DataFrame,
-    image_dir: str | PathLike[str] | None = None,
-) -> pd.DataFrame:
-    """Read the ISIC 2018 Task 3 ground truth into a validated lesion table.
-
-    Returns the lesion table (``source == "isic2018"``), one row per image, in file order.
-    Raises :class:`dermctx.TableError` for an unreadable file or one-hot rows that are not a
-    single 1, naming the rows.
-    """
-    return read_source(SOURCE, csv, image_dir=image_dir)

@@ -16,18 +16,16 @@ carcinoma...), not melanoma alone; ``attrs["target_meaning"]`` says so, and
 Label-derived, refused by every estimator: ``iddx_full``, ``iddx_1`` .. ``iddx_5`` (the
 diagnosis hierarchy), ``mel_thick_mm`` and ``mel_mitotic_index`` (melanoma only), and
 ``tbp_lv_dnn_lesion_confidence``, which the official test metadata does not have.
+
+Read with :func:`dermctx.read_table`, which recognises the layout from its header, or
+``read_table(path, source="isic2024")`` to say so.
 """
 
 from __future__ import annotations
 
-from os import PathLike
-from typing import Literal
+from dermctx.io.source import BinaryTarget, Source
 
-import pandas as pd
-
-from dermctx.io.source import BinaryTarget, Source, read_source
-
-__all__ = ["SOURCE", "read_isic2024"]
+__all__ = ["SOURCE"]
 
 SOURCE = Source(
     name="isic2024",
@@ -50,39 +48,3 @@ SOURCE = Source(
     numeric_prefixes=("tbp_lv_", "clin_size_long_diam_mm", "mel_thick_mm"),
     text_columns=("tbp_lv_location", "tbp_lv_location_simple"),
 )
-
-
-def read_isic2024(
-    csv: str | PathLike[str] | pd.DataFrame,
-    image_dir: str | PathLike[str] | None = None,
-    *,
-    unknown_patients: Literal["error", "own"] = "error",
-    lesion_ids: Literal["global", "per_patient"] = "global",
-) -> pd.DataFrame:
-    """Read ISIC 2024 ``train-metadata.csv`` (or ``test-metadata.csv``) into a lesion table.
-
-    A leading unnamed index column, as some tools write it, is dropped. Rows appended from
-    other sources with every 2024 column empty are read like the others.
-
-    Parameters
-    ----------
-    csv : path or DataFrame
-        The metadata (needs ``isic_id``, ``patient_id`` and the ``tbp_*`` columns).
-    image_dir : path, optional
-        Folder of the images, named ``<isic_id>.jpg``; sets ``path`` and ``image_error``.
-    unknown_patients, lesion_ids
-        As in :func:`dermctx.validate_table`.
-
-    Returns
-    -------
-    DataFrame
-        The lesion table (``source == "isic2024"``), one row per input row, in file order.
-
-    Raises
-    ------
-    TableError
-        Unreadable file, a non-numeric ``tbp_lv_*`` value, values outside the table's
-        vocabulary, identity problems; naming the column and rows.
-    """
-    return read_source(SOURCE, csv, image_dir=image_dir, unknown_patients=unknown_patients,
-                       lesion_ids=lesion_ids)

@@ -11,18 +11,16 @@ every other column are kept.
 
 Archive exports name the patient where the contributor did; rows without a ``patient_id`` are
 unknown patients, refused unless ``unknown_patients="own"`` (see :func:`dermctx.validate_table`).
+
+Read with :func:`dermctx.read_table`, which recognises the layout from its header, or
+``read_table(path, source="isic_archive")`` to say so.
 """
 
 from __future__ import annotations
 
-from os import PathLike
-from typing import Literal
+from dermctx.io.source import DiagnosisTarget, HierarchyTarget, Source
 
-import pandas as pd
-
-from dermctx.io.source import DiagnosisTarget, HierarchyTarget, Source, read_source
-
-__all__ = ["MELANOMA_PATTERN", "SOURCE", "read_isic_archive"]
+__all__ = ["MELANOMA_PATTERN", "SOURCE"]
 
 #: A diagnosis term that names melanoma (full match, case-blind): "Melanoma in situ",
 #: "Melanoma Invasive", "Melanoma, NOS", "melanoma metastasis", "... proliferations (Melanoma)".
@@ -49,36 +47,3 @@ SOURCE = Source(
         "nevus_type": "nevi only",
     },
 )
-
-
-def read_isic_archive(
-    csv: str | PathLike[str] | pd.DataFrame,
-    image_dir: str | PathLike[str] | None = None,
-    *,
-    unknown_patients: Literal["error", "own"] = "error",
-    lesion_ids: Literal["global", "per_patient"] = "global",
-) -> pd.DataFrame:
-    """Read an ISIC archive metadata export into a validated lesion table.
-
-    Parameters
-    ----------
-    csv : path or DataFrame
-        The export (needs ``isic_id``).
-    image_dir : path, optional
-        Folder of the images, named ``<isic_id>.jpg``; sets ``path`` and ``image_error``.
-    unknown_patients, lesion_ids
-        As in :func:`dermctx.validate_table`.
-
-    Returns
-    -------
-    DataFrame
-        The lesion table (``source == "isic_archive"``), one row per input row, in order.
-
-    Raises
-    ------
-    TableError
-        Unreadable file, missing ``isic_id``, no or placeholder patient ids (unless
-        ``unknown_patients="own"``), values outside the table's vocabulary; naming the rows.
-    """
-    return read_source(SOURCE, csv, image_dir=image_dir, unknown_patients=unknown_patients,
-                       lesion_ids=lesion_ids)

@@ -9,18 +9,16 @@ rest are kept as they are.
 
 ``biopsed`` is refused as a model input: every cancer in the set was biopsied, benign lesions
 mostly not, so it gives the label away.
+
+Read with :func:`dermctx.read_table`, which recognises the layout from its header, or
+``read_table(path, source="pad_ufes20")`` to say so.
 """
 
 from __future__ import annotations
 
-from os import PathLike
-from typing import Literal
+from dermctx.io.source import DiagnosisTarget, Source
 
-import pandas as pd
-
-from dermctx.io.source import DiagnosisTarget, Source, read_source
-
-__all__ = ["DIAGNOSES", "SOURCE", "read_pad_ufes20"]
+__all__ = ["DIAGNOSES", "SOURCE"]
 
 #: The six PAD-UFES-20 diagnoses.
 DIAGNOSES: tuple[str, ...] = ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")
@@ -40,34 +38,3 @@ SOURCE = Source(
            "nose": "head/neck", "lip": "head/neck"},
     image_extensions=(".png", ".jpg"),
 )
-
-
-def read_pad_ufes20(
-    csv: str | PathLike[str] | pd.DataFrame,
-    image_dir: str | PathLike[str] | None = None,
-    *,
-    lesion_ids: Literal["global", "per_patient"] = "global",
-) -> pd.DataFrame:
-    """Read PAD-UFES-20 ``metadata.csv`` into a validated lesion table.
-
-    Parameters
-    ----------
-    csv : path or DataFrame
-        ``metadata.csv`` (needs ``patient_id``, ``lesion_id``, ``img_id``, ``diagnostic``).
-    image_dir : path, optional
-        Folder of the images, named by ``img_id``; sets ``path`` and ``image_error``.
-    lesion_ids
-        As in :func:`dermctx.validate_table`.
-
-    Returns
-    -------
-    DataFrame
-        The lesion table (``source == "pad_ufes20"``), one row per image, in file order.
-
-    Raises
-    ------
-    TableError
-        Unreadable file, a ``diagnostic`` outside :data:`DIAGNOSES`, an unknown region, values
-        outside the table's vocabulary; naming the column and rows.
-    """
-    return read_source(SOURCE, csv, image_dir=image_dir, lesion_ids=lesion_ids)
