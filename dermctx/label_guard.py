@@ -8,8 +8,10 @@ A column leaks the label in two ways, and :class:`~dermctx.ContextRanker`,
   because of the diagnosis (ISIC 2024's ``iddx_*`` and ``mel_thick_mm``, PAD-UFES-20's
   ``biopsed``...). :data:`LABEL_COLUMNS` gathers them from every registered source
   (:func:`dermctx.io.registry.label_columns`), each with the reason;
-* by presence: a feature column given (non-missing) only on rows of one class in the training
-  data, such as a melanoma thickness, whatever its name.
+* by values, whatever the column's name, in the training data: a column given (non-missing)
+  only on rows of one class (a melanoma thickness); a column missing on a large part of one
+  class and on no row of the other (rows appended from another source with their features
+  empty); a column whose two values are the two classes (a copy or recoding of the label).
 """
 
 from __future__ import annotations
@@ -62,15 +64,30 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
     """
     refuse_label_columns(columns, who=who)
     y = np.asarray(y)
-    if len(np.unique(y[~pd.isna(y)])) < 2 or not len(columns):
+    classes = np.unique(y[~pd.isna(y)])
+    if len(classes) < 2 or not len(columns):
         return
     present = X[list(columns)].notna().to_numpy()
     for j, col in enumerate(columns):
-        classes = np.unique(y[present[:, j]])
-        if present[:, j].any() and len(classes) == 1:
-            n = int(present[:, j].sum())
-            raise LeakageError(
-                f"{who}: feature column {col!r} is given only on rows with label {classes[0]} "
-                f"({n} row(s)) and missing on every other row of the training data: it exists "
-                "because of the label (like a melanoma thickness) and cannot be an input"
-            )
+        problem = _leak(present[:, j], X[col], y, classes)
+        if problem:
+            raise LeakageError(f"{who}: feature column {col!r} {problem} in the training data, so "
+                               "it gives the label away and cannot be an input")
+
+
+def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.ndarray) -> str | None:
+    """How a feature column reveals the label by its values, or None."""
+    given = np.unique(y[present])
+    if present.any() and len(given) == 1:
+        return (f"is given only on rows with label {given[0]} ({int(present.sum())} rows) and "
+                "missing on every other row")
+    missing = np.unique(y[~present])
+    if len(missing) == 1:
+        n_class = int((y == missing[0]).sum())
+        if (~present).sum() >= max(10, 0.1 * n_class):
+            return (f"is missing on {int((~present).sum())} of the {n_class} rows with label "
+                    f"{missing[0]} and on no row of the other class")
+    seen = values[present]
+    if seen.nunique() == 2 and pd.crosstab(seen.astype(str), y[present]).gt(0).sum(axis=1).eq(1).all():
+        return "takes two values that are exactly the two classes (a copy of the label)"
+    return None

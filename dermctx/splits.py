@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-from dermctx.errors import DermctxError, LeakageError, TableError
+from dermctx.errors import DermctxError, DermctxWarning, LeakageError, TableError
 from dermctx.pairs import as_pairs, link_components
-from dermctx.table import check_identity, has_patient_context
+from dermctx.table import check_identity, has_patient_context, placeholder_patient_ids
 
 __all__ = ["LeakageSummary", "PatientKFold", "check_leakage", "patient_groups"]
 
@@ -94,6 +94,13 @@ def patient_groups(
         if pd.isna(pd.Series(groups)).any():
             rows = np.flatnonzero(pd.isna(pd.Series(groups)).to_numpy())[:5].tolist()
             raise DermctxError(f"groups is missing at rows {rows}; every row needs a group")
+        codes = pd.Series(groups, dtype=object)
+        unknown = placeholder_patient_ids(codes) & (pd.to_numeric(codes, errors="coerce") != 0).to_numpy()
+        if unknown.any():  # 0 is an ordinary group code; -1, "unknown"... are not
+            raise DermctxError(
+                f"groups holds placeholder values {sorted({str(v) for v in codes[unknown]})[:5]} "
+                f"(unknown patient) at rows {np.flatnonzero(unknown)[:5].tolist()}; dermctx never "
+                "reads them as one patient: give each such row its own group")
         same_value(groups.astype(str))
     if table is not None:
         if "patient_id" not in table.columns:
@@ -125,6 +132,12 @@ def patient_groups(
         a = index.get_indexer(pairs["image_id_1"])
         b = index.get_indexer(pairs["image_id_2"])
         keep = (a >= 0) & (b >= 0)
+        if len(pairs) and not ((a >= 0) | (b >= 0)).any():
+            warnings.warn(
+                f"{name}: none of the {len(pairs)} duplicate pairs names an image of the table "
+                f"(pair ids such as {pairs['image_id_1'].iloc[0]!r}, table ids such as "
+                f"{image_ids[0] if len(image_ids) else None!r}); check that both use the same ids "
+                "(e.g. with or without a file extension)", DermctxWarning, stacklevel=3)
         links.append((node[a[keep]], node[b[keep]]))
     return link_components(node.tolist(), *[(a.tolist(), b.tolist()) for a, b in links])
 

@@ -114,7 +114,8 @@ PROXY_PATIENT_SOURCES: frozenset[str] = frozenset({"ham10000", "isic2019", "isic
 #: Patient ids that public code and exports use for "patient unknown" (compared stripped and
 #: case-blind; numbers such as "-1.0" too). They never name one patient: see :func:`validate_table`.
 PLACEHOLDER_PATIENT_IDS: frozenset[str] = frozenset(
-    {"", "-1", "0", "unknown", "none", "nan", "na", "n/a", "null", "?", "-"}
+    {"", "-1", "0", "unknown", "unk", "none", "nan", "na", "n/a", "#n/a", "<na>", "null", "?", "-",
+     "missing", "not available", "anonymous", "anon"}
 )
 #: Prefix of the patient id given to a row of an unknown patient with ``unknown_patients="own"``.
 UNKNOWN_PATIENT_PREFIX = "unknown:"
@@ -276,14 +277,14 @@ def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
 
 
 def _warn_outsized_patients(table: pd.DataFrame, where: str) -> None:
-    """Warn when one patient holds > 5% of the rows (or melanomas) and > 10x the median patient."""
+    """Warn when one patient holds > 5% of the rows (or melanomas) and > 5x the median patient."""
     rows = table.groupby("patient_id", sort=False).size()
     mel = table.loc[table["target"] == 1].groupby("patient_id", sort=False).size()  # >= 1 each
     for counts, what in ((rows, "rows"), (mel, "melanomas")):
         total = int(counts.sum())
         if len(counts) < 2:
             continue
-        big = counts[(counts > 0.05 * total) & (counts > 10 * counts.median())]
+        big = counts[(counts > 0.05 * total) & (counts > 5 * counts.median())]
         for patient, n in big.sort_values(ascending=False).head(3).items():
             warnings.warn(
                 f"{where}patient {patient!r} holds {n} of {total} {what} ({n / total:.0%}; the "
@@ -366,7 +367,7 @@ def validate_table(
     -----
     DermctxWarning
         When lesion ids are shared by several patients (naming them), and when one patient
-        holds more than 5% of the rows (or of the melanomas) and more than 10 times the median
+        holds more than 5% of the rows (or of the melanomas) and more than 5 times the median
         patient's count: usually a placeholder id under another name.
 
     Raises
@@ -398,13 +399,17 @@ def validate_table(
     if blank.any():
         raise TableError(
             f"{where}column 'image_id' is empty at {describe_rows(out, blank)}; "
-            "every row needs a image_id"
+            "every row needs an image_id"
         )
     out["image_id"] = out["image_id"].astype(str).str.strip()
     unknown = placeholder_patient_ids(out["patient_id"])
     if unknown.any() and unknown_patients == "own":
-        out["patient_id"] = out["patient_id"].astype(object).where(
-            ~unknown, UNKNOWN_PATIENT_PREFIX + out["image_id"])
+        own = UNKNOWN_PATIENT_PREFIX + out["image_id"]
+        taken = own[unknown].isin(out.loc[~unknown, "patient_id"].astype(str).str.strip()).to_numpy()
+        if taken.any():
+            raise TableError(f"{where}patient id {own[unknown][taken].iloc[0]!r} (for an unknown "
+                             "patient) is already a real patient's id; rename that patient")
+        out["patient_id"] = out["patient_id"].astype(object).where(~unknown, own)
     elif unknown.any():
         check_identity(out, name=name)  # raises, naming the rows
     out["patient_id"] = out["patient_id"].astype(str).str.strip()

@@ -41,6 +41,7 @@ from dermctx.table import (
     describe_rows,
     embedding_columns,
     normalise_metadata,
+    placeholder_patient_ids,
 )
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
@@ -203,6 +204,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         pid = X["patient_id"]
         for i in np.flatnonzero((pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()):
             problems.setdefault(int(i), "patient_id is missing or blank")
+        for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
+            problems.setdefault(int(i), f"patient_id {str(pid.iloc[i])!r} is a placeholder for an "
+                                "unknown patient; give the real id (or 'unknown:<image_id>')")
         if self.uses_cnn_:
             s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~np.isfinite(s) | (s < 0) | (s > 1)
@@ -235,7 +239,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             mask[[i for i, _ in problems]] = True
             raise TableError(
                 f"ContextRanker: {len(problems)} row(s) cannot be scored, e.g. {problems[0][1]}, at "
-                f"{describe_rows(X, mask)}; use rank() to score the others and list these"
+                f"{describe_rows(X, mask)}; fix or drop these rows (rank() scores the others and "
+                "lists these as errors)"
             )
 
     # -- features ------------------------------------------------------------------------------
@@ -355,10 +360,6 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if self.use_set_model is True and not self.emb_cols_:
             raise TableError(f"use_set_model=True needs embedding columns '{self.embedding_prefix}*'")
         self._raise_problems(X)
-        if self.uses_cnn_:
-            s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float)
-            if np.isin(s, [0.0, 1.0]).all() and np.array_equal(s, y):
-                raise LeakageError(f"ContextRanker: column {self.score_col!r} equals the label")
         self.classes_ = np.array([0, 1])
 
         folds = self._folds(X, y)
