@@ -11,6 +11,7 @@ errors file), 1 on an error or when every item failed, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -115,11 +116,16 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 @command("validate", "read any supported table, check it, and write it in canonical form", _validate_args)
 def _validate(args: argparse.Namespace) -> int:
+    from dermctx.table import has_patient_context
 
     table = _read(args)
     n_pat = table["patient_id"].nunique()
-    n_mel = int((table["target"] == 1).sum())
-    print(f"{args.table}: {len(table)} images, {n_pat} patients, {n_mel} melanomas", file=sys.stderr)
+    patients = f"{n_pat} patients" if has_patient_context(table) else f"{n_pat} patient proxies (no patient ids)"
+    meaning = table.attrs.get("target_meaning", "melanoma")
+    positives = ("unlabelled" if table["target"].isna().all() else
+                 f"{int((table['target'] == 1).sum())} " + ("melanomas" if meaning == "melanoma"
+                                                           else f"with target 1 ({meaning})"))
+    print(f"{args.table}: {len(table)} images, {patients}, {positives}", file=sys.stderr)
     if args.out is not None:
         _write_frame(table, args.out)
     return 0
@@ -432,9 +438,9 @@ def _warnings_as_messages(command: str) -> Iterator[None]:
     seen: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DermctxWarning):
+        if issubclass(category, (DermctxWarning, UserWarning)):
             text = str(message)
-            key = text.split(": ", 1)[-1]  # the same warning about the table, from two steps
+            key = re.sub(r"^\S+: ", "", text)  # the same warning about the table, from two steps
             if key not in seen:
                 seen.add(key)
                 print(f"dermctx {command}: warning: {text}", file=sys.stderr)

@@ -16,7 +16,9 @@ and :func:`to_latex` render a table for a paper or a report::
 Counting rules (see ``docs/cohort.md``):
 
 * A **patient** is a ``patient_id``; a **lesion** a ``lesion_id`` (one lesion across the table,
-  as everywhere in dermctx: see :func:`dermctx.table.check_identity`); an **image** a row.
+  as everywhere in dermctx: see :func:`dermctx.table.check_identity`); an **image** a row. A
+  table whose lesion ids are shared by several patients is refused: a Table 1 needs each lesion
+  under one patient.
   Lesion rows use the lesion's label (melanoma if any of its images is), its first recorded
   site and whether any of its images was biopsied. Image rows count rows.
 * Missing sex, age, site, diagnosis or ground-truth type is counted in an ``"unknown"`` row, never
@@ -38,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from dermctx.errors import TableError
-from dermctx.table import SITES, validate_table
+from dermctx.table import SITES, shared_lesion_ids, validate_table
 
 __all__ = [
     "PATIENT_CLASSES",
@@ -324,6 +326,13 @@ def _cohort(table: pd.DataFrame, by: str | None, timepoint: str | None
             ) -> tuple[pd.DataFrame, list[_Row]]:
     """The numeric table of :func:`cohort_counts` and its row spec."""
     t = validate_table(table)
+    shared = shared_lesion_ids(t)
+    if len(shared):  # a lesion under two patients cannot be counted once per patient and in all
+        raise TableError(
+            f"cohort table: lesion_id {shared.index[0]!r} is shared by {shared.iloc[0]} patients "
+            f"({len(shared)} shared id(s)); a cohort table needs each lesion under one patient. If "
+            "lesion ids are numbered per patient, read the table with lesion_ids='per_patient' "
+            "(CLI: --lesion-ids per-patient)")
     groups, names = _group_labels(t, by)
     timepoint = _find_timepoint(t, timepoint)
     t, rule = _prepare(t, timepoint)

@@ -52,8 +52,8 @@ def patient_groups(
     Rows sharing a ``patient_id``, a ``lesion_id`` (when the column exists), a ``groups`` value, or
     linked by a duplicate pair of ``image_id`` values get the same label, transitively. The
     table must follow :func:`dermctx.table.check_identity`: a placeholder patient id (``-1``,
-    ``unknown``...) or a lesion id shared by several patients raises :class:`TableError`
-    rather than pooling unrelated rows into one group.
+    ``unknown``...) raises :class:`TableError` rather than pooling unrelated rows into one
+    group, and a lesion id shared by several patients links them, with a warning naming it.
 
     Parameters
     ----------
@@ -231,9 +231,10 @@ class PatientKFold:
             )
         if table is not None and not has_patient_context(table):
             warnings.warn(
-                "PatientKFold: this table has no real patient ids (HAM10000 patient_id is a proxy for "
-                "the lesion): folds keep lesions whole, but one person may be on both sides",
-                UserWarning,
+                "PatientKFold: this table has no real patient ids (its source, such as HAM10000 or "
+                "ISIC 2019, gives a lesion or image id as patient_id): folds keep lesions whole, but "
+                "one person may be on both sides",
+                DermctxWarning,
                 stacklevel=3,
             )
         label = patient_groups(table, duplicates=self.duplicates, groups=groups)

@@ -48,6 +48,7 @@ __all__ = [
     "normalise_sex",
     "normalise_site",
     "placeholder_patient_ids",
+    "shared_lesion_ids",
     "validate_table",
 ]
 
@@ -207,7 +208,7 @@ def placeholder_patient_ids(ids: pd.Series) -> np.ndarray:
     return (text.isin(PLACEHOLDER_PATIENT_IDS) | numbers.isin([-1, 0])).to_numpy()
 
 
-def _shared_lesions(table: pd.DataFrame) -> pd.Series:
+def shared_lesion_ids(table: pd.DataFrame) -> pd.Series:
     """Lesion ids used by more than one patient -> how many patients use them (most first)."""
     if "lesion_id" not in table.columns:
         return pd.Series(dtype=int)
@@ -217,9 +218,9 @@ def _shared_lesions(table: pd.DataFrame) -> pd.Series:
     return counts[counts > 1].sort_values(ascending=False, kind="stable")
 
 
-def _warn_shared_lesions(table: pd.DataFrame, where: str) -> None:
+def _warnshared_lesion_ids(table: pd.DataFrame, where: str) -> None:
     """Warn, naming them, about lesion ids that several patients share (see check_identity)."""
-    shared = _shared_lesions(table)
+    shared = shared_lesion_ids(table)
     if not len(shared):
         return
     named = ", ".join(f"{lesion!r} is shared by {n} patients" for lesion, n in shared.head(3).items())
@@ -273,7 +274,7 @@ def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
             f"{describe_rows(table, placeholder)}; dermctx never reads them as one patient. Give "
             f"real patient ids, or {own}"
         )
-    _warn_shared_lesions(table, where)
+    _warnshared_lesion_ids(table, where)
 
 
 def _warn_outsized_patients(table: pd.DataFrame, where: str) -> None:
@@ -430,7 +431,7 @@ def validate_table(
         if lesion_ids == "per_patient":
             lesion = (out["patient_id"] + "/" + lesion.astype(str)).where(~blank, None)
         out["lesion_id"] = lesion.where(~blank, out["image_id"]).astype(str)
-        _warn_shared_lesions(out, where)
+        _warnshared_lesion_ids(out, where)
 
     for col in ("age", "sex", "site"):
         if col not in out.columns:

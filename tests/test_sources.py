@@ -345,3 +345,54 @@ def test_outsized_patient_warning_and_none_on_isic2020(isic_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DermctxWarning)
         read_table(isic_dir / "ISIC_2020_Training_GroundTruth_v2.csv")
+
+
+# --- found by trying dermctx as a new user ------------------------------------------------------
+
+
+def test_isic2024_missing_features_on_one_class_and_label_copies_are_refused(isic2024_table):
+    t = isic2024_table.assign(cnn_score=0.5)
+    # the appended ISIC 2020 rows (all target 1) have every 2024 feature empty
+    with pytest.raises(LeakageError, match=r"'tbp_lv_areaMM2' is missing on 584 of the 977 rows with label 1"):
+        dermctx.ContextRanker(extra_features=["tbp_lv_areaMM2"]).fit(t, t["target"])
+    copy = t.assign(is_bad=np.where(t["target"] == 1, "YES", "no"))
+    with pytest.raises(LeakageError, match=r"'is_bad' takes two values that are exactly the two classes"):
+        dermctx.MetadataGBM().fit(copy[["age", "is_bad"]], copy["target"])
+
+
+def test_isic2024_says_its_target_is_malignant(isic2024, capsys):
+    with pytest.warns(DermctxWarning, match=r"target = 1 means malignant"):
+        read_table(isic2024 / "isic2024_train_subset_1954.csv")
+    assert dermctx.cli.main(["validate", str(isic2024 / "isic2024_train_subset_1954.csv")]) == 0
+    assert "977 with target 1 (malignant" in capsys.readouterr().err
+
+
+def test_blank_diagnoses(tmp_path):
+    path = tmp_path / "archive.csv"
+    path.write_text("isic_id,patient_id,diagnosis\nISIC_1,IP_1,melanoma\nISIC_2,IP_1,\n")
+    t = read_table(path)
+    assert t["target"].iloc[0] == 1 and np.isnan(t["target"].iloc[1])
+    path.write_text("lesion_id,image_id,dx\nHAM_1,ISIC_1,mel\nHAM_2,ISIC_2,\n")
+    with pytest.raises(TableError, match=r"'dx' has values \['\(blank\)'\] at row 1 \(image_id 'ISIC_2'\)"):
+        read_table(path)
+
+
+def test_a_written_ham10000_table_reads_back(ham_dir, tmp_path):
+    out = tmp_path / "ham.csv"
+    assert dermctx.cli.main(["validate", str(ham_dir / "HAM10000_metadata.csv"), "--out", str(out)]) == 0
+    again = read_table(out)
+    assert again.attrs["format"] == "table" and len(again) == 10_015
+    assert not has_patient_context(again)  # the source column still says HAM10000
+    assert again["diagnosis"].tolist() == read_table(ham_dir / "HAM10000_metadata.csv")["diagnosis"].tolist()
+
+
+def test_messages_name_the_raw_column_and_the_fix(tmp_path):
+    path = tmp_path / "metadata.csv"
+    path.write_text("patient_id,lesion_id,img_id,diagnostic,region\nPAT_1,1,a.png,MEL,SHIN\n")
+    with pytest.raises(TableError, match=r"column 'region' has site terms \['SHIN'\]"):
+        read_table(path)
+    path.write_bytes("image_id,patient_id\n\xe9,p\n".encode("latin-1"))
+    with pytest.raises(TableError, match=r"not UTF-8.*save the file as UTF-8"):
+        read_table(path)
+    with pytest.raises(TableError, match=r"is a folder.*read_dicom_dir"):
+        read_table(tmp_path)

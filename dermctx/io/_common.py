@@ -52,6 +52,9 @@ def read_csv_frame(
     else:
         path = Path(csv)
         name = str(path)
+        if path.is_dir():
+            raise TableError(f"{name}: is a folder; expected a {what} CSV or Parquet file (read a "
+                             "folder of DICOM files with dermctx.read_dicom_dir)")
         if not path.is_file():
             raise TableError(f"{name}: no such file (expected a {what} CSV or Parquet file)")
         suffixes = [s.lower() for s in path.suffixes[-2:]]
@@ -66,7 +69,10 @@ def read_csv_frame(
                                  ".csv.gz or .parquet")
         except TableError:
             raise
-        except Exception as exc:  # parser, encoding, gzip and Arrow errors alike name the file
+        except UnicodeDecodeError as exc:
+            raise TableError(f"{name}: cannot be read as a {what}: byte {exc.start} is not UTF-8 "
+                             f"({exc.reason}); save the file as UTF-8") from exc
+        except Exception as exc:  # parser, gzip and Arrow errors alike name the file
             raise TableError(f"{name}: cannot be read as a {what} ({type(exc).__name__}: {exc})") from exc
         if any(str(c).split(".")[0] in frame.columns for c in frame.columns if "." in str(c)):
             _check_mangled(path, name)

@@ -32,12 +32,13 @@ SOURCE = Source(
     name="ham10000",
     title="HAM10000 metadata",
     signatures=(frozenset({"lesion_id", "image_id", "dx"}),),
-    columns={"localization": "site"},
+    columns={"dx": "diagnosis", "localization": "site"},
     id_columns=("lesion_id", "image_id"),
     targets=(DiagnosisTarget("dx", melanoma="mel", vocabulary=DIAGNOSES),),
     label_columns={"dx": "the diagnosis", "dx_type": "how the diagnosis was made (histology "
                    "for most melanomas)"},
     patient_context=False,
+    never_with=frozenset({"patient_id"}),
     patient_proxy="lesion_id",
     proxy_required=True,
     image_extensions=(".jpg", ".jpeg", ".png"),
@@ -72,5 +73,4 @@ def read_ham10000(
         Missing file or column, a blank ``lesion_id`` or ``image_id`` (naming the rows), or a
         ``dx`` outside :data:`DIAGNOSES`.
     """
-    table = read_source(SOURCE, csv, image_dir=image_dir)
-    return table.drop(columns=["dx"])
+    return read_source(SOURCE, csv, image_dir=image_dir)

@@ -33,6 +33,7 @@ SOURCE = Source(
     targets=(OneHotTarget(CLASSES, positive="MEL"),),
     label_columns={c: "a one-hot ground-truth class" for c in CLASSES},
     patient_context=False,
+    never_with=frozenset({"patient_id"}),
     patient_proxy="lesion_id",
     labels_file="image",
 )

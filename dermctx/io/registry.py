@@ -82,7 +82,7 @@ def detect_source(columns: Collection[str], name: str = "table") -> Source:
     tied = [s for score, s in scores if score == best]
     if len(tied) > 1:
         raise TableError(f"{name}: the header fits several layouts ({[s.title for s in tied]}); "
-                         "pass source= to say which")
+                         f"pass source= (CLI: --source) with one of {[s.name for s in tied]}")
     return tied[0]
 
 
@@ -148,7 +148,7 @@ _ID_COLUMNS: tuple[str, ...] = tuple(sorted({c for s in SOURCES for c in (*s.id_
 def label_columns() -> dict[str, str]:
     """Every label-derived column name (lower-case) of every source -> why it leaks the label."""
     out: dict[str, str] = {}
-    for s in SOURCES:
+    for s in (*SOURCES[1:], SOURCES[0]):  # a source's own reason before the generic one
         for col, why in s.label_columns.items():
             out.setdefault(col.lower(), f"{why} ({s.title})")
     return out

@@ -6,13 +6,16 @@ is derived, which columns are label-derived, whether its ``patient_id`` names re
 how its image files are named. :func:`read_source` reads any of them the same way, and
 :func:`dermctx.read_table` picks the source from the header (:mod:`dermctx.io.registry`).
 
-Adding a source is one module with a ``SOURCE = Source(...)`` and one line in the registry.
+Adding a source is one module with a ``SOURCE = Source(...)``, one line in the registry (and, for
+a source without patient ids, its name in :data:`dermctx.table.PROXY_PATIENT_SOURCES`), and one
+test.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
@@ -21,9 +24,10 @@ from typing import Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from dermctx.errors import TableError
+from dermctx.errors import DermctxWarning, TableError
 from dermctx.io._common import IMAGE_EXTENSIONS, attach_image_paths, read_csv_frame
 from dermctx.table import (
+    SITES,
     UNKNOWN_PATIENT_PREFIX,
     _is_blank,
     describe_rows,
@@ -66,9 +70,10 @@ class TargetRule(Protocol):
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Stripped strings, None where missing or blank."""
-    out = values.astype(object).where(~_is_blank(values), None)
-    return out.map(lambda v: v if v is None else str(v).strip())
+    """Stripped strings, None where missing or blank (object dtype, same index)."""
+    blank = _is_blank(values)
+    return pd.Series([None if b else str(v).strip() for v, b in zip(values, blank, strict=True)],
+                     index=values.index, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -104,16 +109,17 @@ class DiagnosisTarget:
         dx = _text(frame[self.column])
         if self.vocabulary is not None:
             spelling = {v.lower(): v for v in self.vocabulary}
-            dx = dx.map(lambda v: v if v is None else spelling.get(v.lower(), v))
+            dx = pd.Series([v if v is None else spelling.get(v.lower(), v) for v in dx],
+                           index=dx.index, dtype=object)
             bad = ~dx.isin(self.vocabulary).to_numpy(bool)
             if bad.any():
+                shown = sorted({"(blank)" if v is None else str(v) for v in dx[bad]})[:5]
                 raise TableError(
-                    f"{name}: column {self.column!r} has values "
-                    f"{sorted({str(v) for v in dx[bad]})[:5]} at {describe_rows(frame, bad)}; "
-                    f"expected one of {list(self.vocabulary)}"
+                    f"{name}: column {self.column!r} has values {shown} at "
+                    f"{describe_rows(frame, bad)}; expected one of {list(self.vocabulary)}"
                 )
         pattern = re.compile(self.melanoma, re.IGNORECASE)
-        target = dx.map(lambda v: np.nan if v is None else float(bool(pattern.fullmatch(v))))
+        target = dx.map(lambda v: np.nan if v is None else float(bool(pattern.fullmatch(str(v)))))
         return target.astype(float), dx
 
 
@@ -212,9 +218,14 @@ class Source:
         except those in ``text_columns``.
     integer_columns : tuple of str
         Columns of whole numbers >= 0 (pixel sizes), stored as nullable integers.
+    text_columns : tuple of str
+        Columns matching ``numeric_prefixes`` that hold text (ISIC 2024's body locations).
     labels_file : str, optional
         The raw id column by which a separate ground-truth file joins (ISIC 2019), if the source
         comes as two files.
+    never_with : set of str
+        Columns the layout never has: a header holding one is not this layout (a HAM10000 file
+        has no ``patient_id``; a lesion table written from one has).
     """
 
     name: str
@@ -234,9 +245,12 @@ class Source:
     text_columns: tuple[str, ...] = ()
     integer_columns: tuple[str, ...] = ()
     labels_file: str | None = None
+    never_with: frozenset[str] = frozenset()
 
     def match(self, columns: Collection[str]) -> int:
         """Size of the largest signature contained in ``columns`` (0: no match)."""
+        if self.never_with & set(columns):
+            return 0
         return max((len(s) for s in self.signatures if s <= set(columns)), default=0)
 
     def missing(self, columns: Collection[str]) -> list[str]:
@@ -380,8 +394,8 @@ def read_source(
     frame, read_name = read_csv_frame(csv, id_columns=source.id_columns, what=source.title)
     name = name or read_name
     if not source.match(frame.columns):
-        raise TableError(f"{name}: missing column(s) {source.missing(frame.columns)}; a "
-                         f"{source.title} file needs them (found {list(frame.columns)[:15]})")
+        raise TableError(f"{name}: missing column(s) {source.missing(frame.columns)}; the "
+                         f"{source.title} layout needs them (found {list(frame.columns)[:15]})")
     if labels is not None:
         if source.labels_file is None:
             raise TableError(f"{name}: the {source.title} layout takes no separate labels file")
@@ -392,15 +406,24 @@ def read_source(
         if rule.applies(frame.columns):  # on raw names; the image id named in messages
             target, diagnosis = rule.derive(frame.rename(columns=id_column), name)
             break
+    columns = list(frame.columns)
     frame = _rename(frame, source, name)
     if target is not None:
         frame["target"] = target.to_numpy()
-    if diagnosis is not None and "diagnosis" not in frame.columns:
+    if diagnosis is not None:  # the rule's reading of the diagnosis (spelling normalised)
         frame["diagnosis"] = diagnosis.to_numpy()
     if "image_id" in frame.columns:
         _patients(frame, source, name, unknown_patients)
     if "site" in frame.columns:
         site, detail = normalise_site(frame["site"], terms=source.sites)
+        unknown = (site.notna() & ~site.isin(SITES)).to_numpy()
+        if unknown.any():
+            raw = next((r for r, c in source.columns.items() if c == "site" and r in columns), "site")
+            raise TableError(
+                f"{name}: column {raw!r} has site terms {sorted(set(detail[unknown]))[:5]} at "
+                f"{describe_rows(frame, unknown)} that the {source.title} layout does not map; "
+                f"expected one of {sorted(set(SITES) | set(source.sites))} (or an ISIC/HAM10000 term)"
+            )
         frame["site"] = site
         if "site_detail" not in frame.columns:
             frame["site_detail"] = detail
@@ -415,6 +438,10 @@ def read_source(
                              f"({describe_rows(table, given)}); pass no image folder, or drop the column")
         table = attach_image_paths(table, image_dir, name=name, extensions=source.image_extensions)
     table.attrs.update(format=source.name, target_meaning=source.target_meaning)
+    if source.target_meaning != "melanoma" and target is not None:
+        warnings.warn(f"{name}: in the {source.title} layout target = 1 means "
+                      f"{source.target_meaning}, not melanoma alone; dermctx's counts and metrics "
+                      "of 'melanoma' on this table mean that", DermctxWarning, stacklevel=2)
     if not source.patient_context:
         table.attrs["patient_context"] = False
     return table
