@@ -61,3 +61,15 @@ def test_rotated_phone_jpeg_is_refused(fieldcases, tmp_path):
     written, errors = write_dicom_dir(pd.DataFrame([{**row, "path": str(jpeg)}]), tmp_path / "out", progress=False)
     assert len(written) == 0 and errors["row"].tolist() == [0]
     assert "EXIF Orientation is 6" in errors["message"].iloc[0]
+
+
+def test_labels_in_any_registered_layout(fieldcases, tmp_path):
+    """Labels as an ISIC 2018/2019-style one-hot ground truth join like an ISIC 2020 CSV."""
+    folder = fieldcases / "dicom_from_other_tools"
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_0152307,1,0,0,0,0,0,0\n"
+                  "ISIC_0162627,0,1,0,0,0,0,0\nISIC_0169687,0,0,0,0,1,0,0\n")
+    table, errors = read_dicom_dir(folder / "dicom", labels=gt, id_from="stem")
+    assert len(errors) == 0
+    assert table.set_index("image_id")["target"].to_dict() == {
+        "ISIC_0152307": 1, "ISIC_0162627": 0, "ISIC_0169687": 0}

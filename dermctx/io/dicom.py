@@ -705,27 +705,19 @@ def read_dicom(
 
 
 def _read_labels(labels: str | PathLike[str] | pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Labels keyed by image id, from a lesion table, an ISIC/HAM CSV or a plain CSV."""
-    from dermctx.io.ham import read_ham10000
-    from dermctx.io.isic import read_isic2020
+    """Labels keyed by image id: any layout :func:`dermctx.read_table` knows, or a plain CSV."""
+    from dermctx.io._common import read_csv_frame
+    from dermctx.io.registry import detect_source, read_table
 
-    if isinstance(labels, pd.DataFrame):
-        frame, name = labels.copy(), "<labels DataFrame>"
-    else:
-        path = Path(labels)
-        name = str(path)
-        if not path.is_file():
-            raise TableError(f"{name}: no such file (expected a labels CSV with image_id)")
-        try:
-            frame = pd.read_csv(path, dtype={c: str for c in ("image_id", "image_name", "patient_id", "lesion_id")})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise TableError(f"{name}: cannot be read as CSV ({exc})") from exc
-    cols = set(frame.columns)
-    if {"image_name", "patient_id"} <= cols:
-        frame = read_isic2020(frame)
-    elif {"lesion_id", "image_id", "dx"} <= cols:
-        frame = read_ham10000(frame)
-    elif "image_name" in cols and "image_id" not in cols:
+    frame, name = read_csv_frame(labels, id_columns=("image_id", "image_name", "patient_id",
+                                                     "lesion_id", "image", "isic_id"), what="labels")
+    try:
+        source = detect_source(frame.columns, name)
+    except TableError:  # a plain CSV: image_id (or image_name) and label columns
+        source = None
+    if source is not None:
+        frame = read_table(frame, source=source.name)
+    elif "image_name" in frame.columns and "image_id" not in frame.columns:
         frame = frame.rename(columns={"image_name": "image_id"})
     if "image_id" not in frame.columns:
         raise TableError(f"{name}: labels need an 'image_id' (or 'image_name') column; found {list(frame.columns)}")
