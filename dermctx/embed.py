@@ -66,6 +66,7 @@ def save_checkpoint(
     mean: Sequence[float],
     std: Sequence[float],
     class_names: Sequence[str] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Path:
     """Write a model's weights as ``.safetensors`` with the metadata :class:`Embedder` reads.
 
@@ -83,6 +84,9 @@ def save_checkpoint(
         RGB normalisation on the 0-1 scale.
     class_names : sequence of str, optional
         Names of the classifier outputs, in order.
+    settings : dict, optional
+        Other settings that produced the weights (JSON-serialisable; e.g. the trainer's), stored
+        as ``dermctx.settings`` and returned by :func:`checkpoint_metadata` as a dict.
 
     Returns
     -------
@@ -101,6 +105,7 @@ def save_checkpoint(
         f"{_CKPT_PREFIX}mean": json.dumps([float(v) for v in mean]),
         f"{_CKPT_PREFIX}std": json.dumps([float(v) for v in std]),
         f"{_CKPT_PREFIX}class_names": json.dumps(list(class_names) if class_names else []),
+        f"{_CKPT_PREFIX}settings": json.dumps(settings or {}, sort_keys=True, default=str),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
@@ -111,7 +116,7 @@ def checkpoint_metadata(path: str | PathLike[str]) -> dict[str, Any]:
     """The dermctx metadata of a ``.safetensors`` checkpoint (empty for other files).
 
     Returns a dict with any of ``model`` (str), ``image_size`` (int), ``mean``, ``std`` (lists of
-    3 floats) and ``class_names`` (list of str).
+    3 floats), ``class_names`` (list of str) and ``settings`` (dict).
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -129,7 +134,7 @@ def checkpoint_metadata(path: str | PathLike[str]) -> dict[str, Any]:
             continue
         name = key[len(_CKPT_PREFIX):]
         out[name] = int(value) if name == "image_size" else (
-            json.loads(value) if name in ("mean", "std", "class_names") else value)
+            json.loads(value) if name in ("mean", "std", "class_names", "settings") else value)
     return out
 
 
