@@ -68,9 +68,10 @@ def discriminative_param_groups(
     Returns
     -------
     list of dict
-        Groups for any ``torch.optim`` optimiser: ``params``, ``lr``, ``lr_scale`` (the factor,
-        which timm's schedulers apply on top of the scheduled rate), ``weight_decay`` and
-        ``name`` (``"part 1 of 3"``...). Empty groups are left out.
+        Groups for any ``torch.optim`` optimiser: ``params``, ``lr`` (already scaled),
+        ``lr_factor`` (the factor, for reference; timm's schedulers scale each group from its
+        own starting rate, so the factors hold throughout), ``weight_decay`` and ``name``
+        (``"part 1 of 3"``...). Empty groups are left out.
     """
     if lr <= 0 or not factors or any(f <= 0 for f in factors):
         raise ModelError(f"lr must be > 0 and factors positive, got lr={lr}, factors={list(factors)}")
@@ -84,7 +85,7 @@ def discriminative_param_groups(
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:
-                out.append({"params": chosen, "lr": lr * factor, "lr_scale": float(factor),
+                out.append({"params": chosen, "lr": lr * factor, "lr_factor": float(factor),
                             "weight_decay": weight_decay if decay else 0.0,
                             "name": f"part {i + 1} of {len(factors)}"})
     return out
@@ -97,20 +98,20 @@ def sgdr_schedule(
     cycle_mul: float = 2.0,
     lr_min: float = 0.0,
     warmup_steps: int = 0,
+    cycles: int = 10_000,
 ) -> Any:
     """Cosine annealing with warm restarts (SGDR), each cycle ``cycle_mul`` times the last.
 
     timm's ``CosineLRScheduler`` stepped per batch: call ``schedule.step_update(n)`` after the
-    ``n``-th optimiser step. The rate restarts at the optimiser's rate (times each group's
-    ``lr_scale``) after ``cycle_steps``, ``cycle_steps * (1 + cycle_mul)``, ... steps
-    (:func:`sgdr_restarts`).
+    ``n``-th optimiser step. Each group's rate restarts at its starting rate after ``cycle_steps``, ``cycle_steps * (1 + cycle_mul)``, ... steps
+    (:func:`sgdr_restarts`), for at most ``cycles`` cycles (then it stays at ``lr_min``).
     """
     from timm.scheduler import CosineLRScheduler
 
     if cycle_steps < 1 or cycle_mul < 1:
         raise ModelError(f"cycle_steps must be >= 1 and cycle_mul >= 1, got {cycle_steps}, {cycle_mul}")
     return CosineLRScheduler(optimizer, t_initial=int(cycle_steps), cycle_mul=float(cycle_mul),
-                             lr_min=lr_min, cycle_limit=10_000, warmup_t=int(warmup_steps),
+                             lr_min=lr_min, cycle_limit=int(cycles), warmup_t=int(warmup_steps),
                              warmup_lr_init=lr_min, t_in_epochs=False)
 
 
@@ -190,7 +191,7 @@ def lr_range_test(
     loss_fn : callable, optional
         Default cross-entropy.
     optimizer : callable, optional
-        ``params -> optimiser``; default AdamW. Parameter groups keep their ``lr_scale``.
+        ``params -> optimiser``; default AdamW. Parameter groups keep their ``lr_factor``.
     start_lr, end_lr : float
         The range (start_lr < end_lr).
     steps : int
@@ -214,7 +215,7 @@ def lr_range_test(
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
     opt = (optimizer or (lambda p: torch.optim.AdamW(p, lr=start_lr)))(model.parameters())
-    scales = [g.get("lr_scale", 1.0) for g in opt.param_groups]
+    scales = [g.get("lr_factor", 1.0) for g in opt.param_groups]
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, avg, best = [], [], 0.0, np.inf
     model.to(device).train()

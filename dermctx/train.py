@@ -76,7 +76,7 @@ class _Images(torch.utils.data.Dataset):
             image = load_image(self.paths[i], size, colour_constancy=self.spec["colour_constancy"])
         except DermctxError as exc:
             return torch.zeros(3, size, size), int(self.labels[i]), i, str(exc)
-        x = torch.from_numpy(image).permute(2, 0, 1)  # (3, S, S) uint8
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)  # (3, S, S) uint8
         if self.jitter is not None:
             x = torch.rot90(self.jitter(x), int(torch.randint(4, ())), dims=(1, 2))
         x = (x.float() / 255 - self.mean) / self.std
@@ -165,8 +165,9 @@ def _train_fold(rows: pd.DataFrame, labels: np.ndarray, val: pd.DataFrame | None
     schedule = None
     if spec["schedule"] != "constant":
         cycle = len(loader) * spec["cycle_epochs"] if spec["schedule"] == "sgdr" else steps
-        schedule = sgdr_schedule(opt, cycle_steps=max(1, cycle), cycle_mul=spec["cycle_mul"]
-                                 if spec["schedule"] == "sgdr" else 1.0, lr_min=lr * 1e-3)
+        sgdr = spec["schedule"] == "sgdr"
+        schedule = sgdr_schedule(opt, cycle_steps=max(1, cycle), cycle_mul=spec["cycle_mul"] if sgdr else 1.0,
+                                 lr_min=lr * 1e-3, cycles=10_000 if sgdr else 1)
     counts = np.bincount(labels, minlength=n_classes).astype(float)
     weight = len(labels) / (n_classes * np.maximum(counts, 1)) if spec["class_weight"] == "balanced" else None
     loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight, dtype=torch.float32,

@@ -1,0 +1,207 @@
+"""Lesion CNN training: out-of-fold scores, patient honesty, external rows, resuming, learning.
+
+Models are timm's ``test_efficientnet`` (100k parameters) with random weights; images are real
+ISIC 2020 JPEGs where ``../shared/data`` holds them, generated PNGs otherwise.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import dermctx
+from dermctx.explain import grad_cam
+from dermctx.optim import (
+    discriminative_param_groups,
+    layer_groups,
+    lr_range_test,
+    sgdr_restarts,
+    sgdr_schedule,
+)
+from dermctx.train import TrainResult, train_lesion_cnn
+
+FAST = {"pretrained": False, "epochs": 1, "batch_size": 16, "progress": False}
+
+
+def _square_task(folder: Path, n: int = 160, *, shuffle: bool = False, seed: int = 0) -> pd.DataFrame:
+    """48x48 noise images; class 1 has a bright square in the top-left corner. Two per patient."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        image = rng.integers(60, 140, (48, 48, 3)).astype(np.uint8)
+        if i % 2:
+            image[6:18, 6:18] = 250
+        Image.fromarray(image).save(folder / f"img{i}.png")
+        rows.append({"image_id": f"img{i}", "patient_id": f"P{i // 2}", "target": i % 2,
+                     "path": str(folder / f"img{i}.png")})
+    table = pd.DataFrame(rows)
+    if shuffle:
+        table["target"] = rng.permutation(table["target"].to_numpy())
+    return table
+
+
+@pytest.fixture(scope="module")
+def real_images(tmp_path_factory) -> pd.DataFrame:
+    """36 real ISIC JPEGs (the melanoma patients' and others) as a lesion table, or generated
+    images when the data is absent."""
+    from conftest import SHARED_DATA
+
+    folder = SHARED_DATA / "isic2020" / "images"
+    if not (folder / "manifest.csv").exists():
+        return _square_task(tmp_path_factory.mktemp("generated"), 36)
+    man = pd.read_csv(folder / "manifest.csv")
+    table = pd.DataFrame({"image_id": man["image_name"], "patient_id": man["patient_id"],
+                          "target": man["target"], "diagnosis": man["diagnosis"],
+                          "path": [str(folder / f) for f in man["file"]]})
+    melanoma = table["patient_id"].isin(table.loc[table["target"] == 1, "patient_id"])
+    return pd.concat([table[melanoma], table[~melanoma]]).head(36).reset_index(drop=True)
+
+
+def test_oof_scores_every_image_and_never_its_own_patient(real_images, tmp_path):
+    table = dermctx.validate_table(real_images)  # age, sex, site added (missing)
+    ext = _square_task(tmp_path / "ext", 10).assign(patient_id=lambda t: "EXT" + t["patient_id"],
+                                                   image_id=lambda t: "EXT" + t["image_id"])
+    result = train_lesion_cnn(table, "test_efficientnet", image_size=32, external=ext, final_model=True,
+                              folds=dermctx.PatientKFold(3, random_state=0), out_dir=tmp_path / "run", **FAST)
+    oof = result.oof
+    assert len(oof) + len(result.errors) == len(table) and len(result.errors) == 0
+    assert oof["image_id"].tolist() == table["image_id"].tolist()  # table order
+    assert oof["cnn_score"].between(0, 1).all()
+    # each patient is scored by one fold model, which trained on the other folds only
+    assert (oof.groupby("patient_id")["fold"].nunique() == 1).all()
+    assert not set(ext["image_id"]) & set(oof["image_id"])  # external rows never scored
+    assert [p.name for p in result.checkpoints] == ["fold0.safetensors", "fold1.safetensors",
+                                                    "fold2.safetensors", "all.safetensors"]
+    meta = dermctx.embed.checkpoint_metadata(result.checkpoints[0])
+    assert meta["model"] == "test_efficientnet" and meta["settings"]["external_rows"] == 10
+    # embeddings from the final model feed ContextRanker
+    emb, errors = result.embedder(device="cpu").embed(table, progress=False)
+    assert len(errors) == 0
+    ranked = table.merge(oof[["image_id", "cnn_score"]], on="image_id").join(emb, on="image_id")
+    ranker = dermctx.ContextRanker(n_estimators=10, n_folds=2, min_child_samples=2).fit(ranked, ranked["target"])
+    assert ranker.predict_proba(ranked).shape == (len(table), 2)
+    # a finished run reads back, and predicts new images with the fold models
+    again = TrainResult.load(tmp_path / "run")
+    pd.testing.assert_frame_equal(again.oof, oof)
+    scores, errs = again.predict(table.head(3))
+    assert scores["cnn_score"].between(0, 1).all() and len(errs) == 0
+
+
+def test_unreadable_images_are_error_rows(real_images, tmp_path):
+    table = real_images.head(12).copy()
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    table.loc[3, "path"] = str(tmp_path / "bad.jpg")
+    table.loc[5, "path"] = None
+    result = train_lesion_cnn(table, "test_efficientnet", image_size=32,
+                              folds=dermctx.PatientKFold(2, random_state=0), **FAST)
+    assert len(result.oof) + len(result.errors) == 12
+    assert result.errors["row"].tolist() == [3, 5]
+    assert "bad.jpg" in result.errors["message"].iloc[0]
+
+
+def test_resume_after_a_killed_fold_gives_the_same_scores(tmp_path):
+    table = _square_task(tmp_path / "img", 48)
+    settings = dict(FAST, image_size=32, folds=dermctx.PatientKFold(3, random_state=0))
+    whole = train_lesion_cnn(table, "test_efficientnet", out_dir=tmp_path / "a", **settings)
+    partial = tmp_path / "b"
+    shutil.copytree(tmp_path / "a", partial)
+    for name in ("fold1", "fold2"):  # the run was killed after fold 0
+        for path in partial.glob(f"{name}.*"):
+            path.unlink()
+    resumed = train_lesion_cnn(table, "test_efficientnet", out_dir=partial, **settings)
+    pd.testing.assert_frame_equal(resumed.oof, whole.oof)
+    with pytest.raises(dermctx.ModelError, match="other settings"):
+        train_lesion_cnn(table, "test_efficientnet", out_dir=partial, **(settings | {"epochs": 2}))
+
+
+def test_learns_a_visual_signal_and_looks_at_it(tmp_path):
+    """A check that can fail: a clear signal is learned, shuffled labels are not."""
+    settings = dict(pretrained=False, image_size=48, epochs=4, batch_size=16, lr=3e-3, schedule="cosine",
+                    lr_factors=None, augment=False, progress=False,
+                    folds=dermctx.PatientKFold(2, random_state=0))
+    table = _square_task(tmp_path / "signal")
+    result = train_lesion_cnn(table, "test_efficientnet", **settings)
+    y = table.set_index("image_id").loc[result.oof["image_id"], "target"]
+    signal_auc = dermctx.auc(y, result.oof["cnn_score"])
+    noise = _square_task(tmp_path / "noise", shuffle=True)
+    shuffled = train_lesion_cnn(noise, "test_efficientnet", **settings)
+    noise_auc = dermctx.auc(noise.set_index("image_id").loc[shuffled.oof["image_id"], "target"],
+                            shuffled.oof["cnn_score"])
+    assert signal_auc >= 0.95 and abs(noise_auc - 0.5) < 0.15, (signal_auc, noise_auc)
+    # Grad-CAM of the fold model on held-out class-1 images falls mainly on the top-left quadrant,
+    # which holds the square: at 48 px the network's last feature map is 2 x 2, so Grad-CAM
+    # resolves quadrants (a map on that cell alone puts 0.77 of its mass there)
+    model, masses = result.models[0].eval(), []
+    mean, std = torch.tensor(result.settings["mean"]).view(3, 1, 1), torch.tensor(result.settings["std"]).view(3, 1, 1)
+    for path in table.loc[(table["target"] == 1) & (result.oof["fold"] == 0), "path"][:10]:
+        x = (torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255).permute(2, 0, 1) - mean) / std
+        cam = grad_cam(model, x, target_class=1)
+        masses.append(cam[:24, :24].sum() / cam.sum())
+    assert np.mean(masses) > 0.6, masses
+
+
+def test_taxonomy_target_sums_the_melanoma_classes(real_images, tmp_path):
+    table = real_images
+    if "diagnosis" not in table.columns:
+        pytest.skip("needs the real ISIC images with diagnoses")
+    tax = dermctx.Taxonomy.builtin("isic2020-binary")
+    result = train_lesion_cnn(table, "test_efficientnet", target=tax, image_size=32,
+                              folds=dermctx.PatientKFold(2, random_state=0), **FAST)
+    probs = result.oof[[f"prob_{c}" for c in tax.leaves]]
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(result.oof["cnn_score"], result.oof["prob_melanoma"], atol=1e-6)
+
+
+# --- optim -------------------------------------------------------------------------------------
+
+
+def test_discriminative_groups_have_the_rates_they_say():
+    import timm
+
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=2)
+    groups = discriminative_param_groups(model, 1e-3, factors=(0.01, 0.1, 1.0), weight_decay=0.05)
+    opt = torch.optim.AdamW(groups)
+    rates = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert rates == {"part 1 of 3": pytest.approx(1e-5), "part 2 of 3": pytest.approx(1e-4),
+                     "part 3 of 3": pytest.approx(1e-3)}
+    owner = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert owner[id(model.conv_stem.weight)] == pytest.approx(1e-5)  # input side: slowest
+    assert owner[id(model.classifier.weight)] == pytest.approx(1e-3)  # classifier: full rate
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert all(g["weight_decay"] == 0 for g in groups for p in g["params"] if p.ndim == 1)
+    assert len(layer_groups(model)) > 3
+
+
+def test_sgdr_restarts_where_it_says_and_keeps_the_part_rates():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    opt = torch.optim.SGD(discriminative_param_groups(model, 0.1, factors=(0.1, 1.0)))
+    schedule = sgdr_schedule(opt, cycle_steps=10, cycle_mul=2.0)
+    rates = []
+    for step in range(1, 70):
+        schedule.step_update(step)
+        rates.append([g["lr"] for g in opt.param_groups])
+    rates = np.asarray(rates)
+    jumps = [i + 1 for i in range(1, len(rates)) if rates[i, -1] > rates[i - 1, -1] + 1e-9]
+    assert jumps == sgdr_restarts(10, 2.0, 70) == [10, 30]  # cycles of 10, 20, 40 steps
+    np.testing.assert_allclose(rates[:, 0], rates[:, -1] * 0.1)
+
+
+def test_lr_range_test_suggests_a_rate_and_restores_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(256, 8)
+    y = (x[:, 0] > 0).long()
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    result = lr_range_test(model, batches, start_lr=1e-5, end_lr=10, steps=80)
+    assert 1e-5 <= result.suggested_lr <= 10 and len(result.lrs) == len(result.losses) > 10
+    assert result.losses.min() < result.losses[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.plot(tmp_path / "lr.png").stat().st_size > 0
