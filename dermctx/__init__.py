@@ -65,6 +65,13 @@ _API: dict[str, str] = {
     "Embedder": "dermctx.embed",
     "read_embeddings": "dermctx.embed",
     "save_checkpoint": "dermctx.embed",
+    # lesion CNN training and interpretation
+    "train_lesion_cnn": "dermctx.train",
+    "TrainResult": "dermctx.train",
+    "lr_range_test": "dermctx.optim",
+    "grad_cam": "dermctx.explain",
+    "guided_backprop": "dermctx.explain",
+    "confusion_pairs": "dermctx.explain",
     # evaluation and reporting
     "benchmark": "dermctx.benchmarking",
     "write_report": "dermctx.report",
@@ -76,7 +83,8 @@ _API: dict[str, str] = {
 __all__ = sorted([*_API, "__version__"])
 
 
-_SUBMODULES = {"metrics", "table", "errors", "splits", "dedup", "features", "io", "models"}
+_SUBMODULES = {"metrics", "table", "errors", "splits", "dedup", "features", "io", "models", "train",
+               "optim", "explain", "embed", "cli", "label_guard"}
 
 
 def __getattr__(name: str) -> Any:
@@ -109,6 +117,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
         TableError,
         errors_frame,
     )
+    from dermctx.explain import confusion_pairs, grad_cam, guided_backprop
     from dermctx.features import patient_context_features
     from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom, write_dicom_dir
     from dermctx.io.ham import read_ham10000
@@ -127,8 +136,10 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.models.gbm import MetadataGBM
     from dermctx.models.ranker import ContextRanker
     from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
+    from dermctx.optim import lr_range_test
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold, check_leakage
     from dermctx.synthetic import make_ugly_duckling
     from dermctx.table import embedding_columns, has_patient_context, validate_table
     from dermctx.taxonomy import Taxonomy
+    from dermctx.train import TrainResult, train_lesion_cnn

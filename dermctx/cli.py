@@ -345,6 +345,31 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use-image-size", action="store_true",
                    help="also read width/height (an acquisition artefact in ISIC 2020)")
     p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--cnn", type=Path, default=None,
+                   help="a 'dermctx train' output folder: its out-of-fold scores become the score column")
+
+
+def _join_cnn(table, args: argparse.Namespace, *, new_images: bool):
+    """Add the trainer's scores as ``--score-col``: out-of-fold for its own images, else predicted.
+
+    Returns ``(table, errors)``; rows the trainer could not score are errors, never guessed.
+    """
+    from dermctx.errors import errors_frame
+    from dermctx.train import TrainResult
+
+    run = TrainResult.load(args.cnn)
+    if new_images:
+        scores, errors = run.predict(table, progress=False)
+    else:
+        scores, errors = run.oof, errors_frame()
+        unknown = ~table["image_id"].isin(run.oof["image_id"])
+        if unknown.any():
+            raise DermctxError(f"{args.cnn}: {int(unknown.sum())} image(s) of {args.table} have no "
+                               f"out-of-fold score (e.g. {table['image_id'][unknown].iloc[0]!r}); fit "
+                               "on the table the CNN was trained on, or see its errors.csv")
+    joined = table.merge(scores[["image_id", "cnn_score"]].rename(columns={"cnn_score": args.score_col}),
+                         on="image_id", how="inner", validate="one_to_one")
+    return joined, errors
 
 
 @command("fit", "fit a ContextRanker on a labelled lesion table and save it", _fit_args)
@@ -355,6 +380,8 @@ def _fit(args: argparse.Namespace) -> int:
     if table["target"].isna().any():
         raise DermctxError(f"{args.table}: 'fit' needs a target (0/1) on every row; "
                            f"{int(table['target'].isna().sum())} row(s) have none")
+    if args.cnn is not None:
+        table, _ = _join_cnn(table, args, new_images=False)
     ranker = ContextRanker(score_col=args.score_col, use_image_size=args.use_image_size,
                            random_state=args.random_state)
     ranker.fit(table, table["target"])
@@ -369,6 +396,8 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="folder written by 'dermctx fit'")
     p.add_argument("--out", type=Path, default=None,
                    help="scores file (.csv/.parquet; errors go beside it); default stdout")
+    p.add_argument("--cnn", type=Path, default=None,
+                   help="a 'dermctx train' output folder: its fold models score the images first")
 
 
 @command("score", "score every lesion of a table with a saved ContextRanker", _score_args)
@@ -377,9 +406,91 @@ def _score(args: argparse.Namespace) -> int:
 
     ranker = ContextRanker.load(args.model)
     table = _read(args)
+    n_rows, cnn_errors = len(table), None
+    if args.cnn is not None:
+        args.score_col = ranker.score_col
+        table, cnn_errors = _join_cnn(table, args, new_images=True)
     scores, errors = ranker.rank(table)
+    if cnn_errors is not None and len(cnn_errors):
+        import pandas as pd
+
+        errors = pd.concat([cnn_errors, errors], ignore_index=True)
     _write_frame(scores, args.out)
-    return _finish(len(table), errors, args.out)
+    return _finish(n_rows, errors, args.out)
+
+
+# --- train / explain ------------------------------------------------------------------------
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _table_arg(p)
+    p.add_argument("--model", default="efficientnet_b0", help="timm model name (default efficientnet_b0)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder (fold checkpoints, oof.parquet, history.csv); re-running resumes")
+    p.add_argument("--folds", type=int, default=5, help="patient-grouped folds (default 5)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the model's)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--schedule", choices=("sgdr", "cosine", "constant"), default="sgdr")
+    p.add_argument("--checkpoint", type=Path, default=None, help="start from these weights (.safetensors)")
+    p.add_argument("--no-pretrained", action="store_true", help="random initial weights (for testing)")
+    p.add_argument("--external", type=Path, default=None,
+                   help="a labelled table of other patients' images (e.g. ISIC 2019) added to every "
+                        "training fold, never scored; its images are found with --image-dir")
+    p.add_argument("--final-model", action="store_true",
+                   help="also train on every patient (for embeddings in one space)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("train", "fine-tune a lesion CNN on patient-grouped folds: out-of-fold scores and checkpoints",
+         _train_args)
+def _train(args: argparse.Namespace) -> int:
+    from dermctx.io.registry import read_table
+    from dermctx.splits import PatientKFold
+    from dermctx.train import train_lesion_cnn
+
+    table = _read(args)
+    external = None
+    if args.external is not None:
+        external = read_table(args.external, image_dir=args.image_dir, unknown_patients="own")
+    result = train_lesion_cnn(
+        table, args.model, folds=PatientKFold(args.folds, random_state=args.seed),
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        schedule=args.schedule, pretrained=not args.no_pretrained, checkpoint=args.checkpoint,
+        out_dir=args.out, external=external, final_model=args.final_model, device=args.device,
+        num_workers=args.workers, random_state=args.seed, progress=not args.no_progress)
+    valid = result.oof.merge(table[["image_id", "target"]], on="image_id")
+    if valid["target"].nunique() == 2:
+        from dermctx.metrics import auc
+
+        print(f"out-of-fold AUC {auc(valid['target'], valid['cnn_score']):.4f} on {len(valid)} images",
+              file=sys.stderr)
+    print(f"{args.out}: {len(result.oof)} out-of-fold scores, {len(result.checkpoints)} checkpoint(s)",
+          file=sys.stderr)
+    return _finish(len(table), result.errors, args.out / "train.csv")
+
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", type=Path, nargs="+", help="image files (JPEG, PNG, DICOM)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors written by dermctx")
+    p.add_argument("--out", type=Path, required=True, help="folder for the Grad-CAM and guided-backprop PNGs")
+    p.add_argument("--class", dest="target_class", type=int, default=None,
+                   help="class index to explain (default: the predicted one)")
+
+
+@command("explain", "Grad-CAM and guided-backpropagation overlays of images for a checkpoint", _explain_args)
+def _explain(args: argparse.Namespace) -> int:
+    from dermctx.explain import explain_checkpoint
+
+    paths, errors = explain_checkpoint(args.checkpoint, [str(p) for p in args.images], args.out,
+                                       target_class=args.target_class)
+    _write_frame(paths, args.out / "explanations.csv")
+    print(f"{args.out}: overlays of {len(paths)} image(s)", file=sys.stderr)
+    return _finish(len(args.images), errors, args.out / "explanations.csv")
 
 
 # --- dedup ----------------------------------------------------------------------------------

@@ -105,8 +105,9 @@ def save_checkpoint(
         f"{_CKPT_PREFIX}mean": json.dumps([float(v) for v in mean]),
         f"{_CKPT_PREFIX}std": json.dumps([float(v) for v in std]),
         f"{_CKPT_PREFIX}class_names": json.dumps(list(class_names) if class_names else []),
-        f"{_CKPT_PREFIX}settings": json.dumps(settings or {}, sort_keys=True, default=str),
     }
+    if settings:
+        meta[f"{_CKPT_PREFIX}settings"] = json.dumps(settings, sort_keys=True, default=str)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
     return path

@@ -205,3 +205,28 @@ def test_lr_range_test_suggests_a_rate_and_restores_the_model(tmp_path):
     assert result.losses.min() < result.losses[0]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert result.plot(tmp_path / "lr.png").stat().st_size > 0
+
+
+def test_cli_train_fit_score_and_explain(tmp_path, capsys):
+    from dermctx.cli import main
+
+    table = _square_task(tmp_path / "img", 40)
+    table.drop(columns="path").to_csv(tmp_path / "table.csv", index=False)
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "table.csv"), "--image-dir", str(tmp_path / "img"),
+                 "--model", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs", "1",
+                 "--folds", "2", "--batch-size", "16", "--out", str(run), "--no-progress"]) == 0
+    assert "40 out-of-fold scores" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "table.csv"), "--cnn", str(run), "--out", str(tmp_path / "ranker")]) == 0
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "table.csv"), "--image-dir", str(tmp_path / "img"), "--cnn", str(run),
+                 "--model", str(tmp_path / "ranker"), "--out", str(out)]) == 0
+    scores = pd.read_csv(out)
+    assert len(scores) == 40 and scores["image_id"].isin(table["image_id"]).all()
+    # without image paths the fold models cannot score anything: every item failed
+    assert main(["score", str(tmp_path / "table.csv"), "--cnn", str(run),
+                 "--model", str(tmp_path / "ranker"), "--out", str(tmp_path / "none.csv")]) == 1
+    assert main(["explain", str(tmp_path / "img" / "img1.png"), str(tmp_path / "missing.png"),
+                 "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 0
+    assert "1 of 2 item(s) failed" in capsys.readouterr().err
+    assert any(p.name.endswith("_gradcam.png") for p in (tmp_path / "why").iterdir())

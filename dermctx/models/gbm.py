@@ -42,6 +42,10 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
     init_score_col : str or None
         Column of ``X`` holding an offset logit to boost from; it is not used as a feature and the
         model's logit is ``offset + trees``. Needs ``X`` to be a DataFrame.
+    guard_labels : bool
+        Refuse label-derived feature columns of a DataFrame ``X``
+        (:func:`dermctx.label_guard.check_feature_columns`). :class:`ContextRanker` turns it off
+        for its own derived features, having checked the columns they are derived from.
     random_state : int
         Seed of LightGBM's row and column sampling; results are deterministic for a seed.
     n_jobs : int
@@ -70,6 +74,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         colsample_bytree: float = 0.8,
         class_weight: str | None = "balanced",
         init_score_col: str | None = None,
+        guard_labels: bool = True,
         random_state: int = 0,
         n_jobs: int = 1,
     ) -> None:
@@ -82,6 +87,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         self.colsample_bytree = colsample_bytree
         self.class_weight = class_weight
         self.init_score_col = init_score_col
+        self.guard_labels = guard_labels
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -182,7 +188,8 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             y_arr = np.asarray(y)
             if y_arr.ndim != 1 or len(y_arr) != len(frame):
                 raise ModelError(f"y must be 1-d with {len(frame)} labels, got shape {y_arr.shape}")
-            check_feature_columns(X, y_arr, list(X.columns), who="MetadataGBM")
+            if self.guard_labels:
+                check_feature_columns(X, y_arr, list(X.columns), who="MetadataGBM")
         else:
             if self.init_score_col is not None:
                 self._split_offset(X)  # raises: an offset needs a DataFrame

@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
+from dermctx.errors import ModelError, TableError, error_record, errors_frame
 from dermctx.features import context_scales, patient_context_features
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
 from dermctx.models.gbm import MetadataGBM
@@ -303,6 +303,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             n_estimators=self.n_estimators, learning_rate=self.learning_rate,
             num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
             reg_lambda=self.reg_lambda, class_weight=None, init_score_col="__offset__",
+            guard_labels=False,  # its features derive from the columns _declare has checked
             random_state=self.random_state, n_jobs=self.n_jobs,
         )
 
