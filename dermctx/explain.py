@@ -44,8 +44,10 @@ __all__ = [
     "confusion_pairs",
     "explain_checkpoint",
     "grad_cam",
+    "gradcam_overlay",
     "guided_backprop",
     "jet",
+    "load_classifier",
     "overlay",
     "save_explanations",
 ]
@@ -610,6 +612,35 @@ def _load_model(checkpoint: Path) -> tuple[nn.Module, dict[str, Any], int]:
         raise ModelError(f"checkpoint {checkpoint} does not fit {name!r} with {n} classes: {exc}"
                          ) from exc
     return model.eval(), meta, n
+
+
+def load_classifier(checkpoint: str | PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """The timm classifier of a dermctx ``.safetensors`` checkpoint (eval mode, CPU) and its metadata.
+
+    Raises :class:`ModelError` naming the file when it is missing, not a dermctx checkpoint, or
+    does not fit its model.
+    """
+    model, meta, _ = _load_model(Path(checkpoint))
+    return model, meta
+
+
+def gradcam_overlay(model: nn.Module, meta: dict[str, Any], image: Any, *,
+                    target_class: int | None = None, size: int | None = None) -> np.ndarray:
+    """Grad-CAM overlay of one image for a checkpoint's model: uint8 (S, S, 3).
+
+    ``image`` is anything :func:`dermctx.load_image` reads, loaded at the checkpoint's image
+    size (or ``size``) and normalised with its mean and std; ``target_class`` defaults to
+    "melanoma" when the checkpoint names its classes, else the predicted class.
+    """
+    from dermctx.io.images import load_image
+
+    side = int(size or meta.get("image_size") or 224)
+    rgb = load_image(image, side)
+    names = list(meta.get("class_names") or [])
+    if target_class is None and "melanoma" in names:
+        target_class = names.index("melanoma")
+    x = _normalise(rgb, meta.get("mean") or (0.485, 0.456, 0.406), meta.get("std") or (0.229, 0.224, 0.225))
+    return overlay(rgb, grad_cam(model, x, target_class=target_class))
 
 
 def explain_checkpoint(

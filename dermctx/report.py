@@ -395,6 +395,14 @@ def _thumbnail(path: Any, size: int) -> bytes:
     return buf.getvalue()
 
 
+def _jpeg(array: np.ndarray, size: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).resize((size, size)).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
 def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
     """Up to ``n`` patients with >= 2 lesions: about half with a melanoma, deterministic."""
     g = frame.groupby("patient_id", sort=True)["target"].agg(["size", "sum"])
@@ -422,13 +430,17 @@ def _context_text(row: Any) -> str:
 def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, patients: list[str],
                    *, max_lesions: int, thumb_size: int, progress: bool,
                    explain: Callable[[str], pd.DataFrame] | None = None,
+                   overlay: tuple[Callable[[Any], np.ndarray], int] | None = None,
                    ) -> tuple[str, list[dict[str, Any]]]:
     has_path = "path" in frame.columns and bool(
         frame["path"].astype(object).map(lambda v: _text(v) != "—").any())
     errors: list[dict[str, Any]] = []
     parts = [f"<p>A sample of patients; lesions ranked by <b>{_e(primary)}</b> (1 = most "
              "suspicious). Melanomas are marked &#9733; and shaded. Rank columns show where each "
-             "model puts the lesion within the patient.</p>"]
+             "model puts the lesion within the patient."
+             + (f" Beside the first {overlay[1]} lesions of each patient: the lesion CNN's Grad-CAM "
+                "map for the melanoma class (where the network looked; evidence about the model, "
+                "not a diagnosis)." if overlay is not None else "") + "</p>"]
     for pid in tqdm(patients, desc="report: patients", unit="patient", disable=not progress,
                     leave=False):
         p = frame[frame["patient_id"] == pid].copy()
@@ -446,12 +458,15 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
             except DermctxError as exc:
                 errors.append(error_record(None, None, None, "explain", f"patient {pid}: {exc}"))
         rows, classes = [], []
-        for r in shown.to_dict(orient="records"):
+        for i, r in enumerate(shown.to_dict(orient="records")):
             thumb = ""
             path = r.get("path") if has_path else None
             if path is not None and not (isinstance(path, float) and np.isnan(path)) and str(path):
                 try:
                     thumb = f'<img class="thumb" alt="{_e(r["image_id"])}" src="{_data_uri(_thumbnail(path, thumb_size), "image/jpeg")}">'
+                    if overlay is not None and i < overlay[1]:
+                        cam = _data_uri(_jpeg(overlay[0](path), thumb_size), "image/jpeg")
+                        thumb += f' <img class="thumb" alt="Grad-CAM {_e(r["image_id"])}" src="{cam}">'
                 except DermctxError as exc:
                     errors.append(error_record(r["image_id"], None, str(path), "thumbnail", exc))
                     thumb = '<span class="muted">unreadable</span>'
@@ -511,6 +526,8 @@ def write_report(
     n_boot: int = 1000,
     random_state: int = 0,
     explain: Callable[[str], pd.DataFrame] | None = None,
+    checkpoint: str | PathLike[str] | None = None,
+    n_overlays: int = 3,
     progress: bool = True,
 ) -> Path:
     """Write metrics, plots, tables and a self-contained ``report.html`` into ``out_dir``.
@@ -546,6 +563,13 @@ def write_report(
         ``explain(patient_id) -> DataFrame`` with ``image_id, raised_by, raised_by_change,
         lowered_by, lowered_by_change`` (the output of :meth:`dermctx.ContextRanker.score_patient`
         for a fitted model): adds a context column to the per-patient view.
+    checkpoint : path, optional
+        A lesion CNN checkpoint (``.safetensors`` from :func:`dermctx.train_lesion_cnn` or
+        :func:`dermctx.embed.save_checkpoint`): the per-patient view shows the Grad-CAM overlay
+        (:func:`dermctx.explain.gradcam_overlay`, melanoma class) beside the thumbnails of each
+        patient's ``n_overlays`` top-ranked lesions. Needs image paths in the table.
+    n_overlays : int
+        Lesions per patient with an overlay.
     progress : bool
         Show tqdm progress bars.
 
@@ -604,9 +628,15 @@ def write_report(
     sub.to_csv(out / "subgroups.csv", index=False)
     stages.update(1)
     patients = _sample_patients(frame, n_patients, random_state)
+    overlay = None
+    if checkpoint is not None:
+        from dermctx.explain import gradcam_overlay, load_classifier
+
+        net, meta = load_classifier(checkpoint)
+        overlay = (lambda path: gradcam_overlay(net, meta, path), n_overlays)
     patients_html, thumb_errors = _patients_html(
         frame, models, primary, patients, max_lesions=max_lesions, thumb_size=thumb_size,
-        progress=progress, explain=explain)
+        progress=progress, explain=explain, overlay=overlay)
     stages.update(1)
 
     payload = result.to_dict()

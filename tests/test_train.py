@@ -230,3 +230,14 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
                  "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 0
     assert "1 of 2 item(s) failed" in capsys.readouterr().err
     assert any(p.name.endswith("_gradcam.png") for p in (tmp_path / "why").iterdir())
+
+
+def test_report_shows_gradcam_overlays_of_the_top_lesions(tmp_path):
+    table = _square_task(tmp_path / "img", 24)
+    result = train_lesion_cnn(table, "test_efficientnet", image_size=32, out_dir=tmp_path / "run",
+                              folds=dermctx.PatientKFold(2, random_state=0), **FAST)
+    scored = dermctx.validate_table(table).merge(result.oof[["image_id", "cnn_score"]], on="image_id")
+    path = dermctx.write_report(scored, tmp_path / "report", score_cols=["cnn_score"], n_boot=20,
+                                checkpoint=result.checkpoints[0], n_overlays=1, progress=False)
+    html = path.read_text()
+    assert html.count('alt="Grad-CAM ') == html.count('class="patient"') > 0
