@@ -54,3 +54,14 @@ def fieldcases() -> Path:
     if not FIELDCASES.exists():
         pytest.skip(f"field cases not available: {FIELDCASES} is missing (set DERMCTX_FIELDCASES)")
     return FIELDCASES
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (repeatable sums; no oversubscription), then restore."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

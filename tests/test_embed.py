@@ -24,12 +24,7 @@ TINY = {"model": "test_efficientnet", "pretrained": False, "image_size": 32, "ba
         "num_workers": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(seed: int, w: int = 48, h: int = 40) -> np.ndarray:
