@@ -52,6 +52,7 @@ _API: dict[str, str] = {
     "partial_auc": "dermctx.metrics",
     "within_patient_auc": "dermctx.metrics",
     "topk_rate": "dermctx.metrics",
+    "topk_sensitivity": "dermctx.metrics",
     "patient_bootstrap": "dermctx.metrics",
     "paired_bootstrap": "dermctx.metrics",
     # features and models
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
         partial_auc,
         patient_bootstrap,
         topk_rate,
+        topk_sensitivity,
         within_patient_auc,
     )
     from dermctx.models.gbm import MetadataGBM

@@ -60,6 +60,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "within_patient_auc": ("within-patient AUC", True),
     "top1": ("top-1 rate", True),
     "top3": ("top-3 rate", True),
+    "top15_sensitivity": ("top-15 sensitivity", True),
     "fold_auc": ("mean per-fold AUC", True),
 }
 
@@ -365,6 +366,7 @@ _BUILTIN: dict[str, tuple[str, dict[str, Any]]] = {
     "within_patient_auc": ("within_patient_auc", {}),
     "top1": ("topk_rate", {"k": 1}),
     "top3": ("topk_rate", {"k": 3}),
+    "top15_sensitivity": ("topk_sensitivity", {"k": 15}),
 }
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "specificity_at_sensitivity",
     "subgroup_table",
     "topk_rate",
+    "topk_sensitivity",
     "within_patient_auc",
 ]
 
@@ -264,8 +265,10 @@ def within_patient_auc(y: Any, s: Any, patient_id: Any) -> WithinPatientAUC:
     return WithinPatientAUC(float(value[valid].mean()) if n else float("nan"), n)
 
 
-def _topk_credit(y: np.ndarray, s: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
-    """Per patient: expected credit (0..1) of a melanoma among the top ``k``; NaN without melanoma."""
+def _topk_credit(y: np.ndarray, s: np.ndarray, codes: np.ndarray, k: int, share: bool = False
+                 ) -> np.ndarray:
+    """Per patient, NaN without melanoma: the expected credit (0..1) of a melanoma among the top
+    ``k``, or with ``share`` the expected share of the patient's melanomas among them."""
     n_pat = int(codes.max()) + 1 if len(codes) else 0
     credit = np.full(n_pat, np.nan)
     has_mel = np.bincount(codes, weights=y, minlength=n_pat) > 0
@@ -282,12 +285,13 @@ def _topk_credit(y: np.ndarray, s: np.ndarray, codes: np.ndarray, k: int) -> np.
             continue
         t = ss[k - 1]  # k-th highest score
         above, tied = ss > t, ss == t
-        if yy[above].any():
-            credit[codes[idx[0]]] = 1.0
-            continue
         m, r, hit = int(tied.sum()), k - int(above.sum()), int(yy[tied].sum())
-        # r of the m tied lesions fill the top k at random: P(at least one of `hit` melanomas)
-        credit[codes[idx[0]]] = 1.0 - math.comb(m - hit, r) / math.comb(m, r)
+        if share:  # r of the m tied lesions fill the top k at random: r * hit / m melanomas expected
+            credit[codes[idx[0]]] = (yy[above].sum() + r * hit / m) / yy.sum()
+        elif yy[above].any():
+            credit[codes[idx[0]]] = 1.0
+        else:  # P(at least one of `hit` melanomas among the r drawn)
+            credit[codes[idx[0]]] = 1.0 - math.comb(m - hit, r) / math.comb(m, r)
     return credit
 
 
@@ -318,6 +322,35 @@ def topk_rate(y: Any, s: Any, patient_id: Any, k: int = 1) -> float:
     if not valid.any():
         raise MetricError("topk_rate is undefined: no patient has a melanoma")
     return float(credit[valid].mean())
+
+
+def topk_sensitivity(y: Any, s: Any, patient_id: Any, k: int = 15) -> float:
+    """Mean share of a patient's melanomas among their ``k`` highest-scored lesions.
+
+    The ISIC 2024 secondary metric (top-15 retrieval sensitivity): for each patient with at
+    least one melanoma, the fraction of their melanomas ranked in their top ``k``, averaged over
+    those patients. Ties at the ``k``-th place count the expected share (random fill). A
+    patient with ``k`` or fewer lesions scores 1.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Raises
+    ------
+    MetricError
+        When no patient has a melanoma, or ``k`` < 1.
+    """
+    y = _labels(y)
+    s = _scores(s, len(y))
+    codes = _patients(patient_id, len(y))
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise MetricError(f"topk_sensitivity: k={k!r}; expected an int >= 1")
+    share = _topk_credit(y, s, codes, int(k), share=True)
+    valid = ~np.isnan(share)
+    if not valid.any():
+        raise MetricError("topk_sensitivity is undefined: no patient has a melanoma")
+    return float(share[valid].mean())
 
 
 # --- bootstrap ------------------------------------------------------------------------------
@@ -442,8 +475,9 @@ class _Vectorised:
         if func is within_patient_auc:
             value, valid = _per_patient_auc(y, s, codes)
             self.num, self.den = np.where(valid, value, 0.0), valid.astype(float)
-        elif func is topk_rate:
-            credit = _topk_credit(y, s, codes, int(kw.get("k", 1)))
+        elif func is topk_rate or func is topk_sensitivity:
+            credit = _topk_credit(y, s, codes, int(kw.get("k", 1 if func is topk_rate else 15)),
+                                  share=func is topk_sensitivity)
             valid = ~np.isnan(credit)
             self.num, self.den = np.where(valid, credit, 0.0), valid.astype(float)
         elif func is brier_score:
@@ -966,10 +1000,11 @@ METRICS: dict[str, Callable[..., Any]] = {
     "partial_auc": partial_auc,
     "within_patient_auc": within_patient_auc,
     "topk_rate": topk_rate,
+    "topk_sensitivity": topk_sensitivity,
     "brier_score": brier_score,
     "expected_calibration_error": expected_calibration_error,
 }
-_VECTORISED.update({auc, partial_auc, within_patient_auc, topk_rate, brier_score})
+_VECTORISED.update({auc, partial_auc, within_patient_auc, topk_rate, topk_sensitivity, brier_score})
 
 #: Age bands of :func:`subgroup_table` (years, [lower, upper)).
 AGE_BANDS: tuple[tuple[float, float, str], ...] = (

@@ -337,3 +337,23 @@ def test_quantile_bins_with_equal_probabilities():
     assert list(curve["n"]) == [4]
     assert M.expected_calibration_error(y, p, strategy="quantile") == pytest.approx(0.2)
     assert M.expected_calibration_error(y, p, strategy="uniform") == pytest.approx(0.2)
+
+
+def test_topk_sensitivity_counts_the_share_of_each_patients_melanomas():
+    from dermctx.metrics import patient_bootstrap, topk_sensitivity
+
+    y = [1, 0, 0, 1, 0, 1, 0]
+    s = [0.9, 0.8, 0.1, 0.05, 0.3, 0.2, 0.5]
+    p = ["a"] * 5 + ["b"] * 2
+    assert topk_sensitivity(y, s, p, k=2) == pytest.approx((1 / 2 + 1) / 2)  # b has <= k lesions
+    assert topk_sensitivity(y, s, p, k=1) == pytest.approx((1 / 2 + 0) / 2)
+    # a tie at the k-th place: one melanoma and one benign lesion share the last slot
+    assert topk_sensitivity([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1], ["a"] * 4, k=2) == pytest.approx((1 + 0.5) / 2)
+    with pytest.raises(DermctxError, match="no patient has a melanoma"):
+        topk_sensitivity([0, 0], [0.1, 0.2], ["a", "b"], k=1)
+    # the bootstrap's vectorised path agrees with the function on every resample's estimate
+    rng = np.random.default_rng(0)
+    yy, ss, pp = rng.random(300) < 0.2, rng.random(300), rng.integers(0, 20, 300).astype(str)
+    res = patient_bootstrap("topk_sensitivity", yy.astype(int), ss, pp, n_boot=200, seed=0)
+    assert res.estimate == pytest.approx(topk_sensitivity(yy.astype(int), ss, pp))
+    assert res.low <= res.estimate <= res.high
