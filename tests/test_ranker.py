@@ -10,6 +10,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
+from dermctx import metrics as M
 from dermctx.errors import LeakageError, ModelError, TableError
 from dermctx.models.ranker import ContextRanker
 
@@ -297,3 +298,40 @@ def test_inner_folds_keep_a_lesion_whole_across_patient_ids(clinic):
     for train, test in ranker._folds(table, table["target"].to_numpy()):
         on_test = set(table["lesion_id"].iloc[test])
         assert not on_test & set(table["lesion_id"].iloc[train])
+
+
+def _phenotype_patients(n_patients: int, seed: int, *, outlier: bool) -> pd.DataFrame:
+    """Each patient's lesions share a phenotype (a patient-level shift of the measurement); a
+    melanoma is an outlier against its own patient's lesions (or, for the null, is not)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        base = rng.normal(0, 3)
+        n = int(rng.integers(4, 12))
+        mel = rng.random() < 0.4
+        for j in range(n):
+            is_mel = mel and j == 0
+            x = base + rng.normal(0, 0.4) + (2.0 if is_mel and outlier else 0.0)
+            rows.append({"image_id": f"{seed}_{p}_{j}", "patient_id": f"P{seed}_{p}", "area": x,
+                         "target": int(is_mel), "age": 50.0, "sex": None, "site": None})
+    return pd.DataFrame(rows)
+
+
+def test_context_features_find_the_patient_relative_outlier():
+    from dermctx.models.gbm import MetadataGBM
+
+    train, test = _phenotype_patients(300, 1, outlier=True), _phenotype_patients(150, 2, outlier=True)
+    ranker = ContextRanker(score_col=None, embedding_prefix=None, context_features=["area"],
+                           min_child_samples=20).fit(train, train["target"])
+    context = ranker.predict_proba(test)[:, 1]
+    raw = MetadataGBM(min_child_samples=20).fit(train[["area"]], train["target"]).predict_proba(test[["area"]])[:, 1]
+    y, pid = test["target"], test["patient_id"]
+    wp_context, wp_raw = M.within_patient_auc(y, context, pid).value, M.within_patient_auc(y, raw, pid).value
+    assert wp_context > wp_raw + 0.2, (wp_context, wp_raw)
+    assert M.auc(y, context) > M.auc(y, raw) + 0.1, (M.auc(y, context), M.auc(y, raw))
+    with pytest.raises(LeakageError, match="'diagnosis'"):
+        ContextRanker(context_features=["diagnosis"]).fit(train.assign(cnn_score=0.5, diagnosis="x"), train["target"])
+    bad = test.assign(area=test["area"].astype(object))
+    bad.loc[3, "area"] = "big"
+    scores, errors = ranker.rank(bad)
+    assert len(scores) == len(test) - 1 and "'area' is 'big'" in errors["message"].iloc[0]

@@ -92,8 +92,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         AUC unchanged (within +-0.001) and raised within-patient AUC and top-1 in both settings
         when boosted from the logit offset (docs/ranking.md); set False for the plain model.
     extra_features : sequence of str
-        Further per-lesion columns to use (numeric or categorical). Label-derived names
-        (:data:`LABEL_DERIVED`) are refused.
+        Further per-lesion columns to use as they are (numeric or categorical). Label-derived
+        names (:data:`LABEL_DERIVED`) are refused.
+    context_features : sequence of str
+        Per-lesion numeric columns (ISIC 2024's ``tbp_lv_*`` colour, size, border and symmetry
+        measurements, or a clinic's own) used raw **and** relative to the patient's other
+        lesions: leave-one-out difference, z-score, rank, ratio, and the same against same-site
+        lesions (:func:`dermctx.patient_context_features`), the ISIC 2024 winning recipe. A
+        lesion's features depend on its own patient's lesions only. Label-derived names are
+        refused.
     n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda :
         The correction GBM (fixed rounds, strong regularisation).
     n_folds : int
@@ -130,6 +137,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         use_set_model: str | bool = False,
         score_context: bool = True,
         extra_features: Sequence[str] = (),
+        context_features: Sequence[str] = (),
         n_estimators: int = 150,
         learning_rate: float = 0.02,
         num_leaves: int = 7,
@@ -146,6 +154,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.use_set_model = use_set_model
         self.score_context = score_context
         self.extra_features = extra_features
+        self.context_features = context_features
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -159,7 +168,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     # -- declared inputs ---------------------------------------------------------------------
     def _declare(self, X: pd.DataFrame) -> list[str]:
         """The input columns this configuration reads from ``X`` (checked against the labels)."""
-        offered = [c for c in [self.score_col, *self.extra_features] if c is not None]
+        offered = [c for c in [self.score_col, *self.extra_features, *self.context_features]
+                   if c is not None]
         if self.embedding_prefix and self.embedding_prefix.lower().rstrip("_") in LABEL_DERIVED:
             offered.append(self.embedding_prefix)
         refuse_label_columns(offered, who="ContextRanker")
@@ -172,12 +182,13 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 f"ContextRanker: X has neither the CNN score column {self.score_col!r} nor "
                 f"embedding columns '{self.embedding_prefix}*' (columns {list(X.columns)[:20]})"
             )
-        if self.score_col is None and not emb:
-            raise TableError("ContextRanker: score_col=None and no embedding columns; nothing to rank on")
+        if self.score_col is None and not emb and not self.context_features:
+            raise TableError("ContextRanker: score_col=None, no embedding columns and no "
+                             "context_features; nothing to rank on")
         cols += ["age", "sex", "site"]
         if self.use_image_size:
             cols += ["width", "height"]
-        cols += [c for c in self.extra_features if c not in cols]
+        cols += [c for c in [*self.extra_features, *self.context_features] if c not in cols]
         cols += emb
         missing = [c for c in cols if c not in X.columns]
         if missing:
@@ -207,6 +218,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
             problems.setdefault(int(i), f"patient_id {str(pid.iloc[i])!r} is a placeholder for an "
                                 "unknown patient; give the real id (or 'unknown:<image_id>')")
+        for col in self.context_features:  # missing is fine; text is never read as missing
+            v = pd.to_numeric(X[col], errors="coerce")
+            for i in np.flatnonzero((v.isna() & X[col].notna()).to_numpy() | np.isinf(v.to_numpy(float))):
+                problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected a "
+                                    "finite number or missing")
         if self.uses_cnn_:
             s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~np.isfinite(s) | (s < 0) | (s > 1)
@@ -278,6 +294,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             v = X[col]
             feats[col] = (v.to_numpy(dtype=float, na_value=np.nan) if pd.api.types.is_numeric_dtype(v)
                           else v.astype(object).where(v.notna(), None).to_numpy())
+        for col in self.context_features:
+            v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            feats[col] = work[col] = v
+            ctx_cols.append(col)
         for c in self.emb_cols_:
             work[c] = X[c].to_numpy(dtype=np.float32)
         if fit:
