@@ -104,7 +104,7 @@ def test_save_load_round_trip_identical(fitted, clinic, tmp_path):
     assert files == ["context_ranker.json", "gbm.txt"]
     loaded = ContextRanker.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(clinic), fitted.predict_proba(clinic))
-    assert loaded.get_params() == {**fitted.get_params(), "extra_features": []}
+    assert loaded.get_params() == {**fitted.get_params(), "extra_features": [], "context_features": []}
     meta = json.loads((tmp_path / "model" / "context_ranker.json").read_text())
     meta["format"] = "pickle"
     (tmp_path / "model" / "context_ranker.json").write_text(json.dumps(meta))

@@ -546,6 +546,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         gbm_text, gbm_meta = self.gbm_.to_state()
         params = self.get_params()
         params["extra_features"] = list(params["extra_features"])
+        params["context_features"] = list(params["context_features"])
         meta = {
             "format": _FORMAT,
             "params": params,
