@@ -350,25 +350,32 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _join_cnn(table, args: argparse.Namespace, *, new_images: bool):
-    """Add the trainer's scores as ``--score-col``: out-of-fold for its own images, else predicted.
+    """Add the trainer's scores as ``--score-col``; returns ``(table, errors)``.
 
-    Returns ``(table, errors)``; rows the trainer could not score are errors, never guessed.
+    Images the trainer scored out of fold keep that score (a fold model that saw the patient is
+    never used on it); with ``new_images`` the others are scored by the average of the fold
+    models. Rows that cannot be scored are errors, never guessed.
     """
+    import pandas as pd
+
     from dermctx.errors import errors_frame
     from dermctx.train import TrainResult
 
     run = TrainResult.load(args.cnn)
-    if new_images:
-        scores, errors = run.predict(table, progress=False)
-    else:
-        scores, errors = run.oof, errors_frame()
-        unknown = ~table["image_id"].isin(run.oof["image_id"])
-        if unknown.any():
-            raise DermctxError(f"{args.cnn}: {int(unknown.sum())} image(s) of {args.table} have no "
-                               f"out-of-fold score (e.g. {table['image_id'][unknown].iloc[0]!r}); fit "
+    known = table["image_id"].isin(run.oof["image_id"])
+    scores, errors = run.oof[["image_id", "cnn_score"]][run.oof["image_id"].isin(table["image_id"])], errors_frame()
+    if known.any():
+        print(f"{args.cnn}: {int(known.sum())} image(s) were in its training table: their "
+              "out-of-fold scores are used", file=sys.stderr)
+    if not known.all():
+        if not new_images:
+            raise DermctxError(f"{args.cnn}: {int((~known).sum())} image(s) of {args.table} have no "
+                               f"out-of-fold score (e.g. {table['image_id'][~known].iloc[0]!r}); fit "
                                "on the table the CNN was trained on, or see its errors.csv")
-    joined = table.merge(scores[["image_id", "cnn_score"]].rename(columns={"cnn_score": args.score_col}),
-                         on="image_id", how="inner", validate="one_to_one")
+        new, errors = run.predict(table[~known], progress=False)
+        scores = pd.concat([scores, new[["image_id", "cnn_score"]]], ignore_index=True)
+    joined = table.merge(scores.rename(columns={"cnn_score": args.score_col}), on="image_id",
+                         how="inner", validate="one_to_one")
     return joined, errors
 
 
@@ -416,6 +423,8 @@ def _score(args: argparse.Namespace) -> int:
 
         errors = pd.concat([cnn_errors, errors], ignore_index=True)
     _write_frame(scores, args.out)
+    print(f"{args.table}: scored {len(scores)} of {n_rows} lesions"
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return _finish(n_rows, errors, args.out)
 
 

@@ -586,6 +586,9 @@ def _load_model(checkpoint: Path) -> tuple[nn.Module, dict[str, Any], int]:
 
     from dermctx.embed import checkpoint_metadata
 
+    if checkpoint.is_dir():
+        raise ModelError(f"checkpoint {checkpoint}: is a folder; pass one checkpoint file, e.g. "
+                         f"{checkpoint / 'fold0.safetensors'}")
     if not checkpoint.is_file():
         raise ModelError(f"checkpoint {checkpoint}: no such file")
     meta = checkpoint_metadata(checkpoint)
@@ -775,6 +778,16 @@ def confusion_pairs(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = Non
     t, p = list(np.asarray(y_true, dtype=object)), list(np.asarray(y_pred, dtype=object))
     if len(t) != len(p):
         raise DermctxError(f"y_true and y_pred must have the same length, got {len(t)} and {len(p)}")
+    for name, values in (("y_true", t), ("y_pred", p)):
+        missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and np.isnan(v))]
+        if missing:
+            raise DermctxError(f"{name} is missing at positions {missing[:5]}; expected a label everywhere")
+    kinds = {"text" if isinstance(v, str) else "number" for v in [*t, *p]}
+    if len(kinds) > 1:
+        first = next(i for i, v in enumerate([*t, *p]) if isinstance(v, str))
+        raise DermctxError(f"y_true and y_pred mix text and number labels (e.g. position {first % len(t)} "
+                           f"of {'y_true' if first < len(t) else 'y_pred'}); expected one kind, so that "
+                           "'1' and 1 are never two labels")
     if labels is None:
         union = set(t) | set(p)
         try:

@@ -225,6 +225,8 @@ def lr_range_test(
             raise ModelError("lr_range_test: no training batches")
         for step in range(steps):
             x, y = batch_list[step % len(batch_list)]
+            if y.dtype not in (torch.int64, torch.int32, torch.uint8):
+                raise ModelError(f"lr_range_test: labels are {y.dtype}; expected class indices (int64)")
             lr = start_lr * factor**step
             for g, s in zip(opt.param_groups, scales, strict=True):
                 g["lr"] = lr * s

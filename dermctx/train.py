@@ -100,7 +100,8 @@ def _loader(rows: pd.DataFrame, labels: np.ndarray, spec: dict[str, Any], *, tra
     return torch.utils.data.DataLoader(
         _Images(rows["path"].astype(str).tolist(), labels, spec, augment=train and spec["augment"]),
         batch_size=spec["batch_size"], shuffle=train, num_workers=spec["num_workers"],
-        generator=generator, worker_init_fn=_seed_worker, drop_last=False,
+        generator=generator, worker_init_fn=_seed_worker,
+        drop_last=train and len(rows) % spec["batch_size"] == 1 and len(rows) > 1,  # BatchNorm needs 2
         persistent_workers=False, pin_memory=spec["device"].startswith("cuda"))
 
 
@@ -234,11 +235,11 @@ class TrainResult:
         Everything that determines the result (written to ``settings.json``).
     """
 
-    oof: pd.DataFrame
-    history: pd.DataFrame
-    errors: pd.DataFrame
+    oof: pd.DataFrame = field(repr=False)
+    history: pd.DataFrame = field(repr=False)
+    errors: pd.DataFrame = field(repr=False)
     checkpoints: list[Path]
-    settings: dict[str, Any]
+    settings: dict[str, Any] = field(repr=False)
     models: list[nn.Module] = field(repr=False, default_factory=list)
     final_model: nn.Module | None = field(repr=False, default=None)
 
@@ -343,7 +344,10 @@ def _labels(table: pd.DataFrame, target: str | Taxonomy, name: str) -> tuple[np.
         if not mel:
             raise TableError(f"{name}: no melanoma (target 1) among the rows: no class to read melanoma from")
         return y, classes, mel
-    if target not in table.columns or table[target].isna().any():
+    if target != "target":
+        raise TableError(f"{name}: target={target!r}; expected 'target' (melanoma 0/1) or a "
+                         "dermctx.Taxonomy whose training classes are the 'diagnosis' values")
+    if table[target].isna().any():
         raise TableError(f"{name}: column {target!r} needs a 0/1 label on every row")
     return table[target].to_numpy(int), ["other", "melanoma"], [1]
 
@@ -474,6 +478,11 @@ def train_lesion_cnn(
     for k, (_, te) in enumerate(splitter.split(table, table["target"].to_numpy())):
         fold_of[te] = k
     usable = usable.assign(fold=fold_of[usable.index.to_numpy()])
+    # a resumed run must be the same rows, labels, folds and external rows, not just the settings
+    settings["rows_sha1"] = _fingerprint(table[["image_id", "patient_id"]].assign(y=y, fold=fold_of, path=table["path"]))
+    settings["external_sha1"] = _fingerprint(ext[["image_id", "patient_id"]].assign(y=y_ext))
+    settings["n_folds"] = int(fold_of.max()) + 1
+    _check_training_folds(usable, y_usable, y_ext, settings["n_folds"], errors)
     out = _prepare_out_dir(out_dir, settings)
 
     oof_parts, history, models, checkpoints = [], [], [], []
@@ -544,6 +553,26 @@ def train_lesion_cnn(
     return result
 
 
+def _fingerprint(frame: pd.DataFrame) -> str:
+    import hashlib
+
+    return hashlib.sha1(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes()).hexdigest()
+
+
+def _check_training_folds(usable: pd.DataFrame, y: np.ndarray, y_ext: np.ndarray, n_folds: int,
+                          errors: list[dict[str, Any]]) -> None:
+    """Refuse folds whose training side has no usable image or one class only, before training."""
+    if not len(usable):
+        first = errors[0]["message"] if errors else "no rows"
+        raise ModelError(f"train_lesion_cnn: no row has a usable image (first: {first}); read the "
+                         "table with image_dir= (CLI: --image-dir)")
+    for k in range(n_folds):
+        classes = np.unique(np.concatenate([y[usable["fold"].to_numpy() != k], y_ext]))
+        if len(classes) < 2:
+            raise ModelError(f"train_lesion_cnn: the training side of fold {k} holds one class only "
+                             f"(class index {classes.tolist()}); it needs melanomas and others")
+
+
 def _external(external: pd.DataFrame | None, table: pd.DataFrame, target: str | Taxonomy,
               classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """External training rows (usable ones only) and their class indices."""
@@ -558,7 +587,10 @@ def _external(external: pd.DataFrame | None, table: pd.DataFrame, target: str | 
     y, ext_classes, _ = _labels(ext, target, "external")
     if ext_classes != classes:
         raise TableError(f"external: classes {ext_classes} differ from the table's {classes}")
-    usable, _ = _usable_rows(ext, "external")
+    usable, dropped = _usable_rows(ext, "external")
+    if dropped:
+        warnings.warn(f"external: {len(dropped)} of {len(ext)} rows have no usable image and are left "
+                      f"out of training, e.g. {dropped[0]['message']}", DermctxWarning, stacklevel=3)
     return usable.assign(fold=-1).set_index(pd.RangeIndex(10**9, 10**9 + len(usable))), y[usable.index.to_numpy()]
 
 

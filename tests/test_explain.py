@@ -504,3 +504,12 @@ def test_confusion_pairs_errors() -> None:
         confusion_pairs(["a"], ["a"], labels=["a", "a"])
     with pytest.raises(DermctxError, match="1-D"):
         confusion_pairs(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_confusion_pairs_refuses_missing_and_mixed_labels():
+    with pytest.raises(DermctxError, match="mix text and number labels"):
+        confusion_pairs([0, 1, 1], ["0", "1", "0"])
+    with pytest.raises(DermctxError, match="y_true is missing at positions \\[2\\]"):
+        confusion_pairs([1.0, 0, float("nan")], [1, 1, 0])
+    with pytest.raises(DermctxError, match="y_true is missing"):
+        confusion_pairs([1, 0, None], [1, 1, 0])

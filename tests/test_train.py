@@ -223,8 +223,10 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
                  "--model", str(tmp_path / "ranker"), "--out", str(out)]) == 0
     scores = pd.read_csv(out)
     assert len(scores) == 40 and scores["image_id"].isin(table["image_id"]).all()
-    # without image paths the fold models cannot score anything: every item failed
-    assert main(["score", str(tmp_path / "table.csv"), "--cnn", str(run),
+    assert "40 image(s) were in its training table: their out-of-fold scores are used" in capsys.readouterr().err
+    # new images without paths: the fold models cannot score any of them, every item failed
+    table.drop(columns="path").assign(image_id="new" + table["image_id"]).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["score", str(tmp_path / "new.csv"), "--cnn", str(run),
                  "--model", str(tmp_path / "ranker"), "--out", str(tmp_path / "none.csv")]) == 1
     assert main(["explain", str(tmp_path / "img" / "img1.png"), str(tmp_path / "missing.png"),
                  "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 0
@@ -241,3 +243,31 @@ def test_report_shows_gradcam_overlays_of_the_top_lesions(tmp_path):
                                 checkpoint=result.checkpoints[0], n_overlays=1, progress=False)
     html = path.read_text()
     assert html.count('alt="Grad-CAM ') == html.count('class="patient"') > 0
+
+
+def test_runs_that_cannot_be_trained_or_resumed_are_refused(tmp_path):
+    table = _square_task(tmp_path / "img", 24)
+    settings = dict(FAST, image_size=32, out_dir=tmp_path / "run")
+    train_lesion_cnn(table, "test_efficientnet", folds=dermctx.PatientKFold(2, random_state=0), **settings)
+    for changed in ({"folds": dermctx.PatientKFold(3, random_state=0)},   # other folds
+                    {"folds": dermctx.PatientKFold(2, random_state=5)}):  # other split seed
+        with pytest.raises(dermctx.ModelError, match="other settings"):
+            train_lesion_cnn(table, "test_efficientnet", **(settings | changed))
+    other = _square_task(tmp_path / "other", 24, seed=1).assign(patient_id=lambda t: "Q" + t["patient_id"])
+    with pytest.raises(dermctx.ModelError, match="other settings"):  # another table, same size
+        train_lesion_cnn(other, "test_efficientnet", folds=dermctx.PatientKFold(2, random_state=0), **settings)
+    with pytest.raises(dermctx.ModelError, match="no row has a usable image"):
+        train_lesion_cnn(table.assign(path=None), "test_efficientnet", **FAST)
+    with pytest.raises(dermctx.ModelError, match="one class only"):
+        train_lesion_cnn(table.assign(target=0), "test_efficientnet", **FAST)
+    with pytest.raises(dermctx.TableError, match="target='diagnosis'"):
+        train_lesion_cnn(table.assign(diagnosis="nevus"), "test_efficientnet", target="diagnosis", **FAST)
+    ext = _square_task(tmp_path / "ext", 6).assign(image_id=lambda t: "E" + t["image_id"],
+                                                  patient_id=lambda t: "E" + t["patient_id"], path=None)
+    with pytest.warns(dermctx.DermctxWarning, match="external: 6 of 6 rows have no usable image"):
+        train_lesion_cnn(table, "test_efficientnet", external=ext, image_size=32,
+                         folds=dermctx.PatientKFold(2, random_state=0), **FAST)
+    # a last training batch of one image (BatchNorm cannot train on it) is dropped, not fatal
+    result = train_lesion_cnn(table.head(22), "test_efficientnet", image_size=32,
+                              folds=dermctx.PatientKFold(2, random_state=0), **{**FAST, "batch_size": 10})
+    assert len(result.oof) == 22

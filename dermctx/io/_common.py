@@ -15,7 +15,7 @@ from dermctx.errors import ImageError, TableError
 logger = logging.getLogger("dermctx")
 
 #: Extensions tried, in order, when looking for ``<image_id><ext>`` in an image folder.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG", ".dcm", ".DCM")
 
 
 def _drop_index_column(frame: pd.DataFrame, name: str) -> pd.DataFrame:

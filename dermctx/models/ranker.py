@@ -298,8 +298,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             feats[col] = work[col] = v
             ctx_cols.append(col)
-        for c in self.emb_cols_:
-            work[c] = X[c].to_numpy(dtype=np.float32)
+        if self.emb_cols_:  # one concat, not a column at a time
+            emb = pd.DataFrame(X[self.emb_cols_].to_numpy(dtype=np.float32), columns=self.emb_cols_)
+            work = pd.concat([work, emb], axis=1)
         if fit:
             self.context_scales_ = context_scales(work, ctx_cols)
         ctx = patient_context_features(
