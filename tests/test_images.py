@@ -212,3 +212,15 @@ def test_real_isic_original_squash_close_to_full_decode(isic_images: Path) -> No
         full = np.asarray(im.convert("RGB").resize((128, 128), Image.Resampling.BICUBIC))
     fast = load_image(path, 128, aspect="squash")
     assert _psnr(fast, full) >= 40.0
+
+
+def test_a_long_strip_is_refused_not_resized_to_gigabytes(tmp_path):
+    from PIL import Image
+
+    from dermctx import ImageError, load_image
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (3000, 1)).save(path)
+    with pytest.raises(ImageError, match=r"strip\.png: 3000 x 1 pixels.*aspect='pad'"):
+        load_image(path, 512)
+    assert load_image(path, 64, aspect="pad").shape == (64, 64, 3)

@@ -75,6 +75,11 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+#: Largest (resized image pixels) / (output pixels) for aspect="crop": a longer strip is refused
+#: instead of being resized to a huge intermediate.
+MAX_CROP_BLOWUP = 16
+
+
 def _target_size(w: int, h: int, size: int, aspect: str) -> tuple[int, int]:
     """Size (w, h) the image is resized to before a centre crop ("crop") or padding ("pad").
 
@@ -124,6 +129,13 @@ def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -
         return _to_rgb(Image.fromarray(np.ascontiguousarray(rgb)))
     try:
         with Image.open(path) as src:
+            if target is not None and aspect == "crop":
+                tw, th = _target_size(src.width, src.height, target[0], aspect)
+                if tw * th > MAX_CROP_BLOWUP * target[0] ** 2:  # a 1 x 3000 strip would become 512 x 1.5M
+                    raise ImageError(
+                        f"{where}: {src.width} x {src.height} pixels; resizing its short side to "
+                        f"{target[0]} for a centre crop would make {tw} x {th} pixels. Expected a "
+                        f"photo with an aspect ratio below {MAX_CROP_BLOWUP}:1 (or use aspect='pad')")
             if target is not None and src.format in ("JPEG", "MPO"):
                 tw, th = _target_size(src.width, src.height, target[0], aspect)
                 src.draft("RGB", (math.ceil(tw * DRAFT_OVERSAMPLE), math.ceil(th * DRAFT_OVERSAMPLE)))
