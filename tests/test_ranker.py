@@ -335,3 +335,12 @@ def test_context_features_find_the_patient_relative_outlier():
     bad.loc[3, "area"] = "big"
     scores, errors = ranker.rank(bad)
     assert len(scores) == len(test) - 1 and "'area' is 'big'" in errors["message"].iloc[0]
+
+
+def test_empty_tables(clinic):
+    with pytest.raises(TableError, match="X has no rows"):
+        ContextRanker(**FAST).fit(clinic.iloc[:0], clinic["target"].iloc[:0])
+    ranker = ContextRanker(**FAST).fit(clinic, clinic["target"])
+    assert ranker.predict_proba(clinic.iloc[:0]).shape == (0, 2)
+    scores, errors = ranker.rank(clinic.iloc[:0])
+    assert len(scores) == len(errors) == 0

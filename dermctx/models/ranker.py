@@ -362,6 +362,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self
         """
         X = self._check_frame(X)
+        if not len(X):
+            raise TableError("ContextRanker.fit: X has no rows; expected a labelled lesion table")
         if y is None:
             if "target" not in X.columns:
                 raise TableError("ContextRanker.fit: pass y or give X a 'target' column")
@@ -435,6 +437,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """
         X = self._check_input(X)
         self._raise_problems(X)
+        if not len(X):  # no lesions, no scores
+            return np.zeros(0)
         return self._logit_unchecked(X)
 
     def _logit_unchecked(self, X: pd.DataFrame) -> np.ndarray:
