@@ -120,3 +120,13 @@ def test_embed_and_rank_small(shared_data, capsys):
     per_lesion = rows["per lesion: SetRanker(context=False)"][0][0]
     in_context = rows["in context: SetRanker"][0][0]
     assert per_lesion < 0.7 < 0.9 < in_context  # melanomas stand out only within their patient
+
+
+@pytest.mark.slow  # about 1.5 min on 2 CPU cores: run by hand (pytest -m slow)
+def test_train_and_rank_quick(shared_data, tmp_path, capsys):
+    rc = _main("train_and_rank.py")(["--data-dir", str(shared_data), "--quick", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "out-of-fold scores: 139 images, 0 errors" in out
+    assert "plumbing, not accuracy" in out
+    assert (tmp_path / "run" / "report" / "report.html").exists()
