@@ -312,15 +312,20 @@ def topk_rate(y: Any, s: Any, patient_id: Any, k: int = 1) -> float:
     MetricError
         When no patient has a melanoma, or ``k`` < 1.
     """
+    return _topk_mean(y, s, patient_id, k, share=False, name="topk_rate")
+
+
+def _topk_mean(y: Any, s: Any, patient_id: Any, k: int, *, share: bool, name: str) -> float:
+    """The mean over melanoma patients of :func:`_topk_credit` (a hit or a share)."""
     y = _labels(y)
     s = _scores(s, len(y))
     codes = _patients(patient_id, len(y))
     if not isinstance(k, (int, np.integer)) or k < 1:
-        raise MetricError(f"topk_rate: k={k!r}; expected an int >= 1")
-    credit = _topk_credit(y, s, codes, int(k))
+        raise MetricError(f"{name}: k={k!r}; expected an int >= 1")
+    credit = _topk_credit(y, s, codes, int(k), share=share)
     valid = ~np.isnan(credit)
     if not valid.any():
-        raise MetricError("topk_rate is undefined: no patient has a melanoma")
+        raise MetricError(f"{name} is undefined: no patient has a melanoma")
     return float(credit[valid].mean())
 
 
@@ -341,16 +346,7 @@ def topk_sensitivity(y: Any, s: Any, patient_id: Any, k: int = 15) -> float:
     MetricError
         When no patient has a melanoma, or ``k`` < 1.
     """
-    y = _labels(y)
-    s = _scores(s, len(y))
-    codes = _patients(patient_id, len(y))
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise MetricError(f"topk_sensitivity: k={k!r}; expected an int >= 1")
-    share = _topk_credit(y, s, codes, int(k), share=True)
-    valid = ~np.isnan(share)
-    if not valid.any():
-        raise MetricError("topk_sensitivity is undefined: no patient has a melanoma")
-    return float(share[valid].mean())
+    return _topk_mean(y, s, patient_id, k, share=True, name="topk_sensitivity")
 
 
 # --- bootstrap ------------------------------------------------------------------------------
