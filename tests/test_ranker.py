@@ -344,3 +344,16 @@ def test_empty_tables(clinic):
     assert ranker.predict_proba(clinic.iloc[:0]).shape == (0, 2)
     scores, errors = ranker.rank(clinic.iloc[:0])
     assert len(scores) == len(errors) == 0
+
+
+def test_damaged_model_files_are_refused_before_parsing(clinic, tmp_path):
+    ranker = ContextRanker(**FAST).fit(clinic, clinic["target"])
+    ranker.save(tmp_path / "m")
+    ContextRanker.load(tmp_path / "m")  # intact: loads
+    text = (tmp_path / "m" / "gbm.txt").read_bytes()
+    (tmp_path / "m" / "gbm.txt").write_bytes(text[: len(text) // 2])  # truncated
+    with pytest.raises(ModelError, match=r"gbm\.txt: missing, damaged or changed"):
+        ContextRanker.load(tmp_path / "m")
+    (tmp_path / "m" / "gbm.txt").write_bytes(text.replace(b"=", b"+", 1))  # one byte flipped
+    with pytest.raises(ModelError, match="SHA-256 differs"):
+        ContextRanker.load(tmp_path / "m")

@@ -64,6 +64,12 @@ def _show(value: Any) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -565,12 +571,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "gbm": gbm_meta,
         }
         (folder / "gbm.txt").write_text(gbm_text)
+        files = ["gbm.txt"]
         if self.set_model_ is not None:
             from safetensors.torch import save_file
 
             tensors, set_meta = self.set_model_.to_state()
             save_file(tensors, str(folder / "set_model.safetensors"))
             (folder / "set_model.json").write_text(json.dumps(set_meta))
+            files += ["set_model.safetensors", "set_model.json"]
+        meta["sha256"] = {name: _sha256(folder / name) for name in files}
         (folder / "context_ranker.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -586,6 +595,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             raise ModelError(f"{folder / 'context_ranker.json'}: not valid JSON ({exc})") from exc
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise ModelError(f"{folder / 'context_ranker.json'}: not a {_FORMAT} file")
+        # a truncated or altered model file is refused before LightGBM or safetensors parse it
+        # (LightGBM aborts the whole process on some damaged files); folders saved before the
+        # digests were recorded have none to check
+        digests = meta.get("sha256", {})
+        for name, digest in (digests.items() if isinstance(digests, dict) else [("", None)]):
+            path = folder / str(name)
+            if not isinstance(digest, str) or not path.is_file() or _sha256(path) != digest:
+                raise ModelError(f"{path}: missing, damaged or changed since it was saved (its "
+                                 "SHA-256 differs from context_ranker.json); save the model again")
         try:
             est = cls(**meta["params"])
             est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
