@@ -134,8 +134,8 @@ class LRRangeResult:
     lrs, losses : ndarray, shape (n,)
         The rate of each step and the smoothed training loss after it.
     suggested_lr : float
-        The rate where the smoothed loss fell fastest (steepest negative slope against log rate),
-        divided by nothing: the usual choice is this value or up to 10x lower.
+        The rate where the smoothed loss fell fastest (steepest negative slope against log rate)
+        before its minimum; the usual choice is this value or up to 10x lower. Read the plot.
     """
 
     lrs: np.ndarray
@@ -234,7 +234,7 @@ def lr_range_test(
             loss = loss_fn(model(x.to(device)), y.to(device))
             loss.backward()
             opt.step()
-            avg = smooth * avg + (1 - smooth) * float(loss)
+            avg = smooth * avg + (1 - smooth) * loss.item()
             value = avg / (1 - smooth ** (step + 1))  # bias-corrected
             lrs.append(lr)
             losses.append(value)
@@ -245,5 +245,7 @@ def lr_range_test(
         model.load_state_dict(state)
         model.train(was_training)
     lr_arr, loss_arr = np.asarray(lrs), np.asarray(losses)
+    # the steepest fall before the loss's minimum (past it the run is already diverging)
+    stop = int(np.argmin(loss_arr)) + 1
     slope = np.gradient(loss_arr, np.log(lr_arr)) if len(lr_arr) > 2 else np.zeros(len(lr_arr))
-    return LRRangeResult(lr_arr, loss_arr, float(lr_arr[int(np.argmin(slope))]))
+    return LRRangeResult(lr_arr, loss_arr, float(lr_arr[int(np.argmin(slope[:stop]))]))

@@ -125,11 +125,29 @@ def _build(spec: dict[str, Any], n_classes: int, weights: Path | None = None) ->
 
         model.load_state_dict(load_file(str(weights)))
     elif spec["checkpoint"] is not None:  # start from the user's weights; a new classifier
-        Embedder._load_checkpoint(model, Path(spec["checkpoint"]))
+        _load_backbone(model, Path(spec["checkpoint"]))
     model = model.to(spec["device"])
     if spec["device"].startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _load_backbone(model: nn.Module, path: Path) -> None:
+    """Load every weight of ``path`` but the classifier's; only the classifier may stay new."""
+    from dermctx.embed import _load_state_dict
+
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "classifier"
+    heads = [classifier] if isinstance(classifier, str) else list(classifier)
+    is_head = lambda k: any(k == h or k.startswith(h + ".") for h in heads)  # noqa: E731
+    state = {k: v for k, v in _load_state_dict(path).items() if not is_head(k)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint {path} does not fit model {type(model).__name__}: {exc}") from exc
+    missing = [k for k in missing if not is_head(k)]
+    if missing or unexpected:
+        raise ModelError(f"checkpoint {path} does not fit the model: missing keys {missing[:5]}, "
+                         f"unexpected keys {list(unexpected)[:5]}")
 
 
 def _predict(model: nn.Module, rows: pd.DataFrame, spec: dict[str, Any], desc: str,
@@ -496,6 +514,8 @@ def train_lesion_cnn(
             net = _build(spec, len(classes), weights=done)
             part = pd.read_parquet(out / f"fold{k}.oof.parquet")
             hist = pd.read_csv(out / f"fold{k}.history.csv").to_dict("records")
+            failed = pd.read_csv(out / f"fold{k}.failed.csv", dtype={"message": str})
+            failures.update(zip(failed["row"].astype(int), failed["message"], strict=True))
         else:
             net, hist, bad = _train_fold(train_rows, train_y, val, y_usable[usable["fold"].to_numpy() == k],
                                          spec, len(classes), random_state * 1000 + k, f"fold {k}", progress)
@@ -509,7 +529,9 @@ def train_lesion_cnn(
                 save_checkpoint(net, done, model_name=model, image_size=settings["image_size"],
                                 mean=settings["mean"], std=settings["std"], class_names=classes, settings=settings)
                 pd.DataFrame(hist).to_csv(out / f"fold{k}.history.csv", index=False)
-                part.to_parquet(out / f"fold{k}.oof.parquet", index=False)
+                pd.DataFrame({"row": [int(val.index[p]) for p in bad_val], "message": list(bad_val.values())}
+                             ).to_csv(out / f"fold{k}.failed.csv", index=False)
+                part.to_parquet(out / f"fold{k}.oof.parquet", index=False)  # written last: the fold is done
         if done is not None:
             checkpoints.append(done)
         models.append(net.cpu().eval())

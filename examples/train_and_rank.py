@@ -25,7 +25,7 @@ prints is a check that the steps fit together, not a measurement of how well any
 ::
 
     python examples/train_and_rank.py --quick          # ~1 min on 2 CPU cores: 128 px, 3 folds, 1 epoch
-    python examples/train_and_rank.py --out run/       # 224 px, 5 folds, 3 epochs (~10 min)
+    python examples/train_and_rank.py --out run/       # 224 px, 5 folds, 3 epochs (~8.5 min)
 
 Re-running with the same ``--out`` and settings resumes: finished folds are read back, not
 retrained. Run ``python examples/train_and_rank.py --help`` for every option.
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(p.name for p in result.checkpoints)} in {result.checkpoints[0].parent} {clock()}")
 
     # 3. embeddings from the final model: one space for all patients (in-sample for these images)
-    embedder = result.embedder(device="cpu", batch_size=32, num_workers=args.workers)
+    # Embedder's num_workers are decoding threads (>= 1), the trainer's are DataLoader processes (0 = none)
+    embedder = result.embedder(device="cpu", batch_size=32, num_workers=max(1, args.workers))
     emb, emb_errors = embedder.embed(table, store=args.out / "embeddings", progress=args.progress)
     print(f"final-model embeddings: {emb.shape[0]} images x {emb.shape[1]} features, {len(emb_errors)} "
           f"errors (in-sample: the final model was trained on these images) {clock()}")

@@ -99,11 +99,13 @@ def test_unreadable_images_are_error_rows(real_images, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     table.loc[3, "path"] = str(tmp_path / "bad.jpg")
     table.loc[5, "path"] = None
-    result = train_lesion_cnn(table, "test_efficientnet", image_size=32,
-                              folds=dermctx.PatientKFold(2, random_state=0), **FAST)
+    settings = dict(FAST, image_size=32, folds=dermctx.PatientKFold(2, random_state=0), out_dir=tmp_path / "run")
+    result = train_lesion_cnn(table, "test_efficientnet", **settings)
     assert len(result.oof) + len(result.errors) == 12
     assert result.errors["row"].tolist() == [3, 5]
     assert "bad.jpg" in result.errors["message"].iloc[0]
+    resumed = train_lesion_cnn(table, "test_efficientnet", **settings)  # every fold read back
+    pd.testing.assert_frame_equal(resumed.errors, result.errors)
 
 
 def test_resume_after_a_killed_fold_gives_the_same_scores(tmp_path):
@@ -271,3 +273,22 @@ def test_runs_that_cannot_be_trained_or_resumed_are_refused(tmp_path):
     result = train_lesion_cnn(table.head(22), "test_efficientnet", image_size=32,
                               folds=dermctx.PatientKFold(2, random_state=0), **{**FAST, "batch_size": 10})
     assert len(result.oof) == 22
+
+
+def test_training_starts_from_a_checkpoint(tmp_path):
+    import timm
+
+    torch.manual_seed(1)
+    start = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)  # a backbone
+    ckpt = dermctx.save_checkpoint(start, tmp_path / "backbone", model_name="test_efficientnet",
+                                   image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    table = _square_task(tmp_path / "img", 24)
+    result = train_lesion_cnn(table, "test_efficientnet", image_size=32, checkpoint=ckpt,
+                              folds=dermctx.PatientKFold(2, random_state=0), **{**FAST, "epochs": 1})
+    assert len(result.oof) == 24
+    # a checkpoint of another architecture is refused, naming it
+    other = dermctx.save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "other", model_name="x",
+                                    image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(dermctx.ModelError, match="does not fit the model"):
+        train_lesion_cnn(table, "test_efficientnet", image_size=32, checkpoint=other,
+                         folds=dermctx.PatientKFold(2, random_state=0), **FAST)
