@@ -56,7 +56,7 @@ from torch import nn
 
 from dermctx.io.images import load_image
 from dermctx.optim import discriminative_param_groups
-from dermctx.train import train_lesion_cnn
+from dermctx.train import train_lesion_cnn, train_step
 
 SHARED = Path(os.environ.get("DERMCTX_SHARED_DATA",
                              Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -173,15 +173,8 @@ def net_train(batches: list[torch.Tensor], labels: list[torch.Tensor], cfg: dict
     model.train()
     _sync(device)
     start = time.perf_counter()
-    for x, y in zip(batches, labels, strict=True):
-        x, y = x.to(device), y.to(device)
-        with torch.autocast("cuda", enabled=cuda and cfg["amp"]):
-            loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        loss.item()  # the trainer reads the loss every step
+    for x, y in zip(batches, labels, strict=True):  # the trainer's own step
+        train_step(model, x.to(device), y.to(device), loss_fn, opt, scaler, amp=cuda and cfg["amp"])
     _sync(device)
     return sum(len(x) for x in batches) / (time.perf_counter() - start)
 

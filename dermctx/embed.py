@@ -532,13 +532,16 @@ class Embedder:
         state = _load_state_dict(path)
         head = set()
         classifier = getattr(net, "pretrained_cfg", {}).get("classifier")
-        for name in [classifier] if isinstance(classifier, str) else (classifier or []):
+        heads = [classifier] if isinstance(classifier, str) else list(classifier or [])
+        for name in heads:
             head |= {k for k in state if k == name or k.startswith(name + ".")}
         state = {k: v for k, v in state.items() if k not in head}
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:
             raise ModelError(f"checkpoint {path} does not fit model: {exc}") from exc
+        # a model with a classifier (the trainer's) starts that classifier new
+        missing = [k for k in missing if not any(k == h or k.startswith(h + ".") for h in heads)]
         if missing or unexpected:
             raise ModelError(
                 f"checkpoint {path} does not fit the model: missing keys {list(missing)[:5]}"

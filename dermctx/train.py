@@ -125,29 +125,11 @@ def _build(spec: dict[str, Any], n_classes: int, weights: Path | None = None) ->
 
         model.load_state_dict(load_file(str(weights)))
     elif spec["checkpoint"] is not None:  # start from the user's weights; a new classifier
-        _load_backbone(model, Path(spec["checkpoint"]))
+        Embedder._load_checkpoint(model, Path(spec["checkpoint"]))
     model = model.to(spec["device"])
     if spec["device"].startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def _load_backbone(model: nn.Module, path: Path) -> None:
-    """Load every weight of ``path`` but the classifier's; only the classifier may stay new."""
-    from dermctx.embed import _load_state_dict
-
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "classifier"
-    heads = [classifier] if isinstance(classifier, str) else list(classifier)
-    is_head = lambda k: any(k == h or k.startswith(h + ".") for h in heads)  # noqa: E731
-    state = {k: v for k, v in _load_state_dict(path).items() if not is_head(k)}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ModelError(f"checkpoint {path} does not fit model {type(model).__name__}: {exc}") from exc
-    missing = [k for k in missing if not is_head(k)]
-    if missing or unexpected:
-        raise ModelError(f"checkpoint {path} does not fit the model: missing keys {missing[:5]}, "
-                         f"unexpected keys {list(unexpected)[:5]}")
 
 
 def _predict(model: nn.Module, rows: pd.DataFrame, spec: dict[str, Any], desc: str,
@@ -166,6 +148,23 @@ def _predict(model: nn.Module, rows: pd.DataFrame, spec: dict[str, Any], desc: s
                 out = model(x[ok].to(spec["device"]))
                 probs[pos.numpy()[ok]] = torch.softmax(out.float(), dim=1).cpu().numpy()
     return probs, failed
+
+
+def train_step(net: Any, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, opt: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, *, amp: bool) -> float:
+    """One optimiser step on a batch (x (B, 3, H, W), y (B,)); channels_last and AMP on CUDA.
+
+    Returns the batch loss (read every step, as the trainer logs it).
+    """
+    if x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", enabled=amp):
+        loss = loss_fn(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss.item()
 
 
 def _train_fold(rows: pd.DataFrame, labels: np.ndarray, val: pd.DataFrame | None,
@@ -205,18 +204,11 @@ def _train_fold(rows: pd.DataFrame, labels: np.ndarray, val: pd.DataFrame | None
             if not ok.any():
                 continue
             x, y = x[ok].to(spec["device"]), y[ok].to(spec["device"])
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", enabled=cuda and spec["amp"]):
-                loss = loss_fn(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss = train_step(net, x, y, loss_fn, opt, scaler, amp=cuda and spec["amp"])
             step += 1
             if schedule is not None:
                 schedule.step_update(step)
-            total, seen = total + loss.item() * len(y), seen + len(y)
+            total, seen = total + loss * len(y), seen + len(y)
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lr": opt.param_groups[-1]["lr"],
                "seconds": time.perf_counter() - start, "val_auc": np.nan}
         if val is not None and val_labels is not None and len(val):
