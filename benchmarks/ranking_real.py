@@ -198,6 +198,8 @@ def _models(setting: str, *, goal_only: bool = False) -> dict[str, object]:
         "SetRanker": SetRanker(embedding_prefix=None, features=["cnn_logit", "age", *size]),
         "ContextRanker": ContextRanker(use_image_size=bool(size)),
     }
+    models["ablation: ContextRanker without the within-patient gate"] = ContextRanker(
+        use_image_size=bool(size), within_patient=1.0)
     if setting == "clinical":
         models["ablation: ContextRanker without CNN-logit context"] = ContextRanker(score_context=False)
         models["ablation: LightGBM, no class weights"] = Columns(MetadataGBM(class_weight=None), base)
@@ -238,6 +240,10 @@ def _goal_checks(result, setting: str, n_boot: int, baselines: list[str]) -> dic
         out["stretch: AUC >= best + 0.01"] = bool(d["estimate"] >= 0.01)
     out["goal: top-1 >= CNN top-1"] = bool(cr_top1 >= cnn_top1)
     out["top1 (ContextRanker, CNN)"] = [float(cr_top1), float(cnn_top1)]
+    cnn_wp = summary.loc["CNN alone", "within_patient_auc"]
+    cr_wp = summary.loc["ContextRanker", "within_patient_auc"]
+    out["goal: within-patient AUC >= CNN's"] = bool(cr_wp >= cnn_wp)
+    out["within-patient AUC (ContextRanker, CNN)"] = [float(cr_wp), float(cnn_wp)]
     return out
 
 

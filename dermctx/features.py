@@ -14,6 +14,8 @@ feature                      one-lesion patient     meaning
 ``{col}__rank``              0.5                    average rank within patient, scaled to [0, 1]
 ``{col}__ratio``             1                      value / mean of the others
 ``{col}__same``              1                      fraction of the others with exactly this value
+``{col}__med_diff``          0                      value minus the median of the other lesions
+``{col}__med_ratio``         1                      value / median of the other lesions
 ``{col}__site_diff``         0                      ``diff`` against same-site lesions only
 ``{col}__site_z``            0                      ``z`` against same-site lesions only
 ``patient__count``           1                      number of lesions of the patient
@@ -23,6 +25,9 @@ feature                      one-lesion patient     meaning
 ``emb__knn_dist``            0                      mean distance to the k nearest others
 ``emb__lof``                 1                      local outlier factor among the patient's set
 ============================ ====================== ==========================================
+
+:func:`patient_outlier_features` gives the four ``emb__*`` scores for any declared group of
+numeric columns (ISIC 2024's colour, size and shape measurements), in standardised units.
 
 A lesion whose own value is missing gets NaN features for that column (and is left out of the
 other lesions' references); LightGBM handles NaN natively.
@@ -39,10 +44,20 @@ import pandas as pd
 from dermctx.errors import TableError
 from dermctx.table import embedding_columns
 
-__all__ = ["CONTEXT_STATS", "EXACT_MAX", "context_scales", "patient_context_features"]
+__all__ = [
+    "ALL_STATS",
+    "CONTEXT_STATS",
+    "EXACT_MAX",
+    "context_scales",
+    "outlier_scales",
+    "patient_context_features",
+    "patient_outlier_features",
+]
 
-#: Statistics computed for every scalar column, in output order.
+#: Statistics computed by default for every scalar column, in output order.
 CONTEXT_STATS: tuple[str, ...] = ("diff", "z", "rank", "ratio", "same")
+#: Every statistic :func:`patient_context_features` can compute (``stats=``).
+ALL_STATS: tuple[str, ...] = (*CONTEXT_STATS, "med_diff", "med_ratio")
 
 #: Largest patient set on which embedding kNN/LOF scores are exact; above it every lesion is
 #: compared with a random reference sample of this many of the patient's lesions, so the cost
@@ -89,6 +104,34 @@ def _loo_diff_z(
     return diff, z, m, alone
 
 
+def _loo_median(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Median of the *other* valid values of each group, shape (n,); NaN where there are none.
+
+    Exact and vectorised: the group's values are sorted once; the median of the others of the
+    value at sorted position ``i`` is read from that order with position ``i`` skipped.
+    """
+    out = np.full(len(x), np.nan)
+    valid = np.flatnonzero(~np.isnan(x))
+    if not len(valid):
+        return out
+    order = valid[np.lexsort((x[valid], codes[valid]))]
+    a = x[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    start = np.repeat(starts, sizes)
+    pos = np.arange(len(order)) - start  # sorted position within the group
+    m = np.repeat(sizes, sizes) - 1  # number of others
+
+    def other(k: np.ndarray) -> np.ndarray:  # k-th smallest of the others (position i skipped)
+        k = np.clip(k, 0, None)
+        return a[np.minimum(start + k + (k >= pos), len(a) - 1)]
+
+    upper = other(m // 2)
+    med = np.where(m % 2 == 1, upper, (other(m // 2 - 1) + upper) / 2.0)
+    out[order] = np.where(m > 0, med, np.nan)
+    return out
+
+
 def _group_rank(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Average rank of ``x`` within its group scaled to [0, 1] (0.5 for a lone value; NaN stays)."""
     s = pd.Series(x)
@@ -117,6 +160,7 @@ def _scalar_features(
     site_codes: np.ndarray | None,
     z_floor: float,
     scale: float | None = None,
+    stats: Sequence[str] = CONTEXT_STATS,
 ) -> dict[str, np.ndarray]:
     valid = ~np.isnan(x)
     n_groups = int(codes.max()) + 1 if len(codes) else 0
@@ -134,6 +178,14 @@ def _scalar_features(
         f"{name}__ratio": ratio,
         f"{name}__same": _same_fraction(x, codes),
     }
+    if "med_diff" in stats or "med_ratio" in stats:
+        med = _loo_median(x, codes)
+        no_others = np.isnan(med)
+        out[f"{name}__med_diff"] = np.where(no_others, 0.0, x - med)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            med_ratio = np.where(no_others, 1.0, x / med)
+        out[f"{name}__med_ratio"] = np.where(np.isfinite(med_ratio), med_ratio, np.nan)
+    out = {k: v for k, v in out.items() if k.split("__", 1)[1] in stats}
     if site_codes is not None:
         diff_s, z_s, _, _ = _loo_diff_z(x, site_codes, int(site_codes.max()) + 1, floor)
         out[f"{name}__site_diff"] = diff_s
@@ -180,6 +232,7 @@ def _embedding_features(
     exact_max: int,
     random_state: int | None,
     keys: np.ndarray | None = None,
+    row_keys: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     n, _ = emb.shape
     valid = ~np.isnan(emb).any(axis=1)
@@ -203,6 +256,8 @@ def _embedding_features(
     for rows in np.split(order, bounds):  # one pass per patient, vectorised within it
         if len(rows) == 0:
             continue
+        if row_keys is not None:  # the reference sample is drawn by lesion id, not row position
+            rows = rows[np.argsort(row_keys[rows], kind="stable")]
         if keys is not None and random_state is not None:
             # a patient's reference sample is seeded by its own id, not by the patients before it
             key = zlib.crc32(str(keys[codes[rows[0]]]).encode())
@@ -241,6 +296,8 @@ def patient_context_features(
     exact_max: int = EXACT_MAX,
     random_state: int | None = 0,
     scales: Mapping[str, float] | None = None,
+    stats: Sequence[str] = CONTEXT_STATS,
+    id_col: str = "image_id",
 ) -> pd.DataFrame:
     """Patient-relative features of lesion columns, leave-one-out against the patient's others.
 
@@ -277,6 +334,13 @@ def patient_context_features(
         ``table``, which makes ``z`` depend on the other patients in ``table``; a fitted model
         passes the scales of its training table (see :func:`context_scales`) so a patient's
         features depend on that patient's lesions only.
+    stats : sequence of str
+        Which statistics of :data:`ALL_STATS` to compute for each column of ``cols`` (default
+        :data:`CONTEXT_STATS`; ``med_diff`` and ``med_ratio`` compare with the median of the
+        patient's other lesions).
+    id_col : str
+        Lesion id column; when present, a large patient's kNN/LOF reference sample is drawn by
+        these ids, so the features do not depend on the order of the rows.
 
     Returns
     -------
@@ -303,8 +367,12 @@ def patient_context_features(
     if pid.isna().any():
         bad = np.flatnonzero(pid.isna().to_numpy())[:5]
         raise TableError(f"column {patient_col!r} is missing at rows {list(bad)}; every lesion needs a patient")
+    unknown = [s for s in stats if s not in ALL_STATS]
+    if unknown:
+        raise TableError(f"patient_context_features: unknown stats {unknown}; expected some of {list(ALL_STATS)}")
     codes, keys = pd.factorize(pid.astype(str))
     codes = codes.astype(np.int64)
+    row_keys = table[id_col].astype(str).to_numpy() if id_col in table.columns else None
     out: dict[str, np.ndarray] = {}
     count = np.bincount(codes)[codes].astype(float) if len(codes) else np.zeros(0)
     out["patient__count"] = count
@@ -328,7 +396,7 @@ def patient_context_features(
         except (ValueError, TypeError) as exc:
             raise TableError(f"column {col!r} must be numeric for patient context features ({exc})") from exc
         scale = None if scales is None or col not in scales else float(scales[col])
-        out.update(_scalar_features(x, col, codes, site_codes, z_floor, scale))
+        out.update(_scalar_features(x, col, codes, site_codes, z_floor, scale, stats))
 
     if embedding_prefix:
         emb_cols = embedding_columns(table, embedding_prefix)
@@ -336,5 +404,100 @@ def patient_context_features(
             emb = table[emb_cols].to_numpy(dtype=np.float64, na_value=np.nan)
             name = embedding_prefix.rstrip("_") or "emb"
             out.update(_embedding_features(emb, name, codes, n_neighbors, exact_max, random_state,
-                                           np.asarray(keys, dtype=object)))
+                                           np.asarray(keys, dtype=object), row_keys))
+    return pd.DataFrame(out, index=table.index)
+
+
+def _numeric(table: pd.DataFrame, col: str) -> np.ndarray:
+    try:
+        return pd.to_numeric(table[col], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    except (ValueError, TypeError) as exc:
+        raise TableError(f"column {col!r} must be numeric for patient outlier features ({exc})") from exc
+
+
+def outlier_scales(table: pd.DataFrame, cols: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The mean and std (ddof=0, NaN ignored) of each column, for ``scales=`` of
+    :func:`patient_outlier_features`; (0.0, 1.0) for a column without values, std 1.0 where it is 0.
+    """
+    out = {}
+    for col in cols:
+        x = _numeric(table, col)
+        if np.isnan(x).all():
+            out[col] = (0.0, 1.0)
+            continue
+        sd = float(np.nanstd(x))
+        out[col] = (float(np.nanmean(x)), sd if sd > 0 else 1.0)
+    return out
+
+
+def patient_outlier_features(
+    table: pd.DataFrame,
+    groups: Mapping[str, Sequence[str]],
+    *,
+    patient_col: str = "patient_id",
+    id_col: str = "image_id",
+    scales: Mapping[str, tuple[float, float]] | None = None,
+    n_neighbors: int = 5,
+    exact_max: int = EXACT_MAX,
+    random_state: int | None = 0,
+) -> pd.DataFrame:
+    """How far each lesion lies from its patient's other lesions over a group of columns.
+
+    Each group of numeric columns (say ISIC 2024's colour, size and shape measurements) is
+    standardised column by column (``(x - mean) / std`` with ``scales``, so every column counts in
+    population standard deviations) and scored like an embedding: leave-one-out distance to the
+    centroid of the patient's other lesions and its within-patient rank, mean distance to the
+    ``n_neighbors`` nearest others, and the local outlier factor.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Lesion table with ``patient_col`` and every column of every group.
+    groups : mapping of str to sequence of str
+        Group name -> its columns. The output has ``{name}__centroid_dist``,
+        ``{name}__centroid_dist_rank``, ``{name}__knn_dist`` and ``{name}__lof`` per group.
+    scales : mapping of column to (mean, std), optional
+        Default: :func:`outlier_scales` of ``table``. A fitted model passes its training
+        scales, so a lesion's scores depend on its own patient's lesions only.
+    n_neighbors, exact_max, random_state :
+        As in :func:`patient_context_features`; large patients' reference samples are drawn by
+        ``id_col`` when it is present, so the scores do not depend on row order.
+
+    Returns
+    -------
+    DataFrame
+        On ``table.index``, four float64 columns per group. A missing value is replaced by the
+        median of the patient's lesions that have it (the training mean when none has), so a
+        lesion is an outlier for what was measured, not for what was not.
+
+    Raises
+    ------
+    TableError
+        A missing or non-numeric column, an empty group, a missing patient id.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TableError(f"expected a lesion table (pandas DataFrame), got {type(table).__name__}")
+    needed = [patient_col, *[c for cols in groups.values() for c in cols]]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise TableError(f"patient_outlier_features: column(s) {missing} not in the table "
+                         f"(columns {list(table.columns)[:20]})")
+    pid = table[patient_col]
+    if pid.isna().any():
+        raise TableError(f"column {patient_col!r} is missing at rows "
+                         f"{list(np.flatnonzero(pid.isna().to_numpy())[:5])}; every lesion needs a patient")
+    codes, keys = pd.factorize(pid.astype(str))
+    codes = codes.astype(np.int64)
+    row_keys = table[id_col].astype(str).to_numpy() if id_col in table.columns else None
+    out: dict[str, np.ndarray] = {}
+    for name, cols in groups.items():
+        if not len(cols):
+            raise TableError(f"patient_outlier_features: group {name!r} has no columns")
+        sc = scales if scales is not None else outlier_scales(table, cols)
+        z = np.column_stack([(_numeric(table, c) - sc[c][0]) / sc[c][1] for c in cols])  # (n, d)
+        if np.isnan(z).any():
+            med = pd.DataFrame(z).groupby(codes).transform("median").to_numpy()
+            z = np.where(np.isnan(z), np.nan_to_num(med, nan=0.0), z)
+        out.update(_embedding_features(z, name, codes, n_neighbors, exact_max, random_state,
+                                       np.asarray(keys, dtype=object), row_keys))
     return pd.DataFrame(out, index=table.index)

@@ -150,7 +150,7 @@ def test_score_patient_sorted_with_explanation(clinic):
     one = clinic[clinic.patient_id == clinic.patient_id[clinic.target == 1].iloc[0]]
     out = ranker.score_patient(one)
     assert list(out.columns) == ["image_id", "score", "rank", "raised_by", "raised_by_change",
-                                 "lowered_by", "lowered_by_change"]
+                                 "lowered_by", "lowered_by_change", "explanation"]
     assert (np.diff(out["score"]) <= 0).all() and list(out["rank"]) == list(range(1, len(one) + 1))
     full = ranker.predict_proba(one)[:, 1]
     np.testing.assert_allclose(out.set_index("image_id").loc[one.image_id, "score"], full)

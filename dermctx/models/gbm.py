@@ -245,6 +245,20 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         raw = np.asarray(self.booster_.predict(frame, raw_score=True, num_threads=self.n_jobs), dtype=float)
         return raw + offset if offset is not None else raw
 
+    def contributions(self, X: Any) -> pd.DataFrame:
+        """Each feature's contribution to each row's logit (LightGBM ``pred_contrib``, the exact
+        SHAP values of the trees), shape (n, p + 1): the feature columns then ``bias`` (the trees'
+        expected value). A row sums to :meth:`decision_function` minus the offset (if any)."""
+        check_is_fitted(self, "booster_")
+        if isinstance(X, pd.DataFrame) and not getattr(self, "_array_input", False):
+            X, _ = self._split_offset(X)
+        frame = self._frame(X, fit=False)
+        names = [str(c) for c in frame.columns]
+        if not len(frame):
+            return pd.DataFrame(np.zeros((0, len(names) + 1)), columns=[*names, "bias"])
+        phi = np.asarray(self.booster_.predict(frame, pred_contrib=True, num_threads=self.n_jobs), dtype=float)
+        return pd.DataFrame(phi, columns=[*names, "bias"], index=frame.index)
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n, 2), columns in ``classes_`` order."""
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))

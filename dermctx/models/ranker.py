@@ -10,8 +10,17 @@ patient's other lesions*:
    ``init_score``) on age, sex, site, the patient's lesion count and patient-relative features
    (:func:`~dermctx.patient_context_features`) of the declared inputs, with fixed conservative
    rounds (no early stopping on a handful of melanomas);
-3. **calibration**: a Platt scaling fitted on patient-grouped out-of-fold logits of stage 2, so
+3. **within-patient gate**: the correction is split into its patient mean (a prior that moves
+   all of a patient's lesions together) and each lesion's deviation from it (what reorders the
+   patient's lesions). The deviation is kept with a weight chosen on inner patient-grouped folds
+   by within-patient AUC and top-1; weight 0 leaves each patient's lesions in the order of the
+   offset (the CNN's order), so the correction reorders lesions only where it earned it;
+4. **calibration**: a Platt scaling fitted on patient-grouped out-of-fold logits of stage 3, so
    probabilities mean the same across fits.
+
+:meth:`ContextRanker.feature_contributions` splits every score into the contributions of the
+source columns (LightGBM ``pred_contrib`` through the gate and the calibration), and
+:meth:`ContextRanker.score_patient` words them for a clinician.
 
 Image width/height are an acquisition artefact in SIIM-ISIC 2020 (how the data was collected,
 not the patient's skin); they are read only with ``use_image_size=True``.
@@ -32,7 +41,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from dermctx.errors import ModelError, TableError, error_record, errors_frame
-from dermctx.features import context_scales, patient_context_features
+from dermctx.features import (
+    ALL_STATS,
+    context_scales,
+    outlier_scales,
+    patient_context_features,
+    patient_outlier_features,
+)
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
 from dermctx.models.gbm import MetadataGBM
 from dermctx.table import (
@@ -51,6 +66,12 @@ __all__ = ["LABEL_DERIVED", "ContextRanker"]
 LABEL_DERIVED: frozenset[str] = frozenset(LABEL_COLUMNS)
 _FORMAT = "dermctx.ContextRanker/1"
 _EPS = 1e-6
+#: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
+GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Columns never picked by ``context_features="auto"``: identity, metadata, the image's size and
+#: file, fold and split bookkeeping.
+_NOT_CONTEXT = frozenset({"patient_id", "image_id", "lesion_id", "target", "age", "sex", "site",
+                          "width", "height", "path", "fold", "split"})
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -64,6 +85,12 @@ def _show(value: Any) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
+def _names(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} is not a list of column names")
+    return list(value)
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -72,6 +99,23 @@ def _sha256(path: Path) -> str:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def _patient_mean(v: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Each row's patient mean of ``v`` (the last axis may be columns: ``v`` is (n,) or (n, k))."""
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    count = np.bincount(codes, minlength=n_groups).astype(float)
+    if v.ndim == 1:
+        return (np.bincount(codes, weights=v, minlength=n_groups) / count)[codes]
+    sums = np.zeros((n_groups, v.shape[1]))
+    np.add.at(sums, codes, v)
+    return (sums / count[:, None])[codes]
+
+
+def _gate(correction: np.ndarray, codes: np.ndarray, weight: float) -> np.ndarray:
+    """The correction with its within-patient part weighted: ``mean_p + weight * (c - mean_p)``."""
+    mean = _patient_mean(correction, codes)
+    return mean + weight * (correction - mean)
 
 
 class ContextRanker(ClassifierMixin, BaseEstimator):
@@ -100,13 +144,29 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     extra_features : sequence of str
         Further per-lesion columns to use as they are (numeric or categorical). Label-derived
         names (:data:`LABEL_DERIVED`) are refused.
-    context_features : sequence of str
+    context_features : sequence of str or "auto"
         Per-lesion numeric columns (ISIC 2024's ``tbp_lv_*`` colour, size, border and symmetry
         measurements, or a clinic's own) used raw **and** relative to the patient's other
-        lesions: leave-one-out difference, z-score, rank, ratio, and the same against same-site
-        lesions (:func:`dermctx.patient_context_features`), the ISIC 2024 winning recipe. A
-        lesion's features depend on its own patient's lesions only. Label-derived names are
-        refused.
+        lesions: leave-one-out difference, z-score, rank, ratio, difference and ratio to the
+        median of the others, and difference and z against same-site lesions
+        (:func:`dermctx.patient_context_features`), the ISIC 2024 winning recipe. A lesion's
+        features depend on its own patient's lesions only. Label-derived names are refused.
+        ``"auto"``: every numeric column of the training table that is not identity, metadata,
+        image size, the CNN score, an embedding, an ``extra_features`` column or label-derived
+        (the choice is ``context_features_``; columns that leak the label by their values are
+        still refused).
+    outlier_groups : mapping of str to sequence of str, or None
+        Groups of numeric columns scored as one point per lesion (standardised by the training
+        mean and std): distance to the centroid of the patient's other lesions, its rank, kNN
+        distance and local outlier factor (:func:`dermctx.features.patient_outlier_features`).
+        None: one group ``"context"`` of all the context features when there are two or more;
+        ``{}``: none.
+    within_patient : "auto" or float in [0, 1]
+        Weight of the part of the correction that reorders a patient's lesions (its deviation
+        from the patient's mean correction). ``"auto"`` picks it from :data:`GATE_WEIGHTS` on
+        the inner patient-grouped folds: the weight with the best within-patient AUC plus top-1
+        among those no worse than weight 0 on both (weight 0 keeps each patient's lesions in the
+        order of the offset, the CNN's). 1.0 always uses the full correction.
     n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda :
         The correction GBM (fixed rounds, strong regularisation).
     n_folds : int
@@ -130,6 +190,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         Platt scaling ``[a, b]``: probability = sigmoid(a * logit + b).
     context_scales_ : dict of str to float
         Training std of each patient-context column (the z floor), fixed at fit.
+    context_features_ : list of str
+        The context feature columns used (``context_features`` resolved).
+    outlier_groups_ : dict of str to list of str
+    outlier_scales_ : dict of str to (float, float)
+        Training mean and std of each outlier-group column.
+    within_patient_weight_ : float
+        The weight of the within-patient part of the correction in use.
+    gate_scores_ : list of dict
+        Per candidate weight: ``weight``, ``within_patient_auc`` and ``top1`` on the inner folds.
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     """
@@ -143,7 +212,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         use_set_model: str | bool = False,
         score_context: bool = True,
         extra_features: Sequence[str] = (),
-        context_features: Sequence[str] = (),
+        context_features: Sequence[str] | str = (),
+        outlier_groups: dict[str, Sequence[str]] | None = None,
+        within_patient: str | float = "auto",
         n_estimators: int = 150,
         learning_rate: float = 0.02,
         num_leaves: int = 7,
@@ -161,6 +232,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.score_context = score_context
         self.extra_features = extra_features
         self.context_features = context_features
+        self.outlier_groups = outlier_groups
+        self.within_patient = within_patient
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -172,9 +245,35 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # -- declared inputs ---------------------------------------------------------------------
+    def _context_columns(self, X: pd.DataFrame) -> list[str]:
+        """``context_features`` resolved on the training table ``X`` (``"auto"`` picks columns)."""
+        if isinstance(self.context_features, str):
+            if self.context_features != "auto":
+                raise TableError(f"ContextRanker: context_features={self.context_features!r}; "
+                                 "expected a list of column names or 'auto'")
+            taken = {*_NOT_CONTEXT, self.score_col, *self.extra_features}
+            prefix = self.embedding_prefix or "\0"
+            return [str(c) for c in X.columns
+                    if c not in taken and not str(c).startswith(prefix)
+                    and str(c).lower() not in LABEL_DERIVED
+                    and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+                    and X[c].nunique(dropna=True) > 1]
+        return [str(c) for c in self.context_features]
+
+    def _outlier_groups(self) -> dict[str, list[str]]:
+        if self.outlier_groups is None:
+            cols = self.context_features_
+            return {"context": list(cols)} if len(cols) >= 2 else {}
+        if not isinstance(self.outlier_groups, dict):
+            raise TableError(f"ContextRanker: outlier_groups must be a dict name -> columns or None, "
+                             f"got {type(self.outlier_groups).__name__}")
+        groups = {str(k): [str(c) for c in v] for k, v in self.outlier_groups.items()}
+        refuse_label_columns([c for v in groups.values() for c in v], who="ContextRanker")
+        return groups
+
     def _declare(self, X: pd.DataFrame) -> list[str]:
         """The input columns this configuration reads from ``X`` (checked against the labels)."""
-        offered = [c for c in [self.score_col, *self.extra_features, *self.context_features]
+        offered = [c for c in [self.score_col, *self.extra_features, *self.context_features_]
                    if c is not None]
         if self.embedding_prefix and self.embedding_prefix.lower().rstrip("_") in LABEL_DERIVED:
             offered.append(self.embedding_prefix)
@@ -188,13 +287,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 f"ContextRanker: X has neither the CNN score column {self.score_col!r} nor "
                 f"embedding columns '{self.embedding_prefix}*' (columns {list(X.columns)[:20]})"
             )
-        if self.score_col is None and not emb and not self.context_features:
+        if self.score_col is None and not emb and not self.context_features_:
             raise TableError("ContextRanker: score_col=None, no embedding columns and no "
                              "context_features; nothing to rank on")
         cols += ["age", "sex", "site"]
         if self.use_image_size:
             cols += ["width", "height"]
-        cols += [c for c in [*self.extra_features, *self.context_features] if c not in cols]
+        groups = [c for v in self.outlier_groups_.values() for c in v]
+        cols += [c for c in [*self.extra_features, *self.context_features_, *groups] if c not in cols]
         cols += emb
         missing = [c for c in cols if c not in X.columns]
         if missing:
@@ -224,7 +324,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
             problems.setdefault(int(i), f"patient_id {str(pid.iloc[i])!r} is a placeholder for an "
                                 "unknown patient; give the real id (or 'unknown:<image_id>')")
-        for col in self.context_features:  # missing is fine; text is never read as missing
+        numeric = dict.fromkeys([*self.context_features_, *(c for v in self.outlier_groups_.values() for c in v)])
+        for col in numeric:  # missing is fine; text is never read as missing
             v = pd.to_numeric(X[col], errors="coerce")
             for i in np.flatnonzero((v.isna() & X[col].notna()).to_numpy() | np.isinf(v.to_numpy(float))):
                 problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected a "
@@ -300,23 +401,40 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             v = X[col]
             feats[col] = (v.to_numpy(dtype=float, na_value=np.nan) if pd.api.types.is_numeric_dtype(v)
                           else v.astype(object).where(v.notna(), None).to_numpy())
-        for col in self.context_features:
-            v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            feats[col] = work[col] = v
-            ctx_cols.append(col)
+        if "image_id" in X.columns:  # large patients' kNN samples are drawn by lesion id
+            work["image_id"] = X["image_id"].astype(str).to_numpy()
+        numeric = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                   for c in dict.fromkeys([*self.context_features_,
+                                           *(c for v in self.outlier_groups_.values() for c in v)])}
+        for col in self.context_features_:
+            feats[col] = numeric[col]
+        measured = pd.DataFrame(numeric)  # context and outlier-group columns, (n, m)
         if self.emb_cols_:  # one concat, not a column at a time
             emb = pd.DataFrame(X[self.emb_cols_].to_numpy(dtype=np.float32), columns=self.emb_cols_)
             work = pd.concat([work, emb], axis=1)
         if fit:
-            self.context_scales_ = context_scales(work, ctx_cols)
+            self.context_scales_ = context_scales(pd.concat([work, measured], axis=1),
+                                                  [*ctx_cols, *self.context_features_])
+            self.outlier_scales_ = outlier_scales(measured, list(measured.columns))
+        scales = getattr(self, "context_scales_", None)
+        parts = [pd.DataFrame(feats)]
         ctx = patient_context_features(
             work, ctx_cols, embedding_prefix=self.embedding_prefix if self.emb_cols_ else None,
-            by_site=True, random_state=self.random_state,
-            scales=getattr(self, "context_scales_", None),
+            by_site=True, random_state=self.random_state, scales=scales,
         )
         # a ratio or an exact-equality rate of a signed logit means nothing
-        ctx = ctx.drop(columns=["cnn_logit__ratio", "cnn_logit__same"], errors="ignore")
-        frame = pd.concat([pd.DataFrame(feats), ctx.reset_index(drop=True)], axis=1)
+        parts.append(ctx.drop(columns=["cnn_logit__ratio", "cnn_logit__same"], errors="ignore"))
+        if self.context_features_:
+            measured_ctx = patient_context_features(
+                pd.concat([work[["patient_id", "site"]], measured], axis=1), self.context_features_,
+                embedding_prefix=None, by_site=True, scales=scales, stats=ALL_STATS)
+            parts.append(measured_ctx.drop(columns=["patient__count", "patient__site_count"]))
+        if self.outlier_groups_:
+            keyed = pd.concat([work[[c for c in ("patient_id", "image_id") if c in work.columns]],
+                               measured], axis=1)
+            parts.append(patient_outlier_features(keyed, self.outlier_groups_, scales=self.outlier_scales_,
+                                                  random_state=self.random_state))
+        frame = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
         return frame, logit
 
     def _offset_design(self, logit: np.ndarray | None, set_logit: np.ndarray | None, n: int) -> np.ndarray:
@@ -337,8 +455,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _make_set_model(self):
         from dermctx.models.set_transformer import SetRanker
 
-        params = {"random_state": self.random_state, **(self.set_model_params or {})}
-        return SetRanker(embedding_prefix=self.embedding_prefix, **params)
+        params = {"random_state": self.random_state,
+                  "embedding_prefix": self.embedding_prefix if self.emb_cols_ else None,
+                  "features": list(self.context_features_) or None,  # standardised, missing imputed
+                  **(self.set_model_params or {})}
+        return SetRanker(**params)
 
     def _folds(self, X: pd.DataFrame, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         from dermctx.splits import PatientKFold
@@ -380,18 +501,27 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         y = y.astype(int)
         if y.min() == y.max():
             raise TableError("ContextRanker.fit: y has one class only; need melanomas and others")
+        self._check_params()
+        self.context_features_ = self._context_columns(X)
+        self.outlier_groups_ = self._outlier_groups()
         cols = self._declare(X)
         check_feature_columns(X, y, [c for c in cols if c != "patient_id"], who="ContextRanker")
         self.feature_names_in_ = np.asarray(cols, dtype=object)
         self.n_features_in_ = len(cols)
         self.uses_cnn_ = self.score_col is not None and self.score_col in cols
         self.emb_cols_ = embedding_columns(X[cols], self.embedding_prefix) if self.embedding_prefix else []
-        self.uses_set_ = bool(self.emb_cols_) and self.use_set_model in ("auto", True)
-        if self.use_set_model is True and not self.emb_cols_:
-            raise TableError(f"use_set_model=True needs embedding columns '{self.embedding_prefix}*'")
+        set_inputs = bool(self.emb_cols_) or bool(self.context_features_)
+        self.uses_set_ = set_inputs and self.use_set_model in ("auto", True)
+        if self.use_set_model is True and not set_inputs:
+            raise TableError(f"use_set_model=True needs embedding columns '{self.embedding_prefix}*' "
+                             "or context_features")
         self._raise_problems(X)
         self.classes_ = np.array([0, 1])
 
+        # one canonical row order (by patient, lesion id, then content): the model does not
+        # depend on the order of the rows (LightGBM's row sampling goes by position)
+        order = self._canonical_order(X, cols)
+        X, y = X.iloc[order], y[order]
         folds = self._folds(X, y)
         frame, logit = self._features(X, fit=True)
         Xin = X[cols]
@@ -422,10 +552,46 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             g = self._make_gbm().fit(frame.iloc[tr].assign(__offset__=offset[tr]), y[tr])
             oof[te] = g.decision_function(frame.iloc[te].assign(__offset__=offset[te]))
         self.gbm_ = self._make_gbm().fit(frame.assign(__offset__=offset), y)
-        cal = LogisticRegression(C=1e4, max_iter=1000).fit(oof[:, None], y)
+        codes = pd.factorize(X["patient_id"].astype(str))[0]
+        self.within_patient_weight_, self.gate_scores_ = self._choose_gate(oof, offset, y, codes)
+        gated = offset + _gate(oof - offset, codes, self.within_patient_weight_)
+        cal = LogisticRegression(C=1e4, max_iter=1000).fit(gated[:, None], y)
         self.calibration_ = np.array([cal.coef_[0, 0], cal.intercept_[0]])
-        self.oof_proba_ = _sigmoid(self.calibration_[0] * oof + self.calibration_[1])
+        self.oof_proba_ = np.empty(len(X))
+        self.oof_proba_[order] = _sigmoid(self.calibration_[0] * gated + self.calibration_[1])
         return self
+
+    def _check_params(self) -> None:
+        w = self.within_patient
+        if not (w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= 1)):
+            raise ModelError(f"ContextRanker: within_patient={w!r}; expected 'auto' or a number in [0, 1]")
+
+    @staticmethod
+    def _canonical_order(X: pd.DataFrame, cols: list[str]) -> np.ndarray:
+        """Row positions sorted by patient, lesion id and row content (a stable, order-free key)."""
+        pid = X["patient_id"].astype(str).to_numpy()
+        ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.zeros(len(X), dtype=str)
+        content = pd.util.hash_pandas_object(X[cols].astype(str), index=False).to_numpy()
+        return np.lexsort((content, ids, pid))
+
+    def _choose_gate(self, raw: np.ndarray, offset: np.ndarray, y: np.ndarray, codes: np.ndarray
+                     ) -> tuple[float, list[dict[str, float]]]:
+        """The within-patient weight (fixed, or the best on the out-of-fold logits ``raw``)."""
+        from dermctx.metrics import topk_rate, within_patient_auc
+
+        if self.within_patient != "auto":
+            return float(self.within_patient), []
+        scores = []
+        for w in GATE_WEIGHTS:
+            z = offset + _gate(raw - offset, codes, w)
+            scores.append({"weight": w, "within_patient_auc": float(within_patient_auc(y, z, codes).value),
+                           "top1": float(topk_rate(y, z, codes, 1))})
+        base = scores[0]
+        wp0 = np.nan_to_num(base["within_patient_auc"], nan=0.0)
+        ok = [r for r in scores
+              if np.nan_to_num(r["within_patient_auc"], nan=0.0) >= wp0 - 1e-12 and r["top1"] >= base["top1"] - 1e-12]
+        best = max(ok, key=lambda r: (np.nan_to_num(r["within_patient_auc"], nan=0.0) + r["top1"], -r["weight"]))
+        return float(best["weight"]), scores
 
     def _check_input(self, X: Any) -> pd.DataFrame:
         check_is_fitted(self, "gbm_")
@@ -447,14 +613,93 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             return np.zeros(0)
         return self._logit_unchecked(X)
 
-    def _logit_unchecked(self, X: pd.DataFrame) -> np.ndarray:
+    def _stages(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+        """The GBM's features, the offset design (n, 3), the offset (n,) and patient codes (n,)."""
         frame, logit = self._features(X)
         set_logit = None
         if self.set_model_ is not None:
             set_logit = self.set_model_.decision_function(X[list(self.feature_names_in_)])
-        offset = self._offset_design(logit, set_logit, len(X)) @ self.offset_coef_
+        design = self._offset_design(logit, set_logit, len(X))
+        codes = pd.factorize(X["patient_id"].astype(str))[0]
+        return frame, design, design @ self.offset_coef_, codes
+
+    def _logit_unchecked(self, X: pd.DataFrame) -> np.ndarray:
+        frame, _, offset, codes = self._stages(X)
         raw = self.gbm_.decision_function(frame.assign(__offset__=offset))
-        return self.calibration_[0] * raw + self.calibration_[1]
+        gated = offset + _gate(raw - offset, codes, self.within_patient_weight_)
+        return self.calibration_[0] * gated + self.calibration_[1]
+
+    def feature_contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Each lesion's calibrated logit split by source column.
+
+        The correction GBM's per-feature contributions (LightGBM ``pred_contrib``, SHAP values of
+        the trees) are passed through the within-patient gate and the calibration, and summed
+        over the features derived from one source column (``tbp_lv_H``, ``tbp_lv_H__z``,
+        ``tbp_lv_H__site_rank``... -> ``tbp_lv_H``; see :mod:`dermctx.models.explanation`).
+
+        Returns
+        -------
+        DataFrame, (n, k), on ``X.index``
+            ``baseline`` (intercept and the trees' expected value), ``score_col`` (the CNN
+            logit's offset term) and ``set_model`` when used, then one column per source. Each
+            row sums to :meth:`decision_function` of that row (to float precision).
+
+        Raises
+        ------
+        TableError
+            As :meth:`decision_function`.
+        """
+        from dermctx.models.explanation import source_of
+
+        X = self._check_input(X)
+        self._raise_problems(X)
+        frame, design, offset, codes = self._stages(X)
+        phi = self.gbm_.contributions(frame.assign(__offset__=offset))  # (n, p + 1), raw logit units
+        bias = phi.pop("bias").to_numpy()
+        gated = _gate(phi.to_numpy(dtype=float), codes, self.within_patient_weight_) if len(X) else phi.to_numpy()
+        a, b = self.calibration_
+        out = {"baseline": a * (design[:, 0] * self.offset_coef_[0] + bias) + b}
+        if self.uses_cnn_:
+            out[str(self.score_col)] = a * design[:, 1] * self.offset_coef_[1]
+        if self.set_model_ is not None:
+            out["set_model"] = a * design[:, 2] * self.offset_coef_[2]
+        sources: dict[str, np.ndarray] = {}
+        for j, name in enumerate(phi.columns):
+            key = source_of(str(name))
+            sources[key] = sources.get(key, 0.0) + a * gated[:, j]
+        for key, value in sources.items():
+            out[key] = out.get(key, 0.0) + value
+        return pd.DataFrame(out, index=X.index)
+
+    def explain(self, X: pd.DataFrame) -> list[str]:
+        """One sentence per lesion (input order): the sources that raised and lowered its score,
+        in the patient's terms (:func:`dermctx.models.explanation.describe`)."""
+        from dermctx.models.explanation import ExplanationContext, describe
+
+        contributions = self.feature_contributions(X)
+        if not len(X):
+            return []
+        frame, _, _, codes = self._stages(X)
+        ctx = ExplanationContext(codes=codes, score_source=self.score_col if self.uses_cnn_ else None)
+        if self.uses_cnn_:
+            ctx.values[str(self.score_col)] = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(float)
+        for col in self.context_features_:
+            ctx.values[col] = frame[col].to_numpy(dtype=float)
+            ctx.z[col] = frame[f"{col}__z"].to_numpy(dtype=float)
+        emb_name = [(self.embedding_prefix or "").rstrip("_") or "emb"] if self.emb_cols_ else []
+        for name in [*self.outlier_groups_, *emb_name]:
+            ctx.distance[name] = frame[f"{name}__centroid_dist"].to_numpy(dtype=float)
+        ctx.group_sizes = {k: len(v) for k, v in self.outlier_groups_.items()}
+        ctx.values["patient"] = frame["patient__count"].to_numpy(dtype=float)
+        ctx.values["age"] = frame["age"].to_numpy(dtype=float)
+        for col in ("sex", "site"):
+            ctx.labels[col] = frame[col].to_numpy()
+        for col in self.extra_features:
+            if pd.api.types.is_numeric_dtype(frame[col]):
+                ctx.values[col] = frame[col].to_numpy(dtype=float)
+            else:
+                ctx.labels[col] = frame[col].to_numpy()
+        return describe(contributions, ctx)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): columns other, melanoma; rows in input order."""
@@ -466,8 +711,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         return (self.decision_function(X) > 0).astype(int)
 
     # -- batch and per-patient use -----------------------------------------------------------
-    def rank(self, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def rank(self, X: pd.DataFrame, *, explain: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Score a batch, keeping going past bad rows.
+
+        With ``explain=True`` the scores have an ``explanation`` column (:meth:`explain`).
 
         Returns
         -------
@@ -496,6 +743,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         scores["patient_rank"] = (
             scores.groupby("patient_id")["score"].rank(ascending=False, method="min").astype(int)
         )
+        if explain:
+            scores["explanation"] = self.explain(good) if len(good) else []
         return scores, errors
 
     def score_patient(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -510,7 +759,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             Sorted by ``score`` (highest first): ``image_id``, ``score``, ``rank`` (1 = most
             suspicious), ``raised_by`` / ``raised_by_change`` (the lesion whose presence most
             raised this score, and by how much, in probability units; None/0 when none did) and
-            ``lowered_by`` / ``lowered_by_change`` (most lowered it; change < 0).
+            ``lowered_by`` / ``lowered_by_change`` (most lowered it; change < 0), and
+            ``explanation``: the features that raised and lowered the score, worded against
+            the patient's other lesions (:meth:`explain`).
         """
         X = self._check_input(X)
         pids = X["patient_id"].astype(str).unique()
@@ -520,6 +771,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         n = len(X)
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(n).astype(str)
         full = _sigmoid(self._logit_unchecked(X))
+        words = self.explain(X)
         change = np.zeros((n, n))  # change[i, j]: effect of lesion j on lesion i
         if n > 1:
             # every leave-one-out set at once: set j = all lesions but j, as its own "patient"
@@ -540,6 +792,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 "raised_by_change": max(change[i, hi], 0.0),
                 "lowered_by": ids[lo] if change[i, lo] < 0 else None,
                 "lowered_by_change": min(change[i, lo], 0.0),
+                "explanation": words[i],
             })
         return pd.DataFrame(out)
 
@@ -557,7 +810,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         gbm_text, gbm_meta = self.gbm_.to_state()
         params = self.get_params()
         params["extra_features"] = list(params["extra_features"])
-        params["context_features"] = list(params["context_features"])
+        if not isinstance(params["context_features"], str):
+            params["context_features"] = list(params["context_features"])
+        if params["outlier_groups"] is not None:
+            params["outlier_groups"] = {str(k): list(v) for k, v in params["outlier_groups"].items()}
         meta = {
             "format": _FORMAT,
             "params": params,
@@ -568,6 +824,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "offset_coef": [float(v) for v in self.offset_coef_],
             "calibration": [float(v) for v in self.calibration_],
             "context_scales": {str(k): float(v) for k, v in self.context_scales_.items()},
+            "context_features": list(self.context_features_),
+            "outlier_groups": {k: list(v) for k, v in self.outlier_groups_.items()},
+            "outlier_scales": {k: [float(m), float(sd)] for k, (m, sd) in self.outlier_scales_.items()},
+            "within_patient_weight": float(self.within_patient_weight_),
             "gbm": gbm_meta,
         }
         (folder / "gbm.txt").write_text(gbm_text)
@@ -615,6 +875,17 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             est.calibration_ = np.asarray(meta["calibration"], dtype=float)
             # files saved before the scales were recorded: z floors from the scored batch
             est.context_scales_ = {str(k): float(v) for k, v in meta.get("context_scales", {}).items()}
+            # files saved before these were recorded: no context features, the full correction
+            est.context_features_ = _names(meta.get("context_features", []), "context_features")
+            groups = meta.get("outlier_groups", {})
+            if not isinstance(groups, dict):
+                raise TypeError("outlier_groups is not a mapping")
+            est.outlier_groups_ = {str(k): _names(v, f"outlier_groups[{k!r}]") for k, v in groups.items()}
+            est.outlier_scales_ = {str(k): (float(v[0]), float(v[1]))
+                                   for k, v in meta.get("outlier_scales", {}).items()}
+            est.within_patient_weight_ = float(meta.get("within_patient_weight", 1.0))
+            if not 0.0 <= est.within_patient_weight_ <= 1.0:
+                raise ValueError(f"within_patient_weight {est.within_patient_weight_} is not in [0, 1]")
             est.classes_ = np.array([0, 1])
             est.gbm_ = MetadataGBM.from_state((folder / "gbm.txt").read_text(), meta["gbm"])
         except (KeyError, TypeError, ValueError) as exc:
