@@ -287,14 +287,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 f"ContextRanker: X has neither the CNN score column {self.score_col!r} nor "
                 f"embedding columns '{self.embedding_prefix}*' (columns {list(X.columns)[:20]})"
             )
-        if self.score_col is None and not emb and not self.context_features_:
-            raise TableError("ContextRanker: score_col=None, no embedding columns and no "
-                             "context_features; nothing to rank on")
+        if self.score_col is None and not emb and not self.context_features_ and not self.extra_features:
+            raise TableError("ContextRanker: score_col=None, no embedding columns, no "
+                             "context_features and no extra_features; nothing to rank on")
         cols += ["age", "sex", "site"]
         if self.use_image_size:
             cols += ["width", "height"]
         groups = [c for v in self.outlier_groups_.values() for c in v]
-        cols += [c for c in [*self.extra_features, *self.context_features_, *groups] if c not in cols]
+        cols += [c for c in dict.fromkeys([*self.extra_features, *self.context_features_, *groups])
+                 if c not in cols]
         cols += emb
         missing = [c for c in cols if c not in X.columns]
         if missing:

@@ -1,0 +1,176 @@
+"""Patient context for any per-lesion measurement: features, outlier scores, the within-patient
+gate, per-source contributions and worded explanations of ContextRanker."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermctx.errors import LeakageError, ModelError
+from dermctx.features import _loo_median, patient_context_features, patient_outlier_features
+from dermctx.metrics import within_patient_auc
+from dermctx.models.ranker import GATE_WEIGHTS, ContextRanker
+
+FAST = {"n_estimators": 60, "min_child_samples": 20, "n_folds": 3}
+COLS = ["size_mm", "colour", "border", "hue"]
+
+
+def _measured(n_patients: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Patients with their own phenotype (a shift of all their lesions); a melanoma is larger than
+    its own patient's other lesions, but not than the population's (the shift hides it)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(6, 25, n_patients)
+    pid = np.repeat([f"P{i:03d}" for i in range(n_patients)], sizes)
+    n = len(pid)
+    shift = np.repeat(rng.normal(0, 1.5, (n_patients, len(COLS))), sizes, axis=0)
+    x = shift + rng.normal(0, 0.5, (n, len(COLS)))
+    y = (rng.uniform(size=n) < 0.06).astype(int)
+    x[y == 1, 0] += 1.6  # the melanoma is 3.2 within-patient SD larger than its siblings
+    frame = pd.DataFrame(x, columns=COLS)
+    frame.loc[rng.uniform(size=n) < 0.03, "hue"] = np.nan
+    return pd.concat([pd.DataFrame({
+        "image_id": [f"L{i:05d}" for i in range(n)],
+        "patient_id": pid,
+        "age": rng.uniform(20, 85, n).round(),
+        "sex": rng.choice(["male", "female"], n),
+        "site": rng.choice(["torso", "lower extremity", "upper extremity"], n),
+        "target": y,
+    }), frame], axis=1)
+
+
+@pytest.fixture(scope="module")
+def measured() -> pd.DataFrame:
+    return _measured()
+
+
+@pytest.fixture(scope="module")
+def ranker(measured) -> ContextRanker:
+    return ContextRanker(score_col=None, context_features=COLS, **FAST).fit(measured, measured["target"])
+
+
+def test_loo_median_equals_the_median_of_the_other_lesions():
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n = int(rng.integers(1, 12))
+        x = rng.normal(size=n).round(1)
+        x[rng.uniform(size=n) < 0.2] = np.nan
+        codes = rng.integers(0, 3, n)
+        got = _loo_median(x, codes)
+        for i in range(n):
+            others = [x[j] for j in range(n) if j != i and codes[j] == codes[i] and not np.isnan(x[j])]
+            want = np.median(others) if others and not np.isnan(x[i]) else np.nan
+            assert (np.isnan(want) and np.isnan(got[i])) or got[i] == pytest.approx(want)
+
+
+def test_median_stats_on_request():
+    t = pd.DataFrame({"patient_id": ["a"] * 4 + ["b"], "v": [1.0, 2.0, 10.0, 3.0, 5.0]})
+    f = patient_context_features(t, ["v"], by_site=False, stats=("med_diff", "med_ratio"))
+    assert list(f.columns) == ["patient__count", "v__med_diff", "v__med_ratio"]
+    assert f["v__med_diff"].tolist() == [1.0 - 3.0, 2.0 - 3.0, 10.0 - 2.0, 3.0 - 2.0, 0.0]
+    assert f["v__med_ratio"].iloc[2] == pytest.approx(5.0) and f["v__med_ratio"].iloc[4] == 1.0
+
+
+def test_outlier_features_find_the_odd_lesion_whatever_the_row_order():
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 0.2, (12, 3)) + np.array([5.0, -3.0, 1.0])  # one patient's phenotype
+    x[7] += np.array([1.5, 0.0, -1.5])
+    x[3, 1] = np.nan  # a missing value is filled from the patient's median, not the population
+    t = pd.DataFrame(x, columns=["a", "b", "c"]).assign(patient_id="p", image_id=[f"i{k}" for k in range(12)])
+    f = patient_outlier_features(t, {"shape": ["a", "b", "c"]})
+    assert list(f.columns) == ["shape__centroid_dist", "shape__centroid_dist_rank", "shape__knn_dist", "shape__lof"]
+    assert f["shape__centroid_dist"].idxmax() == 7 and f["shape__lof"].idxmax() == 7
+    assert f["shape__centroid_dist_rank"].iloc[7] == 1.0
+    assert f["shape__centroid_dist"].iloc[3] < f["shape__centroid_dist"].iloc[7] / 3
+    perm = rng.permutation(12)
+    g = patient_outlier_features(t.iloc[perm], {"shape": ["a", "b", "c"]}, exact_max=5)
+    h = patient_outlier_features(t, {"shape": ["a", "b", "c"]}, exact_max=5)
+    pd.testing.assert_frame_equal(g.sort_index(), h)  # the reference sample is drawn by id
+
+
+def test_context_features_beat_raw_values_and_outlier_group_is_used(ranker, measured):
+    test = _measured(100, seed=5)
+    p = ranker.predict_proba(test)[:, 1]
+    wp = within_patient_auc(test["target"], p, test["patient_id"]).value
+    raw = ContextRanker(score_col=None, extra_features=COLS, **FAST).fit(measured, measured["target"])
+    wp_raw = within_patient_auc(test["target"], raw.predict_proba(test)[:, 1], test["patient_id"]).value
+    assert wp > 0.85 and wp > wp_raw + 0.05
+    names = set(ranker.gbm_.feature_names_in_)
+    assert {"size_mm__z", "size_mm__med_diff", "size_mm__site_z", "context__lof"} <= names
+    assert ranker.outlier_groups_ == {"context": COLS}
+
+
+def test_auto_picks_measurements_not_identity_metadata_or_labels(measured):
+    t = measured.assign(lesion_id=np.arange(len(measured)), mel_thick_mm=np.nan, constant=1.0,
+                        note="x", fold=0)
+    r = ContextRanker(score_col=None, context_features="auto", outlier_groups={}, **FAST).fit(t, t["target"])
+    assert r.context_features_ == COLS
+    assert ContextRanker().set_params(context_features="auto").get_params()["context_features"] == "auto"
+    leaky = t.assign(size_copy=np.where(t["target"] == 1, t["size_mm"], np.nan))  # given on melanomas only
+    with pytest.raises(LeakageError, match="size_copy"):
+        ContextRanker(score_col=None, context_features="auto", **FAST).fit(leaky, leaky["target"])
+
+
+def test_contributions_sum_to_the_score_and_explanation_names_the_planted_deviation(ranker):
+    test = _measured(60, seed=9)
+    contrib = ranker.feature_contributions(test)
+    assert {"baseline", "size_mm", "colour", "context", "patient"} <= set(contrib.columns)
+    np.testing.assert_allclose(contrib.sum(axis=1), ranker.decision_function(test), atol=1e-9)
+    # on average the planted feature drives the melanomas' scores up, the others do not
+    mel = test["target"].to_numpy() == 1
+    assert contrib.loc[mel, "size_mm"].mean() > 0.3 > abs(contrib.loc[mel, "colour"].mean())
+    pid = test.loc[mel, "patient_id"].iloc[0]
+    out = ranker.score_patient(test[test["patient_id"] == pid])
+    words = out.loc[out["image_id"].isin(test.loc[mel, "image_id"]), "explanation"].iloc[0]
+    assert "raises: " in words and "size_mm" in words and "SD above this patient's other lesions" in words
+    scores, _ = ranker.rank(test, explain=True)
+    assert scores["explanation"].str.len().gt(0).all() and len(scores) == len(test)
+
+
+def test_gate_zero_keeps_the_cnn_order_within_each_patient(measured):
+    t = measured.assign(cnn_score=1 / (1 + np.exp(-(measured["size_mm"] - measured["colour"]))))
+    r = ContextRanker(context_features=COLS, within_patient=0.0, **FAST).fit(t, t["target"])
+    s = r.decision_function(t)
+    for _, rows in t.assign(s=s).groupby("patient_id"):
+        order_model = np.argsort(-rows["s"].to_numpy(), kind="stable")
+        order_cnn = np.argsort(-rows["cnn_score"].to_numpy(), kind="stable")
+        assert (order_model == order_cnn).all()
+    auto = ContextRanker(context_features=COLS, **FAST).fit(t, t["target"])
+    assert auto.within_patient_weight_ in GATE_WEIGHTS
+    assert [g["weight"] for g in auto.gate_scores_] == list(GATE_WEIGHTS)
+    base = auto.gate_scores_[0]
+    chosen = next(g for g in auto.gate_scores_ if g["weight"] == auto.within_patient_weight_)
+    assert chosen["within_patient_auc"] >= base["within_patient_auc"] and chosen["top1"] >= base["top1"]
+    with pytest.raises(ModelError, match="within_patient"):
+        ContextRanker(within_patient=2, **FAST).fit(t, t["target"])
+
+
+def test_same_scores_for_shuffled_training_rows(measured):
+    shuffled = measured.sample(frac=1.0, random_state=4)
+    a = ContextRanker(score_col=None, context_features=COLS, **FAST).fit(measured, measured["target"])
+    b = ContextRanker(score_col=None, context_features=COLS, **FAST).fit(shuffled, shuffled["target"])
+    test = _measured(40, seed=3)
+    np.testing.assert_allclose(a.decision_function(test), b.decision_function(test), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(a.oof_proba_, b.oof_proba_[np.argsort(shuffled.index)], atol=1e-9)
+
+
+def test_stacked_set_model_reads_context_features(measured, one_torch_thread):
+    r = ContextRanker(score_col=None, context_features=COLS, use_set_model=True,
+                      set_model_params={"max_epochs": 3}, **FAST).fit(measured, measured["target"])
+    assert list(r.set_model_.feature_names_in_) == COLS and r.offset_coef_[2] != 0
+    assert "set_model" in r.feature_contributions(measured.iloc[:30]).columns
+
+
+def test_save_load_keeps_context_and_refuses_wrong_types(ranker, measured, tmp_path):
+    ranker.save(tmp_path / "m")
+    back = ContextRanker.load(tmp_path / "m")
+    assert back.context_features_ == COLS and back.outlier_groups_ == {"context": COLS}
+    np.testing.assert_allclose(back.decision_function(measured), ranker.decision_function(measured))
+    meta_path = tmp_path / "m" / "context_ranker.json"
+    meta = json.loads(meta_path.read_text())
+    meta["context_features"] = "size_mm"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="context_features"):
+        ContextRanker.load(tmp_path / "m")
