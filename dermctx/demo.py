@@ -153,7 +153,12 @@ def _format_example(example: pd.DataFrame, model_name: str) -> str:
         return "  ".join(v.rjust(w) if h in right else v.ljust(w)
                          for v, w, h in zip(values, widths, header, strict=True)).rstrip()
 
-    return "\n".join([line(header), *(line(c) for c in cells)])
+    lines = [line(header), *(line(c) for c in cells)]
+    why = [(r["rank"], r["explanation"]) for r in example.to_dict(orient="records")[:3] if r.get("explanation")]
+    if why:
+        lines += ["", "why (the features that moved each score most):",
+                  *(f"  #{rank}: {text}" for rank, text in why)]
+    return "\n".join(lines)
 
 
 def run_demo(

@@ -195,18 +195,15 @@ def _scalar_features(
     return out
 
 
-def _lof_knn(
-    emb: np.ndarray, k: int, exact_max: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _lof_knn(emb: np.ndarray, k: int, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean distance to the k nearest others and the local outlier factor, within one set.
 
-    ``emb`` is (n, D). Neighbours are searched among all n lesions when ``n <= exact_max``, else
-    among a random reference sample of ``exact_max`` lesions. Returns two arrays of shape (n,).
+    ``emb`` is (n, D); neighbours are searched among the reference lesions ``ref`` (sorted
+    positions: all n, or a sample). Returns two arrays of shape (n,).
     """
     n = len(emb)
     if n < 2:
         return np.zeros(n), np.ones(n)
-    ref = np.arange(n) if n <= exact_max else np.sort(rng.choice(n, exact_max, replace=False))
     sq = np.einsum("nd,nd->n", emb, emb)
     d = sq[:, None] + sq[ref][None, :] - 2.0 * emb @ emb[ref].T  # (n, m)
     d = np.sqrt(np.clip(d, 0.0, None))
@@ -250,19 +247,29 @@ def _embedding_features(
     knn = np.full(n, np.nan)
     lof = np.full(n, np.nan)
     rng = np.random.default_rng(random_state)
+    if row_keys is not None:  # a lesion's place in every reference sample comes from its id
+        seed = f"{random_state or 0:016d}"[-16:]  # hash_array's 16-character key
+        draw = pd.util.hash_array(np.asarray(row_keys, dtype=object), hash_key=seed)
     idx = np.flatnonzero(valid)
     order = idx[np.argsort(codes[idx], kind="stable")]
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
     for rows in np.split(order, bounds):  # one pass per patient, vectorised within it
         if len(rows) == 0:
             continue
-        if row_keys is not None:  # the reference sample is drawn by lesion id, not row position
-            rows = rows[np.argsort(row_keys[rows], kind="stable")]
-        if keys is not None and random_state is not None:
-            # a patient's reference sample is seeded by its own id, not by the patients before it
-            key = zlib.crc32(str(keys[codes[rows[0]]]).encode())
-            rng = np.random.default_rng([int(random_state), key])
-        knn[rows], lof[rows] = _lof_knn(e[rows], k, exact_max, rng)
+        if len(rows) <= exact_max:
+            ref = np.arange(len(rows))
+        elif row_keys is not None:
+            # the exact_max lesions with the smallest id hashes: the same lesions whatever the
+            # row order, and removing one lesion changes the sample by at most one lesion
+            rows = rows[np.lexsort((row_keys[rows], draw[rows]))]
+            ref = np.arange(exact_max)
+        else:
+            if keys is not None and random_state is not None:
+                # a patient's sample is seeded by its own id, not by the patients before it
+                key = zlib.crc32(str(keys[codes[rows[0]]]).encode())
+                rng = np.random.default_rng([int(random_state), key])
+            ref = np.sort(rng.choice(len(rows), exact_max, replace=False))
+        knn[rows], lof[rows] = _lof_knn(e[rows], k, ref)
     return {
         f"{name}__centroid_dist": dist,
         f"{name}__centroid_dist_rank": _group_rank(dist, codes),
@@ -325,7 +332,9 @@ def patient_context_features(
         ``k`` of the kNN distance and the local outlier factor (fewer when the set is smaller).
     exact_max : int
         kNN/LOF are exact on sets up to this size; larger sets use a reference sample of this
-        many lesions (drawn with ``random_state``). The total cost is
+        many lesions: with ``id_col``, the lesions whose hash of (``random_state``, id) is
+        smallest (independent of row order and stable when one lesion is removed); without it,
+        a random draw seeded by ``random_state`` and the patient id. The total cost is
         O(sum_p n_p * min(n_p, exact_max) * D), linear in the number of lesions for a fixed cap.
     random_state : int or None
         Seed of that reference sample.

@@ -424,6 +424,8 @@ def _context_text(row: Any) -> str:
         who = row.get(f"{kind}_by")
         if who is not None and _text(who) != "—":
             parts.append(f"{kind} {float(row[f'{kind}_by_change']):+.2g} by {who}")
+    if _text(row.get("explanation")) != "—":
+        parts.append(f"why: {row['explanation']}")
     return "; ".join(parts)
 
 
@@ -561,8 +563,9 @@ def write_report(
         Seed of the patient sample and of the bootstraps.
     explain : callable, optional
         ``explain(patient_id) -> DataFrame`` with ``image_id, raised_by, raised_by_change,
-        lowered_by, lowered_by_change`` (the output of :meth:`dermctx.ContextRanker.score_patient`
-        for a fitted model): adds a context column to the per-patient view.
+        lowered_by, lowered_by_change`` and optionally ``explanation`` (the output of
+        :meth:`dermctx.ContextRanker.score_patient` for a fitted model): adds a context column,
+        with the worded feature-level explanation, to the per-patient view.
     checkpoint : path, optional
         A lesion CNN checkpoint (``.safetensors`` from :func:`dermctx.train_lesion_cnn` or
         :func:`dermctx.embed.save_checkpoint`): the per-patient view shows the Grad-CAM overlay

@@ -41,7 +41,7 @@ def _clinic(n_patients: int = 120, seed: int = 0) -> pd.DataFrame:
         "site": rng.choice(["torso", "head/neck", "lower extremity", None], n),
         "cnn_score": 1 / (1 + np.exp(-logit)),
         "width": width,
-        "height": width * 2 / 3,
+        "height": (width * 2 / 3).round(),
         "diagnosis": np.where(y == 1, "melanoma", "nevus"),
         "target": y,
     })

@@ -103,18 +103,19 @@ def _standing(x: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str, tuple]) -> str:
-    def compare(name: str, word_hi: str = "higher", word_lo: str = "lower") -> str:
+    def compare(name: str, word_hi: str = "higher", word_lo: str = "lower", short: bool = False) -> str:
         lower, higher, n = standing[name]
         if n[i] <= 0:
             return "no other lesions to compare"
+        of = f"of {int(n[i])}" if short else f"of the patient's {int(n[i])} other lesion{'s' if n[i] != 1 else ''}"
         if lower[i] >= higher[i]:
-            return f"{word_hi} than {int(lower[i])} of {int(n[i])}"
-        return f"{word_lo} than {int(higher[i])} of {int(n[i])}"
+            return f"{word_hi} than {int(lower[i])} {of}"
+        return f"{word_lo} than {int(higher[i])} {of}"
 
     if source == ctx.score_source:
         return f"CNN score {format_probability(ctx.values[source][i])} ({compare(source)})"
     if source == "cnn_logit" and ctx.score_source in ctx.values:
-        return f"CNN score against this patient's other lesions: {compare(ctx.score_source)}"
+        return f"CNN score relative to the patient's other lesions: {compare(ctx.score_source)}"
     if source in ctx.distance:
         what = (f"{ctx.group_sizes[source]} measurements ({source})" if source in ctx.group_sizes
                 else "appearance (embedding)")
@@ -127,7 +128,7 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         if standing[source][2][i] <= 0:
             return f"{source} {value:.3g} (no other lesions to compare)"
         side = "above" if z >= 0 else "below"
-        return f"{source} {abs(z):.1f} SD {side} this patient's other lesions ({compare(source)})"
+        return f"{source} {abs(z):.1f} SD {side} this patient's other lesions ({compare(source, short=True)})"
     if source == "patient" and "patient" in ctx.values:
         n = int(ctx.values["patient"][i])
         return f"the patient has {n} lesion{'s' if n != 1 else ''}"

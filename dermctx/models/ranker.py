@@ -748,11 +748,23 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             scores["explanation"] = self.explain(good) if len(good) else []
         return scores, errors
 
-    def score_patient(self, X: pd.DataFrame) -> pd.DataFrame:
+    def score_patient(self, X: pd.DataFrame, *, max_loo: int = 128) -> pd.DataFrame:
         """One patient's lesions sorted by score, with the context explanation.
 
         The explanation is leave-one-lesion-out: lesion ``j``'s effect on lesion ``i`` is
         ``score_i(all lesions) - score_i(all but j)``.
+
+        Parameters
+        ----------
+        X : DataFrame
+            One patient's lesions (one ``patient_id``).
+        max_loo : int
+            Patients with up to this many lesions get the exact leave-one-out explanation over
+            every lesion. Above it, the lesions left out in turn are the ``max_loo`` most atypical
+            ones (largest norm of the patient-relative features, centred within the patient),
+            whose removal moves the others' context most; ``raised_by``/``lowered_by`` are then
+            chosen among them. Time and memory grow as ``n * min(n, max_loo)`` (blocks of at most
+            100,000 rows), so a 2,000-lesion patient takes seconds, not the ``n^2`` of exact.
 
         Returns
         -------
@@ -763,6 +775,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             ``lowered_by`` / ``lowered_by_change`` (most lowered it; change < 0), and
             ``explanation``: the features that raised and lowered the score, worded against
             the patient's other lesions (:meth:`explain`).
+
+        Raises
+        ------
+        TableError
+            Lesions of several patients, or a row that cannot be scored.
         """
         X = self._check_input(X)
         pids = X["patient_id"].astype(str).unique()
@@ -773,29 +790,45 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(n).astype(str)
         full = _sigmoid(self._logit_unchecked(X))
         words = self.explain(X)
-        change = np.zeros((n, n))  # change[i, j]: effect of lesion j on lesion i
-        if n > 1:
-            # every leave-one-out set at once: set j = all lesions but j, as its own "patient"
-            keep = ~np.eye(n, dtype=bool)
-            rows = np.concatenate([np.flatnonzero(keep[j]) for j in range(n)])
-            sets = np.repeat(np.arange(n), n - 1)
+        left_out = np.arange(n) if n <= max_loo else self._most_atypical(X, max_loo)
+        change = np.zeros((n, len(left_out)))  # change[i, k]: effect of lesion left_out[k] on lesion i
+        per_block = max(1, 100_000 // max(n - 1, 1))  # leave-one-out sets scored per block
+        for start in range(0, len(left_out) if n > 1 else 0, per_block):
+            block = np.arange(start, min(start + per_block, len(left_out)))
+            # each leave-one-out set (all lesions but one) scored as its own "patient"
+            rows = np.concatenate([np.delete(np.arange(n), left_out[k]) for k in block])
+            sets = np.repeat(block, n - 1)
             big = X.iloc[rows].reset_index(drop=True)
             big["patient_id"] = np.char.add("loo", sets.astype(str))
-            loo = _sigmoid(self._logit_unchecked(big))
-            change[rows, sets] = full[rows] - loo
+            change[rows, sets] = full[rows] - _sigmoid(self._logit_unchecked(big))
         order = np.argsort(-full, kind="stable")
         out = []
         for r, i in enumerate(order, start=1):
-            hi, lo = int(np.argmax(change[i])), int(np.argmin(change[i]))
+            hi, lo = (int(np.argmax(change[i])), int(np.argmin(change[i]))) if len(left_out) else (0, 0)
+            up = change[i, hi] if len(left_out) else 0.0
+            down = change[i, lo] if len(left_out) else 0.0
             out.append({
                 "image_id": ids[i], "score": full[i], "rank": r,
-                "raised_by": ids[hi] if change[i, hi] > 0 else None,
-                "raised_by_change": max(change[i, hi], 0.0),
-                "lowered_by": ids[lo] if change[i, lo] < 0 else None,
-                "lowered_by_change": min(change[i, lo], 0.0),
+                "raised_by": ids[left_out[hi]] if up > 0 else None,
+                "raised_by_change": max(up, 0.0),
+                "lowered_by": ids[left_out[lo]] if down < 0 else None,
+                "lowered_by_change": min(down, 0.0),
                 "explanation": words[i],
             })
         return pd.DataFrame(out)
+
+    def _most_atypical(self, X: pd.DataFrame, k: int) -> np.ndarray:
+        """Positions of the ``k`` lesions of one patient farthest from the patient's centre in
+        the standardised patient-relative features (ties by position)."""
+        frame, _ = self._features(X)
+        rel = [c for c in frame.columns if "__" in str(c) and not str(c).startswith("patient__")]
+        if not rel:
+            return np.arange(k)
+        v = frame[rel].to_numpy(dtype=float)
+        v = np.nan_to_num(v - np.nanmean(v, axis=0), nan=0.0)
+        sd = v.std(axis=0)
+        norm = np.sqrt(((v / np.where(sd > 0, sd, 1.0)) ** 2).sum(axis=1))
+        return np.sort(np.argsort(-norm, kind="stable")[:k])
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | PathLike[str]) -> None:
