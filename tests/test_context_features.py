@@ -12,6 +12,7 @@ import pytest
 from dermctx.errors import LeakageError, ModelError
 from dermctx.features import _loo_median, patient_context_features, patient_outlier_features
 from dermctx.metrics import within_patient_auc
+from dermctx.models.folder import write_manifest
 from dermctx.models.ranker import GATE_WEIGHTS, ContextRanker
 
 FAST = {"n_estimators": 60, "min_child_samples": 20, "n_folds": 3}
@@ -172,5 +173,6 @@ def test_save_load_keeps_context_and_refuses_wrong_types(ranker, measured, tmp_p
     meta = json.loads(meta_path.read_text())
     meta["context_features"] = "size_mm"
     meta_path.write_text(json.dumps(meta))
+    write_manifest(tmp_path / "m", ["context_ranker.json", "gbm.txt"], "ContextRanker")
     with pytest.raises(ModelError, match="context_features"):
         ContextRanker.load(tmp_path / "m")

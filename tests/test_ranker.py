@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from dermctx import metrics as M
 from dermctx.errors import LeakageError, ModelError, TableError
+from dermctx.models.folder import write_manifest
 from dermctx.models.ranker import ContextRanker
 
 FAST = {"n_estimators": 40, "min_child_samples": 20, "n_folds": 3}
@@ -101,13 +102,16 @@ def test_image_size_only_when_asked(clinic):
 def test_save_load_round_trip_identical(fitted, clinic, tmp_path):
     fitted.save(tmp_path / "model")
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert files == ["context_ranker.json", "gbm.txt"]
+    assert files == ["context_ranker.json", "gbm.txt", "manifest.json"]
     loaded = ContextRanker.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(clinic), fitted.predict_proba(clinic))
     assert loaded.get_params() == {**fitted.get_params(), "extra_features": [], "context_features": []}
     meta = json.loads((tmp_path / "model" / "context_ranker.json").read_text())
     meta["format"] = "pickle"
     (tmp_path / "model" / "context_ranker.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"context_ranker\.json: damaged or changed"):
+        ContextRanker.load(tmp_path / "model")
+    write_manifest(tmp_path / "model", ["context_ranker.json", "gbm.txt"], "ContextRanker")
     with pytest.raises(ModelError, match=r"not a dermctx\.ContextRanker"):
         ContextRanker.load(tmp_path / "model")
     with pytest.raises(ModelError, match="missing"):
@@ -352,8 +356,41 @@ def test_damaged_model_files_are_refused_before_parsing(clinic, tmp_path):
     ContextRanker.load(tmp_path / "m")  # intact: loads
     text = (tmp_path / "m" / "gbm.txt").read_bytes()
     (tmp_path / "m" / "gbm.txt").write_bytes(text[: len(text) // 2])  # truncated
-    with pytest.raises(ModelError, match=r"gbm\.txt: missing, damaged or changed"):
+    with pytest.raises(ModelError, match=r"gbm\.txt: damaged or changed"):
         ContextRanker.load(tmp_path / "m")
     (tmp_path / "m" / "gbm.txt").write_bytes(text.replace(b"=", b"+", 1))  # one byte flipped
     with pytest.raises(ModelError, match="SHA-256 differs"):
+        ContextRanker.load(tmp_path / "m")
+    (tmp_path / "m" / "gbm.txt").unlink()
+    with pytest.raises(ModelError, match=r"gbm\.txt: missing"):
+        ContextRanker.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("params.score_col", "target", "label"),  # an edited score column cannot read the label
+    ("feature_names_in", ["patient_id", "cnn_score", "diagnosis"], "label"),
+    ("offset_coef", [0.0, 1.0], "offset_coef"),
+    ("calibration", ["a", 1], "calibration"),
+    ("uses_cnn", "yes", "uses_cnn"),
+    ("emb_cols", "emb_", "emb_cols"),
+    ("within_patient_weight", 3.0, "within_patient_weight"),
+    ("context_scales", {"cnn_logit": None}, "cnn_logit"),
+    ("gbm.columns", "age", "columns"),
+    ("params.n_trees", 5, "unknown setting"),
+    ("feature_names_in", ["cnn_score"], "patient_id"),
+])
+def test_edited_model_json_is_refused_by_name(clinic, tmp_path, key, value, message):
+    """A value of the wrong type, length or meaning, even with a re-signed manifest (an edit, not
+    damage), is refused naming the key, never loaded into a model that scores from it."""
+    ContextRanker(**FAST).fit(clinic, clinic["target"]).save(tmp_path / "m")
+    path = tmp_path / "m" / "context_ranker.json"
+    meta = json.loads(path.read_text())
+    *outer, last = key.split(".")
+    node = meta
+    for k in outer:
+        node = node[k]
+    node[last] = value
+    path.write_text(json.dumps(meta))
+    write_manifest(tmp_path / "m", ["context_ranker.json", "gbm.txt"], "ContextRanker")
+    with pytest.raises(ModelError, match=message):
         ContextRanker.load(tmp_path / "m")

@@ -229,6 +229,15 @@ def test_state_round_trip_and_save_load(tmp_path, data, fitted):
         SetRanker.from_state(tensors, {**meta, "format": "other"})
     with pytest.raises(ModelError, match="missing set_ranker"):
         SetRanker.load(tmp_path)
+    weights = tmp_path / "m" / "set_ranker.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])  # truncated: refused before safetensors parses it
+    with pytest.raises(ModelError, match=r"set_ranker\.safetensors: damaged or changed"):
+        SetRanker.load(tmp_path / "m")
+    bad = {**meta, "feature_names_in": ["target", *meta["feature_names_in"][1:]]}
+    with pytest.raises(ModelError, match="label"):
+        SetRanker.from_state(tensors, bad)
+    with pytest.raises(ModelError, match="standardisation"):
+        SetRanker.from_state({**tensors, "mean": tensors["mean"][:-1]}, meta)
 
 
 def test_bad_input_raises_dermctx_errors_naming_the_problem(data, fitted):

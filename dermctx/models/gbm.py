@@ -290,9 +290,21 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         """Rebuild a fitted model from :meth:`to_state` output. Parses text; executes no code."""
         if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
             raise ModelError(f"MetadataGBM.from_state: expected meta with format {_STATE_FORMAT!r}")
+        columns, categories = meta.get("columns"), meta.get("categories")
+        if not (columns is None or (isinstance(columns, list) and all(isinstance(c, str) for c in columns))):
+            raise ModelError(f"MetadataGBM.from_state: columns is {str(columns)[:60]!r}; expected a list of names")
+        if not (isinstance(categories, dict) and all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in categories.values())):
+            raise ModelError("MetadataGBM.from_state: categories must map column names to lists of text")
+        if not isinstance(meta.get("params"), dict):
+            raise ModelError("MetadataGBM.from_state: params must be a JSON object")
         try:
             est = cls(**meta["params"])
             est.booster_ = lgb.Booster(model_str=model_text)
+            if columns is not None and (len(columns) != int(meta["n_features_in"])
+                                        or est.booster_.num_feature() != len(columns)):
+                raise ValueError(f"{len(columns)} columns, n_features_in {meta['n_features_in']}, "
+                                 f"{est.booster_.num_feature()} features in the LightGBM model")
             est.n_features_in_ = int(meta["n_features_in"])
             est.categories_ = {str(k): list(v) for k, v in meta["categories"].items()}
             est.classes_ = np.asarray(meta["classes"])

@@ -40,7 +40,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from dermctx.errors import ModelError, TableError, error_record, errors_frame
+from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import (
     ALL_STATS,
     context_scales,
@@ -49,6 +49,7 @@ from dermctx.features import (
     patient_outlier_features,
 )
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
+from dermctx.models.folder import JsonFields, load_tensors, read_json, verify_folder, write_manifest
 from dermctx.models.gbm import MetadataGBM
 from dermctx.table import (
     SEXES,
@@ -83,12 +84,6 @@ def _show(value: Any) -> str:
     if pd.isna(value):
         return "missing"
     return repr(value.item() if hasattr(value, "item") else value)
-
-
-def _names(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{what} is not a list of column names")
-    return list(value)
 
 
 def _sha256(path: Path) -> str:
@@ -834,9 +829,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def save(self, path: str | PathLike[str]) -> None:
         """Write the fitted model to the folder ``path``.
 
-        Files: ``context_ranker.json`` (settings, inputs, offset and calibration weights),
-        ``gbm.txt`` (LightGBM text model) and, with a set model, ``set_model.safetensors`` and
-        ``set_model.json``. No pickle: :meth:`load` parses data and executes no stored code.
+        Files: ``context_ranker.json`` (settings, inputs, offset, gate and calibration weights),
+        ``gbm.txt`` (LightGBM text model), with a set model ``set_model.safetensors`` and
+        ``set_model.json``, and ``manifest.json`` (each file's size and SHA-256,
+        :mod:`dermctx.models.folder`). No pickle: :meth:`load` parses data and executes no
+        stored code.
         """
         check_is_fitted(self, "gbm_")
         folder = Path(path)
@@ -865,7 +862,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "gbm": gbm_meta,
         }
         (folder / "gbm.txt").write_text(gbm_text)
-        files = ["gbm.txt"]
+        files = ["context_ranker.json", "gbm.txt"]
         if self.set_model_ is not None:
             from safetensors.torch import save_file
 
@@ -873,63 +870,90 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             save_file(tensors, str(folder / "set_model.safetensors"))
             (folder / "set_model.json").write_text(json.dumps(set_meta))
             files += ["set_model.safetensors", "set_model.json"]
-        meta["sha256"] = {name: _sha256(folder / name) for name in files}
         (folder / "context_ranker.json").write_text(json.dumps(meta, indent=1))
+        write_manifest(folder, files, "ContextRanker")
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> ContextRanker:
-        """Read a folder written by :meth:`save` (JSON, LightGBM text, safetensors; no pickle)."""
+        """Read a folder written by :meth:`save` (JSON, LightGBM text, safetensors; no pickle).
+
+        Every file is checked against ``manifest.json`` before it is parsed, every JSON value's
+        type and length is checked, and the inputs are checked against the label-derived names
+        again (an edited ``score_col`` cannot make the model read the label).
+
+        Raises
+        ------
+        ModelError
+            Naming the file (and the key): a missing, damaged or changed file, a value of the
+            wrong type, length or range, a label-derived input.
+        """
         folder = Path(path)
-        for name in ("context_ranker.json", "gbm.txt"):
-            if not (folder / name).is_file():
-                raise ModelError(f"{folder}: missing {name}; expected a folder written by ContextRanker.save")
+        meta_path = folder / "context_ranker.json"
+        if not verify_folder(folder, "ContextRanker", ["context_ranker.json", "gbm.txt"]):
+            _legacy_digests(folder)  # saved before manifests: the digests inside the JSON
+        f = JsonFields(read_json(meta_path), meta_path)
+        if f.text("format") != _FORMAT:
+            raise ModelError(f"{meta_path}: not a {_FORMAT} file")
+        p = JsonFields(f.mapping("params"), meta_path, where="params")
+        allowed = set(cls().get_params())
+        unknown = sorted(set(p.data) - allowed)
+        if unknown:
+            raise ModelError(f"{meta_path}: params has unknown setting(s) {unknown}")
+        p.text("score_col", None, optional=True)
+        p.text("embedding_prefix", None, optional=True)
+        p.boolean("use_image_size", False)
+        p.names("extra_features", [])
+        est = cls(**p.data)
+        est.feature_names_in_ = np.asarray(f.names("feature_names_in"), dtype=object)
+        if not len(est.feature_names_in_) or est.feature_names_in_[0] != "patient_id":
+            raise ModelError(f"{meta_path}: feature_names_in must start with 'patient_id'")
         try:
-            meta = json.loads((folder / "context_ranker.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{folder / 'context_ranker.json'}: not valid JSON ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ModelError(f"{folder / 'context_ranker.json'}: not a {_FORMAT} file")
-        # a truncated or altered model file is refused before LightGBM or safetensors parse it
-        # (LightGBM aborts the whole process on some damaged files); folders saved before the
-        # digests were recorded have none to check
-        digests = meta.get("sha256", {})
-        for name, digest in (digests.items() if isinstance(digests, dict) else [("", None)]):
-            path = folder / str(name)
-            if not isinstance(digest, str) or not path.is_file() or _sha256(path) != digest:
-                raise ModelError(f"{path}: missing, damaged or changed since it was saved (its "
-                                 "SHA-256 differs from context_ranker.json); save the model again")
-        try:
-            est = cls(**meta["params"])
-            est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
-            est.n_features_in_ = len(est.feature_names_in_)
-            est.uses_cnn_ = bool(meta["uses_cnn"])
-            est.emb_cols_ = list(meta["emb_cols"])
-            est.uses_set_ = bool(meta["uses_set"])
-            est.offset_coef_ = np.asarray(meta["offset_coef"], dtype=float)
-            est.calibration_ = np.asarray(meta["calibration"], dtype=float)
-            # files saved before the scales were recorded: z floors from the scored batch
-            est.context_scales_ = {str(k): float(v) for k, v in meta.get("context_scales", {}).items()}
-            # files saved before these were recorded: no context features, the full correction
-            est.context_features_ = _names(meta.get("context_features", []), "context_features")
-            groups = meta.get("outlier_groups", {})
-            if not isinstance(groups, dict):
-                raise TypeError("outlier_groups is not a mapping")
-            est.outlier_groups_ = {str(k): _names(v, f"outlier_groups[{k!r}]") for k, v in groups.items()}
-            est.outlier_scales_ = {str(k): (float(v[0]), float(v[1]))
-                                   for k, v in meta.get("outlier_scales", {}).items()}
-            est.within_patient_weight_ = float(meta.get("within_patient_weight", 1.0))
-            if not 0.0 <= est.within_patient_weight_ <= 1.0:
-                raise ValueError(f"within_patient_weight {est.within_patient_weight_} is not in [0, 1]")
-            est.classes_ = np.array([0, 1])
-            est.gbm_ = MetadataGBM.from_state((folder / "gbm.txt").read_text(), meta["gbm"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{folder}: context_ranker.json does not describe a ContextRanker ({exc})") from exc
+            refuse_label_columns([c for c in [est.score_col, *est.feature_names_in_[1:]] if c is not None],
+                                 who=f"{meta_path}")
+        except LeakageError as exc:
+            raise ModelError(str(exc)) from exc
+        est.n_features_in_ = len(est.feature_names_in_)
+        est.uses_cnn_ = f.boolean("uses_cnn")
+        est.emb_cols_ = f.names("emb_cols")
+        est.uses_set_ = f.boolean("uses_set")
+        est.offset_coef_ = np.asarray(f.numbers("offset_coef", length=3))
+        est.calibration_ = np.asarray(f.numbers("calibration", length=2))
+        # folders saved before these keys existed: scales from the batch, no context features,
+        # the full correction
+        scales = JsonFields(f.mapping("context_scales", {}), meta_path, where="context_scales")
+        est.context_scales_ = {k: scales.number(k, lo=0.0) for k in scales.data}
+        est.context_features_ = f.names("context_features", [])
+        groups = JsonFields(f.mapping("outlier_groups", {}), meta_path, where="outlier_groups")
+        est.outlier_groups_ = {k: groups.names(k) for k in groups.data}
+        o_scales = JsonFields(f.mapping("outlier_scales", {}), meta_path, where="outlier_scales")
+        est.outlier_scales_ = {}
+        for k in o_scales.data:
+            mean, sd = o_scales.numbers(k, length=2)
+            est.outlier_scales_[k] = (mean, sd)
+        est.within_patient_weight_ = f.number("within_patient_weight", 1.0, lo=0.0, hi=1.0)
+        read = set(est.feature_names_in_)
+        declared = [est.score_col] if est.uses_cnn_ else []
+        declared += [*est.emb_cols_, *est.context_features_, *(c for v in est.outlier_groups_.values() for c in v)]
+        if not set(declared) <= read or not set(est.outlier_scales_) >= {c for v in est.outlier_groups_.values() for c in v}:
+            raise ModelError(f"{meta_path}: the inputs it declares (CNN score, embeddings, context and outlier "
+                             "columns) are not all among feature_names_in, or an outlier column has no scale")
+        est.classes_ = np.array([0, 1])
+        est.gbm_ = MetadataGBM.from_state((folder / "gbm.txt").read_text(), f.mapping("gbm"))
         est.set_model_ = None
         if est.uses_set_:
-            from safetensors.torch import load_file
-
             from dermctx.models.set_transformer import SetRanker
 
-            set_meta = json.loads((folder / "set_model.json").read_text())
-            est.set_model_ = SetRanker.from_state(load_file(str(folder / "set_model.safetensors")), set_meta)
+            set_path = folder / "set_model.safetensors"
+            est.set_model_ = SetRanker.from_state(load_tensors(set_path), read_json(folder / "set_model.json"))
         return est
+
+
+def _legacy_digests(folder: Path) -> None:
+    """Folders saved before ``manifest.json``: the SHA-256 digests inside ``context_ranker.json``."""
+    meta = read_json(folder / "context_ranker.json")
+    digests = meta.get("sha256", {}) if isinstance(meta, dict) else None
+    for name, digest in (digests.items() if isinstance(digests, dict) else [("", None)]):
+        path = folder / str(name)
+        if not isinstance(digest, str) or not path.is_file() or _sha256(path) != digest:
+            raise ModelError(f"{path}: missing, damaged or changed since it was saved (its "
+                             "SHA-256 differs from context_ranker.json); save the model again")

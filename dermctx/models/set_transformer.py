@@ -35,7 +35,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from dermctx.errors import ModelError, TableError
-from dermctx.label_guard import check_feature_columns, refuse_label_columns
+from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
+from dermctx.models.folder import load_tensors, read_json, verify_folder, write_manifest
 from dermctx.table import describe_rows, embedding_columns
 
 __all__ = ["ISAB", "MAB", "SAB", "SetRanker", "SetTransformer", "SetTransformerConfig"]
@@ -744,7 +745,15 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
             raise ModelError(f"SetRanker.from_state: expected meta with format {_STATE_FORMAT!r}, "
                              f"got {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
+        names = meta.get("feature_names_in")
+        if not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
+            raise ModelError(f"SetRanker.from_state: feature_names_in is {str(names)[:60]!r}; expected column names")
+        refuse = [c for c in names if c.lower() in LABEL_COLUMNS]
+        if refuse:
+            raise ModelError(f"SetRanker.from_state: input column(s) {refuse} hold or derive from the label")
         try:
+            if not isinstance(meta["params"], dict) or not isinstance(meta["config"], dict):
+                raise TypeError("params and config must be JSON objects")
             est = cls(**meta["params"])
             est.config_ = SetTransformerConfig(**meta["config"])
             est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
@@ -756,6 +765,11 @@ class SetRanker(ClassifierMixin, BaseEstimator):
             est.median_ = tensors["median"].numpy().astype(np.float64)
             est.mean_ = tensors["mean"].numpy().astype(np.float64)
             est.scale_ = tensors["scale"].numpy().astype(np.float64)
+            n_inputs = len(names) + len(est.missing_indicator_)
+            if (est.median_.shape != (len(names),) or est.mean_.shape != (n_inputs,)
+                    or est.scale_.shape != (n_inputs,) or est.config_.d_in != n_inputs
+                    or not (est.scale_ > 0).all() or not np.isfinite(est.mean_).all()):
+                raise ValueError(f"standardisation tensors do not fit {len(names)} input columns")
             est.classes_ = np.array([0, 1])
             model = SetTransformer(est.config_)
             model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -773,15 +787,23 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "set_ranker.safetensors"))
         (folder / "set_ranker.json").write_text(json.dumps(meta, indent=1))
+        write_manifest(folder, ["set_ranker.safetensors", "set_ranker.json"], "SetRanker")
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> SetRanker:
-        """Read a folder written by :meth:`save` (safetensors + JSON; no pickle)."""
-        from safetensors.torch import load_file
+        """Read a folder written by :meth:`save` (safetensors + JSON; no pickle), each file checked
+        against ``manifest.json`` first (:mod:`dermctx.models.folder`).
 
+        Raises
+        ------
+        ModelError
+            Naming the file: missing, damaged or changed, or not describing a SetRanker.
+        """
         folder = Path(path)
-        for name in ("set_ranker.safetensors", "set_ranker.json"):
+        files = ["set_ranker.safetensors", "set_ranker.json"]
+        verify_folder(folder, "SetRanker", files)  # folders saved before manifests: parsed as they are
+        for name in files:
             if not (folder / name).is_file():
                 raise ModelError(f"{folder}: missing {name}; expected a folder written by SetRanker.save")
-        meta = json.loads((folder / "set_ranker.json").read_text())
-        return cls.from_state(load_file(str(folder / "set_ranker.safetensors")), meta)
+        meta = read_json(folder / "set_ranker.json")
+        return cls.from_state(load_tensors(folder / "set_ranker.safetensors"), meta)
