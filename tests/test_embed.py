@@ -311,19 +311,6 @@ def test_real_weights_reencoded_copy_is_far_closer_than_another_lesion(
 # --- Ray Data backend -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def test_ray_backend_equals_local(local_ray, image_table: pd.DataFrame, tmp_path: Path) -> None:
     local, local_errors = Embedder(**TINY).embed(image_table, progress=False)
     store = tmp_path / "ray.parquet"

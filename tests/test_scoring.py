@@ -1,0 +1,76 @@
+"""Scoring in chunks of whole patients, from Parquet, locally and on Ray: equal to one-shot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermctx.errors import ModelError, TableError
+from dermctx.models.ranker import ContextRanker
+from dermctx.scoring import score_parquet, score_table
+from dermctx.synthetic import make_ugly_duckling
+
+
+def _lesions(n_patients: int, seed: int) -> pd.DataFrame:
+    t = make_ugly_duckling(n_patients, dim=8, random_state=seed).drop(columns=["diagnosis"])
+    t["cnn_score"] = np.random.default_rng(seed).uniform(0.01, 0.6, len(t))
+    return t
+
+
+@pytest.fixture(scope="module")
+def model() -> ContextRanker:
+    train = _lesions(150, 0)
+    return ContextRanker(n_estimators=30, n_folds=3).fit(train, train["target"])
+
+
+@pytest.fixture(scope="module")
+def lesions() -> pd.DataFrame:
+    test = _lesions(120, 1).drop(columns=["target"]).sample(frac=1.0, random_state=2).reset_index(drop=True)
+    test.loc[5, "cnn_score"] = 2.0  # an error row
+    test.loc[17, "patient_id"] = None  # another
+    return test
+
+
+def test_chunks_of_patients_equal_one_shot(model, lesions):
+    one, one_errors = model.rank(lesions)
+    chunked, errors = score_table(model, lesions, chunk_patients=7, progress=False)
+    assert list(chunked["image_id"]) == list(one["image_id"])
+    np.testing.assert_allclose(chunked["score"], one["score"], rtol=0, atol=1e-12)
+    assert list(chunked["patient_rank"]) == list(one["patient_rank"])
+    assert list(errors["row"]) == list(one_errors["row"]) == [5, 17]
+    assert len(chunked) + len(errors) == len(lesions)
+    with pytest.raises(TableError, match="chunk_patients"):
+        score_table(model, lesions, chunk_patients=0)
+
+
+def test_parquet_streams_patients_split_across_row_groups(model, lesions, tmp_path):
+    src = tmp_path / "lesions.parquet"
+    lesions.assign(notes="not read").to_parquet(src, index=False, row_group_size=97)  # patients scattered
+    errors = score_parquet(model, src, tmp_path / "scores.parquet", chunk_patients=11, progress=False)
+    out = pd.read_parquet(tmp_path / "scores.parquet").sort_values("row")
+    one, _ = model.rank(lesions)
+    np.testing.assert_allclose(out["score"], one["score"], rtol=0, atol=1e-12)
+    assert list(out["image_id"]) == list(one["image_id"]) and list(errors["row"]) == [5, 17]
+    assert len(out) + len(errors) == len(lesions)
+    with pytest.raises(TableError, match="cnn_score"):
+        lesions.drop(columns="cnn_score").to_parquet(tmp_path / "no_cnn.parquet")
+        score_parquet(model, tmp_path / "no_cnn.parquet", tmp_path / "x.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(TableError, match="broken.parquet"):
+        score_parquet(model, tmp_path / "broken.parquet", tmp_path / "x.parquet")
+    with pytest.raises(ModelError, match="backend"):
+        score_parquet(model, src, tmp_path / "x.parquet", backend="spark")
+
+
+def test_ray_scoring_equals_local(model, lesions, tmp_path, local_ray):
+    src = tmp_path / "lesions.parquet"
+    lesions.to_parquet(src, index=False, row_group_size=200)
+    local_errors = score_parquet(model, src, tmp_path / "local.parquet", chunk_patients=30, progress=False)
+    ray_errors = score_parquet(model, src, tmp_path / "ray.parquet", chunk_patients=30, backend="ray",
+                               ray_actors=1, progress=False)
+    a = pd.read_parquet(tmp_path / "local.parquet").sort_values("row")
+    b = pd.read_parquet(tmp_path / "ray.parquet").sort_values("row")
+    assert list(a["row"]) == list(b["row"])
+    np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=1e-12)
+    assert list(ray_errors["row"]) == list(local_errors["row"])
