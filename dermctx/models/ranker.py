@@ -66,7 +66,7 @@ __all__ = ["LABEL_DERIVED", "ContextRanker"]
 #: derived from it or from the data split, for every registered source.
 LABEL_DERIVED: frozenset[str] = frozenset(LABEL_COLUMNS)
 _FORMAT = "dermctx.ContextRanker/1"
-_EPS = 1e-6
+_EPS = 1e-12  # probabilities are clipped here before the logit: ties only below 1e-12
 #: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
 GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Columns never picked by ``context_features="auto"``: identity, metadata, the image's size and
@@ -105,6 +105,25 @@ def _patient_mean(v: np.ndarray, codes: np.ndarray) -> np.ndarray:
     sums = np.zeros((n_groups, v.shape[1]))
     np.add.at(sums, codes, v)
     return (sums / count[:, None])[codes]
+
+
+def _order_scores(y: np.ndarray, z: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
+    """Per patient: within-patient AUC (NaN without both classes) and top-1 credit (NaN without a
+    melanoma; ties at the top share the credit), indexed by patient code."""
+    frame = pd.DataFrame({"g": codes, "y": y, "z": z})
+    by = frame.groupby("g")
+    rank = by["z"].rank(method="average")
+    n_pos = by["y"].sum()
+    n = by["y"].size()
+    pos_rank = (rank * frame["y"]).groupby(frame["g"]).sum()
+    n_neg = n - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos_rank - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    top = frame["z"].to_numpy() == by["z"].transform("max").to_numpy()
+    tied = pd.Series(top).groupby(codes).sum()
+    hits = pd.Series(top & (y == 1)).groupby(codes).sum()
+    top1 = (hits / tied).where(n_pos.to_numpy() > 0)
+    return pd.DataFrame({"auc": auc.where((n_pos > 0) & (n_neg > 0)).to_numpy(), "top1": top1.to_numpy()})
 
 
 def _gate(correction: np.ndarray, codes: np.ndarray, weight: float) -> np.ndarray:
@@ -193,7 +212,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     within_patient_weight_ : float
         The weight of the within-patient part of the correction in use.
     gate_scores_ : list of dict
-        Per candidate weight: ``weight``, ``within_patient_auc`` and ``top1`` on the inner folds.
+        Per candidate weight, on the inner folds: ``weight``, ``within_patient_auc`` and ``top1``
+        (means over patients), ``gain`` over weight 0 and its bootstrap lower bound ``gain_low``.
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     """
@@ -572,22 +592,30 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
 
     def _choose_gate(self, raw: np.ndarray, offset: np.ndarray, y: np.ndarray, codes: np.ndarray
                      ) -> tuple[float, list[dict[str, float]]]:
-        """The within-patient weight (fixed, or the best on the out-of-fold logits ``raw``)."""
-        from dermctx.metrics import topk_rate, within_patient_auc
+        """The within-patient weight: fixed, or chosen on the out-of-fold logits ``raw``.
 
+        A weight above 0 must beat weight 0 (the offset's order) on the inner folds' patients:
+        the per-patient gain in within-patient AUC plus top-1 must have its patient-bootstrap 95%
+        confidence interval above 0 (500 resamples). Among the weights that pass, the largest
+        mean gain wins.
+        """
         if self.within_patient != "auto":
             return float(self.within_patient), []
-        scores = []
-        for w in GATE_WEIGHTS:
-            z = offset + _gate(raw - offset, codes, w)
-            scores.append({"weight": w, "within_patient_auc": float(within_patient_auc(y, z, codes).value),
-                           "top1": float(topk_rate(y, z, codes, 1))})
-        base = scores[0]
-        wp0 = np.nan_to_num(base["within_patient_auc"], nan=0.0)
-        ok = [r for r in scores
-              if np.nan_to_num(r["within_patient_auc"], nan=0.0) >= wp0 - 1e-12 and r["top1"] >= base["top1"] - 1e-12]
-        best = max(ok, key=lambda r: (np.nan_to_num(r["within_patient_auc"], nan=0.0) + r["top1"], -r["weight"]))
-        return float(best["weight"]), scores
+        per = [_order_scores(y, offset + _gate(raw - offset, codes, w), codes) for w in GATE_WEIGHTS]
+        base = per[0]
+        rng = np.random.default_rng(self.random_state)
+        n_patients = len(base)
+        boot = rng.integers(0, n_patients, size=(500, n_patients)) if n_patients else np.zeros((500, 0), int)
+        scores, best, best_gain = [], 0.0, 0.0
+        for w, frame in zip(GATE_WEIGHTS, per, strict=True):
+            gain = ((frame["auc"] - base["auc"]).fillna(0.0) + (frame["top1"] - base["top1"]).fillna(0.0)).to_numpy()
+            mean = float(gain.mean()) if n_patients else 0.0
+            low = float(np.quantile(gain[boot].mean(axis=1), 0.025)) if n_patients else 0.0
+            scores.append({"weight": w, "within_patient_auc": float(frame["auc"].mean()),
+                           "top1": float(frame["top1"].mean()), "gain": mean, "gain_low": low})
+            if w > 0 and low > 0 and mean > best_gain:
+                best, best_gain = w, mean
+        return best, scores
 
     def _check_input(self, X: Any) -> pd.DataFrame:
         check_is_fitted(self, "gbm_")
