@@ -79,6 +79,15 @@ _API: dict[str, str] = {
     "Taxonomy": "dermctx.taxonomy",
     "cohort_table": "dermctx.cohort",
     "make_ugly_duckling": "dermctx.synthetic",
+    "make_tbp_patients": "dermctx.synthetic",
+    # photos with several lesions: detector boxes -> lesion crops; detection metrics
+    "read_yolo": "dermctx.io.boxes",
+    "read_coco": "dermctx.io.boxes",
+    "crop_lesions": "dermctx.crops",
+    "embed_crops": "dermctx.crops",
+    "detection_metrics": "dermctx.detection",
+    "DetectionMetrics": "dermctx.detection",
+    "mean_average_precision": "dermctx.detection",
 }
 
 __all__ = sorted([*_API, "__version__"])

@@ -27,8 +27,15 @@ from dermctx.io.registry import label_columns
 
 __all__ = ["LABEL_COLUMNS", "check_feature_columns", "refuse_label_columns"]
 
-#: Label-derived column names (lower-case) -> why, from every registered source.
-LABEL_COLUMNS: dict[str, str] = label_columns()
+#: Label-derived column names (lower-case) -> why, from every registered source, and the columns
+#: of :func:`dermctx.synthetic.make_tbp_patients` that record how a melanoma was made.
+LABEL_COLUMNS: dict[str, str] = {
+    **label_columns(),
+    "planted_feature": "names the feature planted on a synthetic melanoma, empty on every "
+                       "other lesion (dermctx.synthetic.make_tbp_patients)",
+    "planted_direction": "the direction of the deviation planted on a synthetic melanoma, 0 on "
+                         "every other lesion (dermctx.synthetic.make_tbp_patients)",
+}
 
 
 def refuse_label_columns(columns: Sequence[Any], *, who: str) -> None:

@@ -59,7 +59,7 @@ def test_parquet_streams_patients_split_across_row_groups(model, lesions, tmp_pa
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(TableError, match="broken.parquet"):
         score_parquet(model, tmp_path / "broken.parquet", tmp_path / "x.parquet")
-    with pytest.raises(ModelError, match="backend"):
+    with pytest.raises(ModelError, match=r"backend"):
         score_parquet(model, src, tmp_path / "x.parquet", backend="spark")
 
 

@@ -65,7 +65,8 @@ def test_every_sources_label_columns_are_refused_by_name():
         for col in source.label_columns:
             assert col.lower() in names, (source.name, col)
     with pytest.raises(LeakageError, match=r"'iddx_3'.*diagnosis hierarchy"):
-        dermctx.ContextRanker(extra_features=["iddx_3"])._declare(pd.DataFrame({"patient_id": []}))
+        dermctx.ContextRanker(extra_features=["iddx_3"]).fit(pd.DataFrame({
+            "patient_id": ["a", "b"], "cnn_score": [0.2, 0.7], "iddx_3": ["x", "y"], "target": [0, 1]}))
 
 
 # --- readers: inputs that used to break ---------------------------------------------------------
@@ -334,7 +335,7 @@ def test_pad_ufes20_layout(fieldcases):
     image = dermctx.load_image(t["path"].iloc[0], 64)  # RGBA PNGs load as RGB
     assert image.shape == (64, 64, 3)
     with pytest.raises(LeakageError, match=r"'biopsed'"):
-        dermctx.ContextRanker(extra_features=["biopsed"])._declare(t)
+        dermctx.ContextRanker(score_col=None, extra_features=["biopsed"]).fit(t, t["target"])
 
 
 def test_outsized_patient_warning_and_none_on_isic2020(isic_dir):
