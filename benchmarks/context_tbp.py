@@ -111,11 +111,11 @@ def explanation_check(table: pd.DataFrame, cols: list[str], n_patients: int) -> 
         out = model.score_patient(lesions.drop(columns=["target", "planted_feature", "planted_direction"]))
         words = out.set_index("image_id")["explanation"]
         for _, mel in lesions[lesions["target"] == 1].iterrows():
-            feature, side = mel["planted_feature"], "above" if mel["planted_direction"] > 0 else "below"
+            feature, side = mel["planted_feature"], "higher" if mel["planted_direction"] > 0 else "lower"
             text = words[mel["image_id"]]
             total += 1
-            named += feature in text
-            hits += f"{feature} " in text and side in text.split(feature, 1)[1][:40]
+            named += f"{feature} " in text
+            hits += f"{feature} {side} than" in text
             if len(examples) < 5:
                 examples.append({"image_id": mel["image_id"], "planted": f"{feature} ({side})", "explanation": text})
     return {"melanomas": total, "planted_feature_named": named, "named_with_direction": hits,

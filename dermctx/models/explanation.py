@@ -7,17 +7,18 @@ patient-relative feature derived from it (``tbp_lv_areaMM2``, ``tbp_lv_areaMM2__
 of the model's internal features. :func:`describe` words the largest ones, using the lesion's
 standing among its own patient's lesions, e.g.::
 
-    raises: tbp_lv_areaMM2 3.1 SD above this patient's other lesions (higher than 14 of 15);
-    CNN score 12% (higher than 13 of 15) | lowers: age 34
+    raises: tbp_lv_areaMM2 higher than 14 of the patient's 15 other lesions (+3.1 SD from their
+    mean); CNN score 12% (higher than 13 of the patient's 15 other lesions) | lowers: age 34
 
 The sources a :class:`~dermctx.ContextRanker` can have, and how each is worded:
 
 ==================== =============================================================================
 source               wording
 ==================== =============================================================================
-a context feature    its z-score against the patient's other lesions and how many it exceeds
 ``cnn_score``        the CNN's probability (the offset stage) and its rank among the others
 ``cnn_logit``        the CNN score's patient-relative features (z, rank, same-site)
+a context feature    how many of the patient's other lesions it exceeds (or falls below), and its
+                     z-score against their mean
 an outlier group     how many of the patient's other lesions lie closer to their centre
 ``emb``              the same, for the appearance embedding
 ``set_model``        the set transformer's score (attention over the patient's lesions)
@@ -79,6 +80,10 @@ class ExplanationContext:
         Text values (sex, site).
     group_sizes : dict of str to int
         Number of columns of each outlier group.
+    families : list of list of str
+        Groups of strongly correlated context sources (size: area, perimeter, diameter...).
+        Their contributions are worded together, by the member on which this lesion deviates
+        most: tree models spread the credit of one deviation over its correlated measurements.
     score_source : str or None
         The CNN score's column name (its raw value is a probability).
     """
@@ -89,6 +94,7 @@ class ExplanationContext:
     distance: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     group_sizes: dict[str, int] = field(default_factory=dict)
+    families: list[list[str]] = field(default_factory=list)
     score_source: str | None = None
 
 
@@ -120,6 +126,13 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         what = (f"{ctx.group_sizes[source]} measurements ({source})" if source in ctx.group_sizes
                 else "appearance (embedding)")
         return f"unlike this patient's other lesions in {what}: {compare(source, 'further from their centre', 'closer to their centre')}"
+    if source.startswith("family:"):
+        members = ctx.families[int(source.split(":", 1)[1])]
+        dev = [abs(ctx.z[m][i]) if np.isfinite(ctx.z[m][i]) else -1.0 for m in members]
+        head = members[int(np.argmax(dev))]
+        others = len(members) - 1
+        return (_phrase(head, i, ctx, standing)
+                + f" and {others} correlated measurement{'s' if others != 1 else ''}")
     if source in ctx.z:
         value = ctx.values[source][i]
         if not np.isfinite(value):
@@ -127,8 +140,7 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         z = ctx.z[source][i]
         if standing[source][2][i] <= 0:
             return f"{source} {value:.3g} (no other lesions to compare)"
-        side = "above" if z >= 0 else "below"
-        return f"{source} {abs(z):.1f} SD {side} this patient's other lesions ({compare(source, short=True)})"
+        return f"{source} {compare(source)} ({z:+.1f} SD from their mean)"
     if source == "patient" and "patient" in ctx.values:
         n = int(ctx.values["patient"][i])
         return f"the patient has {n} lesion{'s' if n != 1 else ''}"
@@ -169,8 +181,14 @@ def describe(
     list of str, length n
         ``"raises: ...; ... | lowers: ..."``; ``"no single feature stands out"`` when none passes.
     """
-    sources = [c for c in contributions.columns if c != "baseline"]
-    values = contributions[sources].to_numpy(dtype=float)
+    contributions = contributions.drop(columns=["baseline"], errors="ignore")
+    for k, members in enumerate(ctx.families):  # one deviation, credited to its correlates too
+        present = [m for m in members if m in contributions.columns]
+        if len(present) > 1:
+            merged = contributions[present].sum(axis=1)
+            contributions = contributions.drop(columns=present).assign(**{f"family:{k}": merged})
+    sources = list(contributions.columns)
+    values = contributions.to_numpy(dtype=float)
     needed = set(ctx.z) | set(ctx.distance) | ({ctx.score_source} if ctx.score_source else set())
     standing = {}
     for name in needed:

@@ -69,6 +69,9 @@ _FORMAT = "dermctx.ContextRanker/1"
 _EPS = 1e-12  # probabilities are clipped here before the logit: ties only below 1e-12
 #: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
 GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Context features whose Spearman correlation on the training rows is at least this (in absolute
+#: value) form one family in the worded explanations (``feature_families_``).
+FAMILY_CORRELATION: float = 0.7
 #: Columns never picked by ``context_features="auto"``: identity, metadata, the image's size and
 #: file, fold and split bookkeeping.
 _NOT_CONTEXT = frozenset({"patient_id", "image_id", "lesion_id", "target", "age", "sex", "site",
@@ -124,6 +127,31 @@ def _order_scores(y: np.ndarray, z: np.ndarray, codes: np.ndarray) -> pd.DataFra
     hits = pd.Series(top & (y == 1)).groupby(codes).sum()
     top1 = (hits / tied).where(n_pos.to_numpy() > 0)
     return pd.DataFrame({"auc": auc.where((n_pos > 0) & (n_neg > 0)).to_numpy(), "top1": top1.to_numpy()})
+
+
+def _families(values: pd.DataFrame, random_state: int) -> list[list[str]]:
+    """Groups of columns linked by |Spearman correlation| >= FAMILY_CORRELATION (connected
+    components, on up to 100,000 training rows); singletons are left out."""
+    cols = list(values.columns)
+    if len(cols) < 2:
+        return []
+    sample = values.sample(n=min(len(values), 100_000), random_state=random_state) if len(values) else values
+    corr = sample.rank().corr(min_periods=10).abs().to_numpy()
+    parent = list(range(len(cols)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(cols)):
+        for j in range(i + 1, len(cols)):
+            if np.isfinite(corr[i, j]) and corr[i, j] >= FAMILY_CORRELATION:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[str]] = {}
+    for i, col in enumerate(cols):
+        groups.setdefault(root(i), []).append(col)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _gate(correction: np.ndarray, codes: np.ndarray, weight: float) -> np.ndarray:
@@ -211,6 +239,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         Training mean and std of each outlier-group column.
     within_patient_weight_ : float
         The weight of the within-patient part of the correction in use.
+    feature_families_ : list of list of str
+        Context features correlated at |Spearman| >= :data:`FAMILY_CORRELATION` on the training
+        rows; the explanations word each family's contribution by its most deviating member.
     gate_scores_ : list of dict
         Per candidate weight, on the inner folds: ``weight``, ``within_patient_auc`` and ``top1``
         (means over patients), ``gain`` over weight 0 and its bootstrap lower bound ``gain_low``.
@@ -540,6 +571,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         X, y = X.iloc[order], y[order]
         folds = self._folds(X, y)
         frame, logit = self._features(X, fit=True)
+        self.feature_families_ = _families(frame[self.context_features_], self.random_state)
         Xin = X[cols]
         set_logit = None
         if self.uses_set_:
@@ -714,6 +746,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         for name in [*self.outlier_groups_, *emb_name]:
             ctx.distance[name] = frame[f"{name}__centroid_dist"].to_numpy(dtype=float)
         ctx.group_sizes = {k: len(v) for k, v in self.outlier_groups_.items()}
+        ctx.families = [list(f) for f in getattr(self, "feature_families_", [])]
         ctx.values["patient"] = frame["patient__count"].to_numpy(dtype=float)
         ctx.values["age"] = frame["age"].to_numpy(dtype=float)
         for col in ("sex", "site"):
@@ -887,6 +920,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "outlier_groups": {k: list(v) for k, v in self.outlier_groups_.items()},
             "outlier_scales": {k: [float(m), float(sd)] for k, (m, sd) in self.outlier_scales_.items()},
             "within_patient_weight": float(self.within_patient_weight_),
+            "feature_families": [list(f) for f in self.feature_families_],
             "gbm": gbm_meta,
         }
         (folder / "gbm.txt").write_text(gbm_text)
@@ -959,6 +993,13 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             mean, sd = o_scales.numbers(k, length=2)
             est.outlier_scales_[k] = (mean, sd)
         est.within_patient_weight_ = f.number("within_patient_weight", 1.0, lo=0.0, hi=1.0)
+        families = f.get("feature_families", [])
+        if not (isinstance(families, list) and all(
+                isinstance(g, list) and all(isinstance(c, str) and c in est.context_features_ for c in g)
+                for g in families)):
+            raise ModelError(f"{meta_path}: feature_families is {str(families)[:60]!r}; expected lists "
+                             "of context feature names")
+        est.feature_families_ = [list(g) for g in families]
         read = set(est.feature_names_in_)
         declared = [est.score_col] if est.uses_cnn_ else []
         declared += [*est.emb_cols_, *est.context_features_, *(c for v in est.outlier_groups_.values() for c in v)]
