@@ -262,6 +262,12 @@ def _check_models(models: Mapping[str, Any], table: pd.DataFrame, score_col: str
                     f"benchmark: model {name!r} is the raw score, but score_col is None; pass "
                     "score_col= naming the column of CNN scores"
                 )
+            if score_col not in table.columns:
+                raise TableError(
+                    f"benchmark: model {name!r} is the raw score, but the table has no score "
+                    f"column {score_col!r} (columns {list(table.columns)[:20]}); add it or pass "
+                    "score_col= naming the column of CNN scores"
+                )
             specs[name] = score_col
         elif isinstance(spec, str):
             if spec not in table.columns:

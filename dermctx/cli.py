@@ -6,11 +6,19 @@ or Parquet), recognised from its header (see :func:`dermctx.read_table`), and sa
 
 Exit codes: 0 when the command ran (items that failed are counted on stderr and listed in an
 errors file), 1 on an error or when every item failed, 2 on a usage error.
+
+Bad input never ends in a traceback: a :class:`~dermctx.errors.DermctxError` or an ``OSError``
+(a file that is missing, unreadable or cannot be written) is shown as one line,
+``dermctx COMMAND: error: MESSAGE``, with exit code 1, and the errors table, when the error has
+one (every image failed), is written beside ``--out`` (``<out>.errors.csv``, or ``errors.csv``
+in an output folder) or to stderr. Any other exception is a dermctx bug: it is shown as one
+``internal error`` line (exit code 1); set ``DERMCTX_DEBUG=1`` to see its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -69,12 +77,25 @@ def _read(args: argparse.Namespace):
     if args.image_dir is not None:
         failed = table["image_error"].notna()
         if len(table) and failed.all():
-            raise DermctxError(f"{args.image_dir}: no image of the {len(table)} rows was found "
-                               f"or usable (first: {table['image_error'].iloc[0]})")
+            from dermctx.errors import error_record, errors_frame
+
+            raise _Failed(f"{args.image_dir}: no image of the {len(table)} rows was found "
+                          f"or usable (first: {table['image_error'].iloc[0]})",
+                          errors_frame(error_record(i, row, p, "image", m) for row, (i, p, m) in
+                                       enumerate(zip(table["image_id"], table["path"], table["image_error"],
+                                                     strict=True))))
         if failed.any():
             print(f"{int(failed.sum())} of {len(table)} images not found or refused (column "
                   "image_error)", file=sys.stderr)
     return table
+
+
+class _Failed(DermctxError):
+    """A command failed as a whole; ``errors`` is the errors table that says why, item by item."""
+
+    def __init__(self, message: str, errors) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 def _write_frame(frame, out: Path | None) -> None:
@@ -592,8 +613,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_as_messages(args.command):
             return handler(args)
     except DermctxError as exc:
-        print(f"dermctx {args.command}: error: {exc}", file=sys.stderr)
+        _error(args, _one_line(str(exc)))
+        errors = getattr(exc, "errors", None)
+        if errors is not None and len(errors):
+            _write_errors(errors, args)
         return 1
+    except OSError as exc:  # a file that is missing, unreadable or cannot be written
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _error(args, _one_line(f"{where}{exc.strerror or exc}"))
+        return 1
+    except Exception as exc:  # a dermctx bug, not bad input: one line, the traceback on request
+        if os.environ.get("DERMCTX_DEBUG"):
+            raise
+        _error(args, _one_line(f"{type(exc).__name__}: {exc}"), kind="internal error")
+        print(f"dermctx {args.command}: this is a dermctx bug; please report it with the command "
+              "(DERMCTX_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error(args: argparse.Namespace, message: str, kind: str = "error") -> None:
+    print(f"dermctx {args.command}: {kind}: {message}", file=sys.stderr)
+
+
+def _write_errors(errors, args: argparse.Namespace) -> None:
+    """Write the errors table of a failed command beside ``--out``, or to stderr."""
+    out = getattr(args, "out", None)
+    if isinstance(out, Path):
+        path = out.with_name(out.stem + ".errors.csv") if out.suffix else out / "errors.csv"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            errors.to_csv(path, index=False)
+        except OSError:
+            pass
+        else:
+            print(f"dermctx {args.command}: {len(errors)} item(s) failed; see {path}", file=sys.stderr)
+            return
+    print(f"dermctx {args.command}: {len(errors)} item(s) failed:", file=sys.stderr)
+    errors.to_csv(sys.stderr, index=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

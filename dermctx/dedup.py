@@ -38,7 +38,7 @@ from PIL import Image
 
 from dermctx.errors import DermctxError, TableError, error_record, errors_frame
 from dermctx.pairs import as_pairs, link_components
-from dermctx.table import embedding_columns
+from dermctx.table import _texts, embedding_columns, refuse_duplicate_columns, to_numbers
 
 __all__ = [
     "CROP_LEVELS",
@@ -268,11 +268,25 @@ def search_hashes(
     qpos, ipos, dist : ndarray of int64, shape (M,)
         Positions in ``query`` and ``index`` and their Hamming distance. A pair found on several
         bands is returned once.
+
+    Raises
+    ------
+    DermctxError
+        An argument of the wrong type or out of range, naming it.
     """
-    query = np.ascontiguousarray(query, dtype=np.uint64)
-    index = np.ascontiguousarray(index, dtype=np.uint64)
-    if not 2 <= bands <= 8:
-        raise DermctxError(f"bands must be between 2 and 8, got {bands}")
+    if not _is_int(bands) or not 2 <= bands <= 8:
+        raise DermctxError(f"bands must be an integer between 2 and 8, got {bands!r}")
+    if not _is_int(radius) or not 0 <= radius <= 64:
+        raise DermctxError(f"radius must be an integer number of bits in 0-64, got {radius!r}")
+    if not _is_int(chunk) or chunk < 1:
+        raise DermctxError(f"chunk must be a positive integer, got {chunk!r}")
+    try:
+        query = np.ascontiguousarray(query, dtype=np.uint64)
+        index = np.ascontiguousarray(index, dtype=np.uint64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DermctxError(f"query and index must be arrays of 64-bit hashes ({exc})") from exc
+    if query.ndim != 1 or index.ndim != 1:
+        raise DermctxError(f"query and index must be 1-D arrays, got shapes {query.shape} and {index.shape}")
     qs, js, ds = [], [], []
     for qpos, ipos in _band_candidates(query, index, bands, chunk):
         d = _popcount(query[qpos] ^ index[ipos])
@@ -398,8 +412,10 @@ def _embedding_pairs(table: pd.DataFrame, prefix: str, threshold: float,
     if not cols:
         raise TableError(f"no embedding columns starting with {prefix!r} in the table; "
                          "expected emb_0000, emb_0001, ... (see dermctx.Embedder)")
-    x = table[cols].to_numpy(dtype=np.float32, na_value=np.nan)  # (N, D)
-    norm = np.linalg.norm(x, axis=1)
+    # text or other objects in a column are not numbers: such rows go to the errors table
+    with np.errstate(over="ignore"):
+        x = np.column_stack([to_numbers(table[c])[0].to_numpy() for c in cols]).astype(np.float32)  # (N, D)
+        norm = np.linalg.norm(x, axis=1)
     ok = np.isfinite(x).all(axis=1) & (norm > 0)
     errors = [
         error_record(table["image_id"].iat[r], int(r), None, "embedding",
@@ -432,6 +448,42 @@ def _empty_pairs() -> pd.DataFrame:
         "kind": pd.Series([], dtype=object), "distance": pd.Series([], dtype=np.float64),
         "method": pd.Series([], dtype=object),
     })
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value)))
+
+
+def _check_arguments(*, threshold: Any, search_radius: Any, bands: Any, embedding_threshold: Any,
+                     embedding_prefix: Any, images: Any, near: Any, n_jobs: Any, progress: Any) -> None:
+    """Refuse an argument of :func:`find_duplicates` of the wrong type or out of range, naming it."""
+    problems = []
+    if not _is_real(threshold) or not 0.0 <= threshold <= 1.0:
+        problems.append(f"threshold={threshold!r}: expected a fraction of bits in [0, 1]")
+    if not _is_int(search_radius) or not 0 <= search_radius <= 64:
+        problems.append(f"search_radius={search_radius!r}: expected an integer number of bits in 0-64")
+    if not (bands == "auto" if isinstance(bands, str) else _is_int(bands) and 2 <= bands <= 8):
+        problems.append(f"bands={bands!r}: expected 'auto' or an integer between 2 and 8")
+    if embedding_threshold is not None and (not _is_real(embedding_threshold)
+                                            or not 0.0 <= embedding_threshold <= 2.0):
+        problems.append(f"embedding_threshold={embedding_threshold!r}: expected None or a cosine "
+                        "distance in [0, 2]")
+    if not isinstance(embedding_prefix, str) or not embedding_prefix:
+        problems.append(f"embedding_prefix={embedding_prefix!r}: expected a non-empty column-name prefix")
+    for arg, value in (("images", images), ("near", near)):
+        if not isinstance(value, (bool, np.bool_)):
+            problems.append(f"{arg}={value!r}: expected True or False")
+    if n_jobs is not None and (not _is_int(n_jobs) or n_jobs < 1):
+        problems.append(f"n_jobs={n_jobs!r}: expected None or a positive number of threads")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        problems.append(f"progress={progress!r}: expected None, True or False")
+    if problems:
+        raise DermctxError("find_duplicates: " + "; ".join(problems))
 
 
 def find_duplicates(
@@ -499,23 +551,28 @@ def find_duplicates(
     Raises
     ------
     TableError
-        ``table`` lacks ``image_id`` (or ``path`` when ``images=True``), has duplicate image ids,
-        or has no embedding columns when ``embedding_threshold`` is given.
+        ``table`` is not a DataFrame, names a column twice, lacks ``image_id`` (or ``path`` when
+        ``images=True``), has duplicate image ids, or has no embedding columns when
+        ``embedding_threshold`` is given.
+    DermctxError
+        An argument of the wrong type or out of range (``threshold="x"``, ``bands=1``,
+        ``n_jobs=0``...), naming it and what it takes; or ``images=False`` without an
+        ``embedding_threshold``.
     """
+    _check_arguments(threshold=threshold, search_radius=search_radius, bands=bands,
+                     embedding_threshold=embedding_threshold, embedding_prefix=embedding_prefix,
+                     images=images, near=near, n_jobs=n_jobs, progress=progress)
     if not isinstance(table, pd.DataFrame):
         raise TableError(f"expected a lesion table (DataFrame), got {type(table).__name__}")
+    refuse_duplicate_columns(table, "find_duplicates")
     need = ["image_id"] + (["path"] if images else [])
     missing = [c for c in need if c not in table.columns]
     if missing:
         raise TableError(f"find_duplicates needs column(s) {missing}; found {list(table.columns)[:20]}")
-    ids = table["image_id"].astype(str).str.strip()
+    ids = _texts(table["image_id"]).str.strip()
     if ids.duplicated().any():
         dup = sorted(set(ids[ids.duplicated()]))[:5]
         raise TableError(f"column 'image_id' has duplicate values {dup}; each image must appear once")
-    if not 0.0 <= threshold <= 1.0:
-        raise DermctxError(f"threshold must be a fraction of bits in [0, 1], got {threshold}")
-    if not 0 <= search_radius <= 64:
-        raise DermctxError(f"search_radius must be 0-64 bits, got {search_radius}")
     if not images and embedding_threshold is None:
         raise DermctxError("nothing to compare: images=False needs an embedding_threshold")
     id_list = ids.tolist()

@@ -37,7 +37,13 @@ import pandas as pd
 
 from dermctx.errors import ImageError, ModelError, TableError, error_record, errors_frame
 from dermctx.io.images import ASPECTS, COLOUR_CONSTANCY, load_image
-from dermctx.table import embedding_column_names
+from dermctx.table import (
+    _cell_text,
+    _is_blank,
+    _texts,
+    embedding_column_names,
+    refuse_duplicate_columns,
+)
 
 __all__ = [
     "Embedder",
@@ -254,27 +260,49 @@ def _check_pretrained_available(model_name: str) -> None:
 # --- the store --------------------------------------------------------------------------------
 
 
-def _settings_from_schema(schema: Any) -> dict[str, Any] | None:
+def _settings_from_schema(schema: Any, part: Path) -> dict[str, Any] | None:
     meta = schema.metadata or {}
     raw = meta.get(_META_KEY)
-    return json.loads(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        settings = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{part}: its dermctx settings metadata is not valid JSON ({exc})") from exc
+    if not isinstance(settings, dict):
+        raise ModelError(f"{part}: its dermctx settings metadata is a {type(settings).__name__}; "
+                         "expected a JSON object")
+    return settings
+
+
+def _read_schema(part: Path) -> Any:
+    """The Arrow schema of a store part (ModelError naming the part when it is not Parquet)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(part)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... on a damaged file
+        raise ModelError(f"{part}: not a readable Parquet file ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); expected a dermctx embedding store part") from exc
 
 
 def _store_parts(store: Path) -> list[Path]:
-    if store.is_file():
-        return [store]
-    if not store.exists():
+    try:
+        if store.is_file():
+            return [store]
+        if not store.exists():
+            return []
+    except (OSError, ValueError):  # a name the OS refuses (too long)
         return []
     return sorted(p for p in store.glob("*.parquet") if not p.name.startswith("."))
 
 
 def _store_settings(store: Path) -> dict[str, Any] | None:
     """Settings of an existing store (ModelError if its parts disagree or are not dermctx's)."""
-    import pyarrow.parquet as pq
 
     found: dict[str, Any] | None = None
     for part in _store_parts(store):
-        settings = _settings_from_schema(pq.read_schema(part))
+        settings = _settings_from_schema(_read_schema(part), part)
         if settings is None:
             raise ModelError(f"{part}: not a dermctx embedding store part (no settings metadata)")
         if found is not None and _differences(found, settings):
@@ -325,23 +353,50 @@ def read_embeddings(store: str | PathLike[str]) -> pd.DataFrame:
     Raises
     ------
     ModelError
-        The path does not exist, is not a dermctx store, or holds parts made with other settings.
+        Naming the path or the part file: the path does not exist, is not a dermctx store, holds
+        parts made with other settings, or a part is not readable Parquet, has its settings
+        metadata damaged, lacks ``image_id``, repeats a column, or holds embedding values that
+        are not numbers.
     """
-    import pyarrow.parquet as pq
-
+    if not isinstance(store, (str, PathLike)):
+        raise ModelError(f"expected an embedding store folder (a path), got {type(store).__name__}")
     store = Path(store)
     parts = _store_parts(store)
     if not parts:
-        raise ModelError(f"{store}: no embedding store here (expected a folder of part-*.parquet)")
+        raise ModelError(f"{str(store)[:300]}: no embedding store here (expected a folder of part-*.parquet)")
     settings = _store_settings(store)
-    frames = [pq.read_table(p).to_pandas() for p in parts]
+    frames = [_read_part(p) for p in parts]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame["image_id"] = frame["image_id"].astype(str)
     frame = frame.drop_duplicates("image_id", keep="first").set_index("image_id")
     frame.index = pd.Index(frame.index.astype(object), name="image_id")
-    frame = frame.astype(np.float32)
     frame.attrs["dermctx"] = settings
     return frame
+
+
+def _read_part(part: Path) -> pd.DataFrame:
+    """One store part: ``image_id`` (text) and float32 ``emb_*`` columns (ModelError naming it)."""
+    import pyarrow.parquet as pq
+
+    names = _read_schema(part).names
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup or "image_id" not in names:
+        problem = f"repeats column(s) {dup}" if dup else "has no 'image_id' column"
+        raise ModelError(f"{part}: {problem}; expected image_id and emb_0000, emb_0001, ...")
+    try:
+        frame = pq.read_table(part).to_pandas()
+    except Exception as exc:  # a damaged body behind a readable footer
+        raise ModelError(f"{part}: not a readable Parquet file ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from exc
+    ids = frame.pop("image_id")
+    if ids.isna().any():
+        raise ModelError(f"{part}: 'image_id' is missing on {int(ids.isna().sum())} row(s)")
+    try:
+        values = frame.astype(np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{part}: embedding columns hold values that are not numbers "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+    values.insert(0, "image_id", _texts(ids).to_numpy(dtype=object))
+    return values
 
 
 # --- the embedder -----------------------------------------------------------------------------
@@ -700,7 +755,8 @@ class Embedder:
         Raises
         ------
         TableError
-            ``table`` lacks ``image_id``/``path`` or has duplicate image ids.
+            ``table`` lacks ``image_id``/``path``, has duplicate image ids, or names a column
+            twice.
         ModelError
             ``store`` was made with other settings (model, weights, size, aspect, ...).
         """
@@ -854,19 +910,22 @@ def _embed_rows(table: pd.DataFrame) -> pd.DataFrame:
     """``_row`` (input position), ``image_id`` (str) and ``path`` (str or None) of a table."""
     if not isinstance(table, pd.DataFrame):
         raise TableError(f"expected a lesion table (pandas DataFrame), got {type(table).__name__}")
+    refuse_duplicate_columns(table, "Embedder.embed")
     missing = [c for c in ("image_id", "path") if c not in table.columns]
     if missing:
         raise TableError(f"the table has no column(s) {missing}; embedding needs 'image_id' and "
                          "'path' (read it with dermctx.read_table, passing image_dir)")
-    ids = table["image_id"].astype(str).str.strip()
+    ids = _texts(table["image_id"]).str.strip()
     dup = ids.duplicated(keep=False).to_numpy()
     if dup.any():
         from dermctx.table import describe_rows
 
         raise TableError(f"column 'image_id' has duplicate values at {describe_rows(table, dup)}; "
                          "each image must appear once")
-    paths = table["path"].astype(object)
-    paths = paths.map(lambda p: None if pd.isna(p) or str(p).strip() == "" else str(p))
+    blank = _is_blank(table["path"])
+    paths = pd.Series([None if b else _cell_text(p)
+                       for p, b in zip(table["path"].to_numpy(dtype=object), blank, strict=True)],
+                      index=table.index, dtype=object)
     return pd.DataFrame({
         "_row": np.arange(len(table)),
         "image_id": ids.to_numpy(dtype=object),

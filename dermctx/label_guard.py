@@ -24,6 +24,7 @@ import pandas as pd
 
 from dermctx.errors import LeakageError
 from dermctx.io.registry import label_columns
+from dermctx.table import _texts
 
 __all__ = ["LABEL_COLUMNS", "check_feature_columns", "refuse_label_columns"]
 
@@ -95,6 +96,8 @@ def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.nda
             return (f"is missing on {int((~present).sum())} of the {n_class} rows with label "
                     f"{missing[0]} and on no row of the other class")
     seen = values[present]
+    if seen.dtype == object:  # lists, dicts and other unhashable cells are compared by their text
+        seen = _texts(seen)
     if seen.nunique() == 2 and pd.crosstab(seen.astype(str), y[present]).gt(0).sum(axis=1).eq(1).all():
         return "takes two values that are exactly the two classes (a copy of the label)"
     return None

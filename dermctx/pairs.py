@@ -15,6 +15,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from dermctx.errors import TableError
+from dermctx.table import _is_blank, _texts, refuse_duplicate_columns
 
 __all__ = ["PAIR_LAYOUTS", "as_pairs", "link_components"]
 
@@ -30,11 +31,18 @@ def as_pairs(pairs: pd.DataFrame, *, name: str | None = None) -> pd.DataFrame:
     """Return ``pairs`` in canonical form: ``image_id_1 < image_id_2``, one row per pair.
 
     Accepts any of :data:`PAIR_LAYOUTS`; other columns are kept (from the first occurrence of a
-    pair). Self-pairs are dropped with the pair they repeat; blank ids raise :class:`TableError`.
+    pair). Self-pairs are dropped with the pair they repeat.
+
+    Raises
+    ------
+    TableError
+        ``pairs`` is not a DataFrame, has repeated column names or no pair columns, or a pair
+        has a blank id (naming the rows).
     """
     where = f"{name}: " if name else ""
     if not isinstance(pairs, pd.DataFrame):
         raise TableError(f"{where}expected a DataFrame of image-id pairs, got {type(pairs).__name__}")
+    refuse_duplicate_columns(pairs, name)
     for a, b in PAIR_LAYOUTS:
         if a in pairs.columns and b in pairs.columns:
             break
@@ -43,14 +51,12 @@ def as_pairs(pairs: pd.DataFrame, *, name: str | None = None) -> pd.DataFrame:
             f"{where}no pair columns found in {list(pairs.columns)}; expected one of "
             f"{[list(p) for p in PAIR_LAYOUTS]}"
         )
-    left = pairs[a].astype(object)
-    right = pairs[b].astype(object)
-    blank = (left.isna() | right.isna()).to_numpy()
+    blank = _is_blank(pairs[a]) | _is_blank(pairs[b])
     if blank.any():
         rows = np.flatnonzero(blank)[:5].tolist()
         raise TableError(f"{where}columns {a!r}/{b!r} are empty at rows {rows}; each pair needs two ids")
-    left = left.astype(str).str.strip().to_numpy()
-    right = right.astype(str).str.strip().to_numpy()
+    left = _texts(pairs[a]).str.strip().to_numpy(dtype=object)
+    right = _texts(pairs[b]).str.strip().to_numpy(dtype=object)
     rest = pairs.drop(columns=[a, b]).reset_index(drop=True)
     lo = np.where(left <= right, left, right)
     hi = np.where(left <= right, right, left)

@@ -20,7 +20,12 @@ from sklearn.utils import check_random_state
 
 from dermctx.errors import DermctxError, DermctxWarning, LeakageError, TableError
 from dermctx.pairs import as_pairs, link_components
-from dermctx.table import check_identity, has_patient_context, placeholder_patient_ids
+from dermctx.table import (
+    check_identity,
+    has_patient_context,
+    placeholder_patient_ids,
+    refuse_duplicate_columns,
+)
 
 __all__ = ["LeakageSummary", "PatientKFold", "check_leakage", "patient_groups"]
 
@@ -75,6 +80,8 @@ def patient_groups(
         raise DermctxError("patient_groups: give a lesion table with 'patient_id' or `groups`")
     if table is not None and not isinstance(table, pd.DataFrame):
         raise TableError(f"{name}: expected a pandas DataFrame, got {type(table).__name__}")
+    if table is not None:
+        refuse_duplicate_columns(table, name)
     n = len(table) if table is not None else len(groups)
     node = np.arange(n).astype(str)
     links: list[tuple[np.ndarray, np.ndarray]] = []
@@ -170,7 +177,10 @@ class PatientKFold:
     (when ``y`` is None) ``target`` from it; ``groups``, when given, links rows further. With an
     array ``X``, ``groups`` (patient ids) is required. Missing targets (an unlabelled set) are
     balanced by size only. A table whose patient ids are a proxy (HAM10000) gets a warning: such
-    splits keep lesions whole, but cannot keep a real patient on one side.
+    splits keep lesions whole, but cannot keep a real patient on one side. :meth:`split` and
+    :meth:`assign` raise :class:`~dermctx.TableError` for a table that names a column twice or
+    has blank ids, and :class:`~dermctx.DermctxError` for settings or ``y``/``groups`` that do not
+    fit the rows.
     """
 
     def __init__(
@@ -223,6 +233,8 @@ class PatientKFold:
             raise DermctxError(
                 "PatientKFold: random_state has no effect when shuffle=False; leave it None or set shuffle=True"
             )
+        if isinstance(X, pd.DataFrame):
+            refuse_duplicate_columns(X, "PatientKFold.split")
         table = X if isinstance(X, pd.DataFrame) and "patient_id" in X.columns else None
         if table is None and groups is None:
             raise DermctxError(
@@ -270,7 +282,12 @@ class PatientKFold:
         # deal groups: most melanomas first, then largest; ties in random (or first-seen) order
         order = np.arange(n_groups)
         if self.shuffle:
-            order = check_random_state(self.random_state).permutation(n_groups)
+            try:
+                rng = check_random_state(self.random_state)
+            except (TypeError, ValueError) as exc:  # a negative or too large seed, a string...
+                raise DermctxError(f"PatientKFold: random_state={self.random_state!r}; expected None, "
+                                   "an int in [0, 2**32 - 1] or a numpy RandomState") from exc
+            order = rng.permutation(n_groups)
         order = order[np.lexsort((-size[order], -pos[order]))]
         # adding group g to fold f raises sum_c ((count_fc - T_c / K) / T_c)^2 in proportion to
         # sum_c a_gc * count_fc / T_c^2: pick the fold where that is smallest (fewest rows on ties)
@@ -361,12 +378,15 @@ def check_leakage(
     ------
     LeakageError
         Naming the shared patients, lesions and images, and the split duplicate pairs.
+    TableError
+        A side is not a DataFrame, has no ``patient_id`` or names a column twice.
     """
     for side, frame in (("train", train), ("test", test)):
         if not isinstance(frame, pd.DataFrame):
             raise TableError(
                 f"check_leakage: {side} must be a lesion table (DataFrame), got {type(frame).__name__}"
             )
+        refuse_duplicate_columns(frame, f"check_leakage: {side} table")
         if "patient_id" not in frame.columns:
             raise TableError(f"check_leakage: {side} table has no 'patient_id' column")
     problems: list[str] = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,9 @@ __all__ = [
     "normalise_sex",
     "normalise_site",
     "placeholder_patient_ids",
+    "refuse_duplicate_columns",
     "shared_lesion_ids",
+    "to_numbers",
     "validate_table",
 ]
 
@@ -152,11 +154,28 @@ def has_patient_context(table: pd.DataFrame) -> bool:
     return True
 
 
+def _map_cells(values: pd.Series, fn: Any) -> pd.Series:
+    """``fn`` of every cell as an object Series; a column of text is mapped once per distinct value
+    (millions of rows hold a handful of terms), anything else cell by cell."""
+    arr = values.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
+        codes, uniques = pd.factorize(arr, use_na_sentinel=True)  # exact for str: no 1 == True merging
+        mapped = np.array([*(fn(u) for u in uniques), fn(None)], dtype=object)
+        return pd.Series(mapped[codes], index=values.index, dtype=object)
+    return pd.Series([fn(v) for v in arr], index=values.index, dtype=object)
+
+
+def _term(value: Any) -> Any:
+    """A metadata cell as a lower-case term, or None for missing and missing words."""
+    if _missing_scalar(value):
+        return None
+    text = _cell_text(value).strip().lower()
+    return None if text in _MISSING_WORDS else text
+
+
 def normalise_sex(values: pd.Series) -> pd.Series:
     """Lower-case sex values; "unknown", empty and NaN become missing. Other values are kept."""
-    out = values.astype(object).where(values.notna(), None)
-    out = out.map(lambda v: None if v is None else str(v).strip().lower())
-    return out.map(lambda v: None if v is None or v in _MISSING_WORDS else v)
+    return _map_cells(values, _term)
 
 
 def normalise_site(
@@ -193,8 +212,157 @@ def embedding_columns(frame: pd.DataFrame, prefix: str = "emb_") -> list[str]:
     return [c for c in frame.columns if isinstance(c, str) and c.startswith(prefix)]
 
 
+def refuse_duplicate_columns(frame: pd.DataFrame, who: str | None = None) -> None:
+    """Refuse a frame whose column names are not one flat set of distinct names.
+
+    Every entry point that takes a table calls this first: with two ``site`` columns, ``X["site"]``
+    is a DataFrame, and pandas would fail later with a message that names neither.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The table.
+    who : str, optional
+        The file or the function, named at the start of the message (``"ContextRanker.fit"``).
+
+    Raises
+    ------
+    TableError
+        Naming the repeated column names, or saying that the columns have several levels of
+        names (a ``MultiIndex``).
+    """
+    where = f"{who}: " if who else ""
+    columns = frame.columns
+    if isinstance(columns, pd.MultiIndex):
+        example = f", e.g. {columns[0]!r}" if len(columns) else ""
+        raise TableError(
+            f"{where}the columns have {columns.nlevels} levels of names (a MultiIndex{example}); "
+            "expected one name per column, such as 'image_id'"
+        )
+    dup = sorted({str(c) for c in columns[columns.duplicated()]})
+    if dup:
+        raise TableError(f"{where}column name(s) {dup} appear more than once; expected one each")
+
+
+def _cell_text(value: Any) -> str:
+    """A cell as text, never raising: bytes decoded as UTF-8 (bad bytes replaced), else ``str``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _texts(values: pd.Series) -> pd.Series:
+    """Every cell as text (missing cells as ""), same index; never raises on odd objects."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.astype(object).where(values.notna(), "").astype(str)
+    texts = [("" if _missing_scalar(v) else _cell_text(v)) for v in values.to_numpy(dtype=object)]
+    return pd.Series(texts, index=values.index, dtype=object)
+
+
+def _missing_scalar(value: Any) -> bool:
+    """None, NaN, NA or NaT (a list, array or other container is never missing)."""
+    if value is None:
+        return True
+    if np.ndim(value) != 0 or isinstance(value, (str, bytes, bytearray)):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _is_blank(series: pd.Series) -> np.ndarray:
-    return (series.isna() | (series.astype(str).str.strip() == "")).to_numpy()
+    """Where a cell is missing or blank text."""
+    missing = series.isna().to_numpy(dtype=bool)
+    if series.dtype.kind in "biufcmM":  # numbers and dates are never blank text
+        return missing
+    return missing | (_texts(series).str.strip() == "").to_numpy(dtype=bool)
+
+
+def to_numbers(values: pd.Series, *, booleans: bool = True) -> tuple[pd.Series, np.ndarray]:
+    """A column as float64 numbers, and where it holds something that is not a finite number.
+
+    Works on any dtype and any cell content: text is parsed as pandas parses numbers ("45",
+    "1e3"; not "１２" or "1,5"); dates, durations, periods, intervals, complex numbers, lists,
+    dicts, bytes and other objects are not numbers; ``True``/``False`` are 1/0 when ``booleans``
+    is True and not numbers otherwise. Infinite values and numbers beyond the float range
+    ("1e400") are not finite.
+
+    Returns
+    -------
+    numbers : Series of float64
+        Same index; NaN where the cell is missing or not a number.
+    bad : ndarray of bool
+        True where a cell is given (not missing, not blank text) but is not a finite number.
+    """
+    given = ~_is_blank(values)
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+        dtype = values.dtype
+    kind = getattr(dtype, "kind", "O")
+    if kind in "mMc" or isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)):
+        numbers = np.full(len(values), np.nan)
+    elif kind == "b" or pd.api.types.is_bool_dtype(dtype):
+        numbers = values.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        if not booleans:
+            numbers = np.full(len(values), np.nan)
+    else:
+        cells = values
+        if kind == "O":
+            objects = values.to_numpy(dtype=object)
+            odd = np.fromiter(
+                ((isinstance(v, (bool, np.bool_)) and not booleans) or isinstance(v, (complex, np.complexfloating))
+                 or np.ndim(v) != 0 for v in objects), dtype=bool, count=len(objects))
+            if odd.any():
+                cells = values.astype(object).where(~odd, None)
+        parsed = pd.to_numeric(cells, errors="coerce")
+        if getattr(parsed.dtype, "kind", "O") == "c":
+            parsed = pd.Series(np.full(len(values), np.nan), index=values.index)
+        try:
+            numbers = parsed.to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError, OverflowError):
+            numbers = pd.to_numeric(parsed.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    numbers = np.asarray(numbers, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = given & ~np.isfinite(numbers)
+    return pd.Series(numbers, index=values.index, dtype=float), bad
+
+
+def _show(values: pd.Series, limit: int = 5) -> list[Any]:
+    """The first ``limit`` cells for a message: numbers as they are, anything else as short text."""
+    return [v if isinstance(v, (int, float, np.integer, np.floating)) else _cell_text(v)[:40]
+            for v in values.to_numpy(dtype=object)[:limit]]
+
+
+def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -> pd.Series:
+    """An id column as stripped text; refuses cells that hold a list, dict, array or non-UTF-8 bytes."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    cells = values.to_numpy(dtype=object)
+    texts: list[str] = []
+    bad = np.zeros(len(cells), dtype=bool)
+    for i, v in enumerate(cells):
+        if isinstance(v, (bytes, bytearray)):
+            try:
+                texts.append(bytes(v).decode("utf-8").strip())
+            except UnicodeDecodeError:
+                bad[i] = True
+                texts.append("")
+        elif np.ndim(v) != 0 or isinstance(v, (dict, set, frozenset)):
+            bad[i] = True
+            texts.append("")
+        else:
+            texts.append("" if _missing_scalar(v) else str(v).strip())
+    if bad.any():
+        shown = _show(values[bad], 3)
+        raise TableError(
+            f"{where}column {column!r} holds {shown} at {describe_rows(table, bad)}; expected text "
+            "ids (a list, dict, array or bytes that are not UTF-8 text is not an id)"
+        )
+    return pd.Series(texts, index=values.index, dtype=object)
 
 
 def placeholder_patient_ids(ids: pd.Series) -> np.ndarray:
@@ -203,7 +371,7 @@ def placeholder_patient_ids(ids: pd.Series) -> np.ndarray:
     Placeholders are :data:`PLACEHOLDER_PATIENT_IDS` (stripped, case-blind) and any number equal
     to -1 or 0 however it is written ("-1.0", "000").
     """
-    text = ids.astype(object).where(ids.notna(), "").astype(str).str.strip().str.lower()
+    text = _texts(ids).str.strip().str.lower()
     numbers = pd.to_numeric(text, errors="coerce")
     return (text.isin(PLACEHOLDER_PATIENT_IDS) | numbers.isin([-1, 0])).to_numpy()
 
@@ -213,7 +381,8 @@ def shared_lesion_ids(table: pd.DataFrame) -> pd.Series:
     if "lesion_id" not in table.columns:
         return pd.Series(dtype=int)
     ids = table[["patient_id", "lesion_id"]].astype(object)
-    ids = ids[~_is_blank(ids["lesion_id"])].astype(str)
+    ids = ids[~_is_blank(ids["lesion_id"])]
+    ids = pd.DataFrame({c: _texts(ids[c]) for c in ids.columns}, index=ids.index)
     counts = ids.groupby("lesion_id", sort=False)["patient_id"].nunique()
     return counts[counts > 1].sort_values(ascending=False, kind="stable")
 
@@ -307,21 +476,18 @@ def normalise_metadata(frame: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[
     values: dict[str, pd.Series] = {}
     bad: dict[str, np.ndarray] = {}
     if "age" in frame.columns:
-        raw = frame["age"]
-        # float64 even for nullable input (pd.NA would make the comparisons ambiguous)
-        age = pd.to_numeric(raw, errors="coerce").astype(float)
-        bad["age"] = (raw.notna() & ~_is_blank(raw) & age.isna()).to_numpy() | (
-            (age < 0) | (age > 120)
-        ).to_numpy()
+        # float64 even for nullable input (pd.NA would make the comparisons ambiguous); text,
+        # dates, booleans and other objects are not ages
+        age, not_number = to_numbers(frame["age"], booleans=False)
+        with np.errstate(invalid="ignore"):
+            bad["age"] = not_number | ((age < 0) | (age > 120)).to_numpy()
         values["age"] = age
     if "sex" in frame.columns:
         sex = normalise_sex(frame["sex"]).astype(object)
         bad["sex"] = (sex.notna() & ~sex.isin(SEXES)).to_numpy()
         values["sex"] = sex
     if "site" in frame.columns:
-        site = frame["site"].astype(object).where(frame["site"].notna(), None)
-        site = site.map(lambda v: None if v is None or str(v).strip().lower() in _MISSING_WORDS
-                        else str(v).strip().lower()).astype(object)
+        site = _map_cells(frame["site"], _term)
         bad["site"] = (site.notna() & ~site.isin(SITES)).to_numpy()
         values["site"] = site
     return values, bad
@@ -374,26 +540,30 @@ def validate_table(
     Raises
     ------
     TableError
-        Naming the column and rows at fault: a missing ``image_id``/``patient_id`` column, blank
-        or placeholder patient ids, blank image ids, a duplicate ``image_id``, ``target`` not 0/1, ``sex`` not male/female, ``age``
-        outside [0, 120], or ``site`` outside :data:`SITES`.
+        Naming the column and rows at fault: a missing ``image_id``/``patient_id`` column, a
+        column name given twice (or several levels of column names), blank or placeholder
+        patient ids, blank image ids, an id cell holding a list, dict, array or bytes that are
+        not UTF-8, a duplicate ``image_id``, ``target`` not 0/1, ``sex`` not male/female,
+        ``age`` outside [0, 120] or not a number (text, a date, a boolean...), ``site`` outside
+        :data:`SITES`, ``width``/``height`` not whole numbers >= 0; or an argument that is not
+        one of the values above.
     """
     where = f"{name}: " if name else ""
     if not isinstance(table, pd.DataFrame):
         raise TableError(f"{where}expected a pandas DataFrame, got {type(table).__name__}")
+    refuse_duplicate_columns(table, name)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise TableError(
             f"{where}missing column(s) {missing}; a lesion table needs {list(REQUIRED_COLUMNS)} "
             f"(found columns {list(table.columns)[:20]})"
         )
-    if unknown_patients not in ("error", "own"):
+    if not isinstance(labelled, (bool, np.bool_)):
+        raise TableError(f"labelled={labelled!r}; expected True or False")
+    if not isinstance(unknown_patients, str) or unknown_patients not in ("error", "own"):
         raise TableError(f"unknown_patients={unknown_patients!r}; expected 'error' or 'own'")
-    if lesion_ids not in ("global", "per_patient"):
+    if not isinstance(lesion_ids, str) or lesion_ids not in ("global", "per_patient"):
         raise TableError(f"lesion_ids={lesion_ids!r}; expected 'global' or 'per_patient'")
-    dup_cols = sorted({str(c) for c in table.columns[table.columns.duplicated()]})
-    if dup_cols:
-        raise TableError(f"{where}column name(s) {dup_cols} appear more than once; expected one each")
     out = table.copy()  # the caller's index is kept; messages name 0-based row positions
 
     blank = _is_blank(out["image_id"])
@@ -402,7 +572,12 @@ def validate_table(
             f"{where}column 'image_id' is empty at {describe_rows(out, blank)}; "
             "every row needs an image_id"
         )
-    out["image_id"] = out["image_id"].astype(str).str.strip()
+    out["image_id"] = _id_texts(out["image_id"], "image_id", where, out)
+    out["patient_id"] = _id_texts(out["patient_id"], "patient_id", where, out).where(
+        ~_is_blank(out["patient_id"]), None)
+    if "lesion_id" in out.columns:
+        out["lesion_id"] = _id_texts(out["lesion_id"], "lesion_id", where, out).where(
+            ~_is_blank(out["lesion_id"]), None)
     unknown = placeholder_patient_ids(out["patient_id"])
     if unknown.any() and unknown_patients == "own":
         own = UNKNOWN_PATIENT_PREFIX + out["image_id"]
@@ -440,7 +615,7 @@ def validate_table(
     if bad["age"].any():
         raise TableError(
             f"{where}column 'age' has values outside [0, 120] or not numbers at "
-            f"{describe_rows(out, bad['age'])} (values {list(out['age'][bad['age']][:5])}); "
+            f"{describe_rows(out, bad['age'])} (values {_show(out['age'][bad['age']])}); "
             "expected years in [0, 120] or missing"
         )
     if bad["sex"].any():
@@ -457,17 +632,26 @@ def validate_table(
     for col in ("age", "sex", "site"):
         out[col] = values[col]
 
+    for col in ("width", "height"):  # pixels, when known
+        if col in out.columns:
+            pixels, odd = to_numbers(out[col], booleans=False)
+            with np.errstate(invalid="ignore"):
+                odd |= ((pixels != pixels.round()) | (pixels < 0) | (pixels >= 2**63)).to_numpy()
+            if odd.any():
+                raise TableError(
+                    f"{where}column {col!r} has values {_show(out[col][odd])} at "
+                    f"{describe_rows(out, odd)}; expected a whole number of pixels >= 0 or missing"
+                )
+
     # target
     if "target" not in out.columns:
         out["target"] = np.nan
-    target = pd.to_numeric(out["target"], errors="coerce")
-    bad = (out["target"].notna() & target.isna()).to_numpy() | (
-        target.notna() & ~target.isin([0, 1])
-    ).to_numpy()
-    if bad.any():
+    target, not_label = to_numbers(out["target"])
+    not_label |= (target.notna() & ~target.isin([0, 1])).to_numpy()
+    if not_label.any():
         raise TableError(
-            f"{where}column 'target' has values other than 0/1 at {describe_rows(out, bad)} "
-            f"(values {list(out['target'][bad][:5])}); expected 1 (melanoma), 0, or missing"
+            f"{where}column 'target' has values other than 0/1 at {describe_rows(out, not_label)} "
+            f"(values {_show(out['target'][not_label])}); expected 1 (melanoma), 0, or missing"
         )
     if labelled and target.isna().any():
         miss = target.isna().to_numpy()

@@ -47,6 +47,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -320,7 +321,7 @@ def write_dicom(
         ``row`` lacks an image or patient id, or has an age, sex or site outside the table's
         vocabulary.
     """
-    jpeg_path, out_path = Path(jpeg_path), Path(out_path)
+    jpeg_path, out_path = _path(jpeg_path, "a JPEG file"), _path(out_path, "a DICOM file to write")
     image_id = _get(row, "image_id")
     where = f"row image_id {image_id!r}" if image_id else "row"
     for key in ("image_id", "patient_id"):
@@ -328,8 +329,8 @@ def write_dicom(
             raise TableError(f"write_dicom: {where} has no {key!r}; a DICOM file needs one")
     try:
         data = jpeg_path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{jpeg_path}: cannot read the JPEG ({exc.strerror or exc})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise ImageError(f"{jpeg_path}: cannot read the JPEG ({getattr(exc, 'strerror', None) or exc})") from exc
     info = _jpeg_header(data, str(jpeg_path))
     _check_upright(data, str(jpeg_path))
     photometric = _photometric(info, str(jpeg_path))
@@ -528,8 +529,12 @@ def _header_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
         )
     site, site_detail = None, _private(ds, "site_detail")
     for item in ds.get("AnatomicRegionSequence", []) or []:
-        if item.get("CodingSchemeDesignator") == SITE_SCHEME and item.get("CodeValue") in SITES:
-            site = str(item.CodeValue)
+        if str(item.get("CodingSchemeDesignator", "")).strip() == SITE_SCHEME:
+            code = str(item.get("CodeValue", "")).strip()
+            if code not in SITES:  # dermctx's own scheme holds only the table's terms
+                raise ImageError(f"{name}: AnatomicRegionSequence code {code!r} in scheme "
+                                 f"{SITE_SCHEME}; expected one of {list(SITES)}")
+            site = code
             break
     if site is None:  # a DICOM not written by dermctx: try its region or body part as a raw term
         raw = None
@@ -570,6 +575,40 @@ def _table_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
     return record
 
 
+def _scan(directory: Path, recursive: bool) -> list[Path]:
+    """The regular files of a folder (and its sub-folders), sorted, skipping names starting "."
+
+    Sub-folders that cannot be listed are skipped with a :class:`DermctxWarning` naming them.
+    """
+    unreadable: list[str] = []
+    files: list[Path] = []
+    if recursive:
+        walker = os.walk(directory, onerror=lambda exc: unreadable.append(str(exc.filename)))
+    else:
+        try:
+            names = [e.name for e in os.scandir(directory)]
+        except OSError as exc:
+            raise ImageError(f"{directory}: cannot list the folder ({exc.strerror or exc})") from exc
+        walker = iter([(str(directory), [], names)])
+    for root, dirs, names in walker:
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            path = Path(root) / name
+            if not name.startswith(".") and path.is_file():
+                files.append(path)
+    if unreadable:
+        warnings.warn(f"{directory}: {len(unreadable)} folder(s) could not be read and were skipped "
+                      f"(e.g. {unreadable[:3]})", DermctxWarning, stacklevel=3)
+    return sorted(files)
+
+
+def _path(value: Any, what: str) -> Path:
+    """``value`` as a Path; ImageError when it is not a path at all."""
+    if not isinstance(value, (str, PathLike)):
+        raise ImageError(f"expected {what} (a path), got {type(value).__name__}")
+    return Path(value)
+
+
 def _dcmread(path: Path, *, stop_before_pixels: bool) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
@@ -577,8 +616,9 @@ def _dcmread(path: Path, *, stop_before_pixels: bool) -> Dataset:
         raise ImageError(f"{path}: not a DICOM file ({exc}); expected a DICOM Part 10 file") from exc
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise ImageError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # truncated, damaged or odd files raise many kinds; name the file
+        raise ImageError(f"{path}: cannot read the DICOM file ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from exc
 
 
 def _palette_to_rgb(ds: Dataset, indices: np.ndarray, name: str) -> np.ndarray:
@@ -688,20 +728,27 @@ def read_dicom(
     Raises
     ------
     ImageError
-        Naming the file: not a DICOM file, no image, a PatientAge outside [0, 120] years or an
-        unknown PatientSex, a transfer syntax or photometric interpretation that is not supported,
-        more than one frame, pixels that are not 8-bit, or pixels that cannot be decoded.
+        Naming the file: not a path, not a DICOM file, a damaged or unreadable header element, no
+        image, a PatientAge outside [0, 120] years or not a DICOM age, an unknown PatientSex, a
+        transfer syntax or photometric interpretation that is not supported, more than one
+        frame, pixels that are not 8-bit, or pixels that cannot be decoded.
     TableError
         ``id_from`` is not a valid choice.
     """
-    id_from, path = _check_id_from(id_from), Path(path)
+    id_from, path = _check_id_from(id_from), _path(path, "a DICOM file")
     ds = _dcmread(path, stop_before_pixels=False)
-    meta = _header_record(ds, path, id_from)
-    meta["photometric_interpretation"] = str(ds.get("PhotometricInterpretation", ""))
-    meta["transfer_syntax"] = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    if "PixelData" not in ds:
-        raise ImageError(f"{path}: DICOM file has no pixel data")
-    return _decode(ds, str(path)), meta
+    try:  # pydicom parses elements lazily: a damaged one raises here, of many kinds
+        meta = _header_record(ds, path, id_from)
+        meta["photometric_interpretation"] = str(ds.get("PhotometricInterpretation", ""))
+        meta["transfer_syntax"] = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        if "PixelData" not in ds:
+            raise ImageError(f"{path}: DICOM file has no pixel data")
+        return _decode(ds, str(path)), meta
+    except DermctxError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{path}: unreadable DICOM header ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from exc
 
 
 def _read_labels(labels: str | PathLike[str] | pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -844,20 +891,24 @@ def read_dicom_dir(
     Raises
     ------
     ImageError
-        ``directory`` is not a folder.
+        ``directory`` is not a folder (or not a path).
     TableError
         ``id_from`` is not a valid choice, ``labels`` cannot be read or lacks ``image_id``, or the
         joined labels are invalid.
+
+    A file that cannot be read or whose header is damaged or out of range never raises: it is
+    a row of ``errors``. Sub-folders that cannot be listed are skipped with a
+    :class:`~dermctx.errors.DermctxWarning` naming them.
     """
-    id_from, directory = _check_id_from(id_from), Path(directory)
-    if not directory.is_dir():
-        raise ImageError(f"{directory}: not a folder (expected a folder of DICOM files)")
+    id_from, directory = _check_id_from(id_from), _path(directory, "a folder of DICOM files")
+    try:
+        is_dir = directory.is_dir()
+    except (OSError, ValueError):  # a name the OS refuses (too long)
+        is_dir = False
+    if not is_dir:
+        raise ImageError(f"{str(directory)[:300]}: not a folder (expected a folder of DICOM files)")
     label_frame, label_name = _read_labels(labels) if labels is not None else (None, "")
-    walker = directory.rglob("*") if recursive else directory.glob("*")
-    files = sorted(
-        p for p in walker
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    )
+    files = _scan(directory, recursive)
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     other_ids: list[dict[str, str | None]] = []  # the ids by other keys, for the label report
@@ -867,12 +918,15 @@ def read_dicom_dir(
         try:
             ds = _dcmread(path, stop_before_pixels=True)
             record = _table_record(ds, path, id_from)
+            ids = ({key: _image_id(ds, path, key) for key in _ID_SUGGEST}
+                   if label_frame is not None else {})
         except ImageError as exc:
             errors.append(error_record(None, row, str(path), "read_dicom_dir", str(exc)))
             continue
-        except (ValueError, TypeError, AttributeError, KeyError, OSError) as exc:  # odd headers
+        except Exception as exc:  # pydicom parses lazily: a damaged element raises many kinds
             errors.append(error_record(None, row, str(path), "read_dicom_dir",
-                                       f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})"))
+                                       f"{path}: unreadable DICOM header ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())[:200]})"))
             continue
         if record["image_id"] in seen:
             errors.append(error_record(
@@ -884,7 +938,7 @@ def read_dicom_dir(
         records.append(record)
         rows.append(row)
         if label_frame is not None:
-            other_ids.append({key: _image_id(ds, path, key) for key in _ID_SUGGEST})
+            other_ids.append(ids)
     table = pd.DataFrame.from_records(records, columns=_HEADER_COLUMNS)
     table["width"] = table["width"].astype("Int64")
     table["height"] = table["height"].astype("Int64")

@@ -115,7 +115,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -> Image.Image:
     """Decode ``path`` as an RGB PIL image, upright, at a draft scale suited to ``target``."""
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as exc:  # a name the OS refuses (too long, NUL byte)
+        raise ImageError(f"{where[:300]}: not a usable file name ({type(exc).__name__}: {exc.args[-1]})") from exc
+    if not exists:
         raise ImageError(f"{where}: no such file")
     if _is_dicom(path):
         from dermctx.io.dicom import read_dicom  # lazy: pydicom only when needed
@@ -218,12 +222,14 @@ def load_image(
     Raises
     ------
     ImageError
-        The file is missing, unreadable or truncated (the message names it), or an argument is
+        The file is missing, unreadable, truncated or not an image, its name is not usable (the
+        message names it), a 1 x N strip too long to crop (``aspect="crop"``), or an argument is
         not one of the values above.
     """
-    if aspect not in ASPECTS:
+    if not isinstance(aspect, str) or aspect not in ASPECTS:
         raise ImageError(f"aspect must be one of {list(ASPECTS)}, got {aspect!r}")
-    if colour_constancy is not None and colour_constancy not in COLOUR_CONSTANCY:
+    if colour_constancy is not None and (not isinstance(colour_constancy, str)
+                                         or colour_constancy not in COLOUR_CONSTANCY):
         raise ImageError(
             f"colour_constancy must be one of {list(COLOUR_CONSTANCY)} or None, got {colour_constancy!r}"
         )

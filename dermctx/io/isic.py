@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dermctx.errors import TableError
+from dermctx.io._common import read_csv_frame
 from dermctx.io.source import BinaryTarget, Source, read_source
 from dermctx.pairs import as_pairs
 
@@ -108,19 +109,14 @@ def read_isic_duplicates(path: str | PathLike[str] | pd.DataFrame) -> pd.DataFra
     Raises
     ------
     TableError
-        The file is missing or unreadable, has no pair columns, or a pair has a blank id.
+        The file is missing or unreadable (as :func:`dermctx.read_table` reads CSV, ``.csv.gz``
+        and Parquet files), has no pair columns or a column name twice, or a pair has a blank id.
     """
     if isinstance(path, pd.DataFrame):
         return as_pairs(path, name="<duplicates DataFrame>")
-    path = Path(path)
-    if not path.is_file():
-        raise TableError(f"{path}: no such file (expected an ISIC duplicate-pairs CSV)")
     id_cols = ("image_name_1", "image_name_2", "ISIC_id", "ISIC_id_paired", "image_id_1", "image_id_2")
-    try:
-        frame = pd.read_csv(path, dtype={c: str for c in id_cols})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TableError(f"{path}: cannot be read as a duplicate-pairs CSV ({exc})") from exc
-    return as_pairs(frame, name=str(path))
+    frame, name = read_csv_frame(path, id_columns=id_cols, what="duplicate-pairs CSV")
+    return as_pairs(frame, name=name)
 
 
 def write_isic_duplicates(

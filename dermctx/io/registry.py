@@ -124,15 +124,20 @@ def read_table(
     Raises
     ------
     TableError
-        Missing or unreadable file, an unknown layout (listing the known ones), or any error of
-        the source's reader, naming the file, column and rows.
+        Missing or unreadable file (a ragged or unclosed CSV row, bytes that are not UTF-8, an
+        empty file, a corrupt Parquet or gzip file, a folder), a column name given twice, an
+        unknown layout (listing the known ones), ``source`` not a registered name, or any error
+        of the source's reader (:func:`~dermctx.io.source.read_source`), naming the file,
+        column and rows.
+    ImageError
+        ``image_dir`` is not a folder.
     """
     frame, name = read_csv_frame(path, id_columns=_ID_COLUMNS)
     if source is None:
         chosen = detect_source(frame.columns, name)
     else:
         by_name = {s.name: s for s in SOURCES}
-        if source not in by_name:
+        if not isinstance(source, str) or source not in by_name:
             raise TableError(f"source={source!r}: expected one of {sorted(by_name)}")
         chosen = by_name[source]
     logger.info("%s: read as %s (source %r)", name, chosen.title, chosen.name)

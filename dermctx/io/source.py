@@ -30,8 +30,11 @@ from dermctx.table import (
     SITES,
     UNKNOWN_PATIENT_PREFIX,
     _is_blank,
+    _show,
+    _texts,
     describe_rows,
     normalise_site,
+    to_numbers,
     validate_table,
 )
 
@@ -138,16 +141,21 @@ class OneHotTarget:
         return all(c in columns for c in self.columns)
 
     def derive(self, frame: pd.DataFrame, name: str) -> Labels:
-        values = frame[list(self.columns)].apply(pd.to_numeric, errors="coerce")
-        missing = values.isna().all(axis=1).to_numpy()
-        bad = ~missing & ~(values.isin([0, 1]).all(axis=1) & (values.sum(axis=1) == 1)).to_numpy()
+        converted = [to_numbers(frame[c]) for c in self.columns]
+        values = np.column_stack([v.to_numpy() for v, _ in converted])  # (n, classes), NaN = missing
+        not_number = np.column_stack([b for _, b in converted]).any(axis=1)
+        missing = np.isnan(values).all(axis=1) & ~not_number
+        one_hot = np.isin(values, [0, 1]).all(axis=1) & (np.nansum(values, axis=1) == 1)
+        bad = ~missing & ~one_hot
         if bad.any():
             raise TableError(
                 f"{name}: one-hot columns {list(self.columns)} at {describe_rows(frame, bad)} are "
-                "not a single 1 among 0s; expected exactly one class per row"
+                "not a single 1 among 0s; expected exactly one class per row (0/1 numbers)"
             )
-        diagnosis = values.idxmax(axis=1).astype(object).where(~missing, None)
-        target = values[self.positive].astype(float).where(~missing, np.nan)
+        classes = np.asarray(self.columns, dtype=object)
+        best = np.argmax(np.nan_to_num(values, nan=-1.0), axis=1) if len(values) else np.zeros(0, int)
+        diagnosis = pd.Series(classes[best], index=frame.index, dtype=object).where(~missing, None)
+        target = pd.Series(values[:, self.columns.index(self.positive)], index=frame.index, dtype=float)
         return target, diagnosis
 
 
@@ -311,13 +319,13 @@ def _numeric(frame: pd.DataFrame, source: Source, name: str) -> None:
         whole = col in source.integer_columns
         if not (whole or str(col).startswith(source.numeric_prefixes)) or col in source.text_columns:
             continue
-        values = pd.to_numeric(frame[col], errors="coerce").astype(float)
-        bad = (values.isna() & ~_is_blank(frame[col])).to_numpy() | np.isinf(values.to_numpy())
+        values, bad = to_numbers(frame[col], booleans=False)
         if whole:
-            bad |= ((values != values.round()) | (values < 0)).to_numpy()
+            with np.errstate(invalid="ignore"):
+                bad |= ((values != values.round()) | (values < 0) | (values >= 2**63)).to_numpy()
         if bad.any():
-            kind = "whole numbers >= 0" if whole else "finite numbers"
-            raise TableError(f"{name}: column {col!r} has values {list(frame[col][bad][:3])} at "
+            kind = "whole numbers >= 0 (below 2**63)" if whole else "finite numbers"
+            raise TableError(f"{name}: column {col!r} has values {_show(frame[col][bad], 3)} at "
                              f"{describe_rows(frame, bad)}; expected {kind} or missing")
         frame[col] = values.astype("Int64") if whole else values
 
@@ -335,7 +343,7 @@ def _patients(frame: pd.DataFrame, source: Source, name: str,
             raise TableError(f"{name}: column {source.patient_proxy!r} is empty at "
                              f"{describe_rows(frame, blank)}; {source.title} rows need one (it "
                              "stands in for the missing patient id)")
-        own = UNKNOWN_PATIENT_PREFIX + frame["image_id"].astype(str).str.strip()
+        own = UNKNOWN_PATIENT_PREFIX + _texts(frame["image_id"]).str.strip()
         frame["patient_id"] = own if proxy is None else proxy.astype(object).where(~blank, own)
     elif "patient_id" not in frame.columns:
         if unknown_patients != "own":
@@ -385,9 +393,12 @@ def read_source(
     Raises
     ------
     TableError
-        Unreadable file, a header that does not fit the layout, values outside the layout's or
-        the table's vocabulary, or identity problems (see :func:`dermctx.validate_table`);
-        naming the file, column and rows.
+        Unreadable file (see :func:`dermctx.io._common.read_csv_frame`: a ragged CSV row, bytes
+        that are not UTF-8, a corrupt Parquet or gzip file...), a column name given twice, a
+        header that does not fit the layout, values outside the layout's or the table's
+        vocabulary (numeric columns holding anything but finite numbers, integer columns holding
+        fractions, negatives or values of 2**63 and more), or identity problems (see
+        :func:`dermctx.validate_table`); naming the file, column and rows.
     ImageError
         ``image_dir`` is not a folder.
     """
