@@ -426,19 +426,53 @@ def _score_args(p: argparse.ArgumentParser) -> None:
                    help="scores file (.csv/.parquet; errors go beside it); default stdout")
     p.add_argument("--cnn", type=Path, default=None,
                    help="a 'dermctx train' output folder: its fold models score the images first")
+    p.add_argument("--explain", action="store_true",
+                   help="add the worded explanation of each score (which measurements raised or lowered it)")
+    p.add_argument("--chunk-patients", type=int, default=None,
+                   help="score this many whole patients at a time (bounded memory); a Parquet TABLE "
+                        "with dermctx's column names and a .parquet --out are then streamed from disk")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="'ray': score the chunks on Ray Data (Parquet TABLE and --out; pip install 'dermctx[ray]')")
+
+
+def _streamable(args: argparse.Namespace) -> bool:
+    """A Parquet table scored straight from disk into a Parquet file (no layout to translate)."""
+    plain = (args.cnn is None and args.labels is None and args.source is None and args.image_dir is None)
+    parquet = str(args.table).lower().endswith((".parquet", ".pq"))
+    out = args.out is not None and args.out.suffix.lower() in (".parquet", ".pq")
+    return plain and parquet and out and (args.chunk_patients is not None or args.backend == "ray")
 
 
 @command("score", "score every lesion of a table with a saved ContextRanker", _score_args)
 def _score(args: argparse.Namespace) -> int:
     from dermctx.models.ranker import ContextRanker
+    from dermctx.scoring import CHUNK_PATIENTS, score_parquet, score_table
 
     ranker = ContextRanker.load(args.model)
+    chunk = args.chunk_patients or CHUNK_PATIENTS
+    if _streamable(args):
+        import pyarrow.parquet as pq
+
+        errors = score_parquet(ranker, args.table, args.out, chunk_patients=chunk, backend=args.backend,
+                               explain=args.explain, progress=sys.stderr.isatty())
+        n_rows = pq.ParquetFile(args.table).metadata.num_rows
+        print(f"{args.table}: scored {n_rows - len(errors)} of {n_rows} lesions in chunks of {chunk} "
+              f"patients ({args.backend}); wrote {args.out}", file=sys.stderr)
+        return _finish(n_rows, errors, args.out)
+    if args.backend == "ray":
+        raise DermctxError("--backend ray scores a Parquet TABLE into a .parquet --out, without --cnn, "
+                           "--labels, --source or --image-dir")
     table = _read(args)
     n_rows, cnn_errors = len(table), None
     if args.cnn is not None:
         args.score_col = ranker.score_col
         table, cnn_errors = _join_cnn(table, args, new_images=True)
-    scores, errors = ranker.rank(table)
+    if args.chunk_patients is not None:
+        scores, errors = score_table(ranker, table, chunk_patients=chunk, explain=args.explain,
+                                     progress=sys.stderr.isatty())
+        scores = scores.drop(columns="row")
+    else:
+        scores, errors = ranker.rank(table, explain=args.explain)
     if cnn_errors is not None and len(cnn_errors):
         import pandas as pd
 

@@ -74,3 +74,20 @@ def test_ray_scoring_equals_local(model, lesions, tmp_path, local_ray):
     assert list(a["row"]) == list(b["row"])
     np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=1e-12)
     assert list(ray_errors["row"]) == list(local_errors["row"])
+
+
+def test_cli_score_streams_parquet_in_chunks_and_explains(model, lesions, tmp_path):
+    from dermctx.cli import main
+
+    model.save(tmp_path / "m")
+    lesions.to_parquet(tmp_path / "new.parquet", index=False)
+    assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"),
+                 "--out", str(tmp_path / "s.parquet"), "--chunk-patients", "9", "--explain"]) == 0
+    out = pd.read_parquet(tmp_path / "s.parquet").sort_values("row")
+    one, _ = model.rank(lesions, explain=True)
+    np.testing.assert_allclose(out["score"], one["score"], rtol=0, atol=1e-12)
+    assert list(out["explanation"]) == list(one["explanation"])
+    errors = pd.read_csv(tmp_path / "s.errors.csv")
+    assert list(errors["row"]) == [5, 17]
+    assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"),
+                 "--out", str(tmp_path / "s.csv"), "--backend", "ray"]) == 1  # ray needs Parquet out

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from dermctx.errors import ModelError
 from dermctx.label_guard import check_feature_columns
+from dermctx.table import refuse_duplicate_columns
 
 __all__ = ["MetadataGBM"]
 
@@ -131,6 +132,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
     def _frame(self, X: Any, *, fit: bool) -> pd.DataFrame:
         """X as a DataFrame of numeric and pandas-categorical columns in fit order."""
         if isinstance(X, pd.DataFrame):
+            refuse_duplicate_columns(X, "MetadataGBM")
             if fit:
                 cols = list(X.columns)
                 if len({str(c) for c in cols}) != len(cols):

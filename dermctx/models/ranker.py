@@ -54,10 +54,14 @@ from dermctx.models.gbm import MetadataGBM
 from dermctx.table import (
     SEXES,
     SITES,
+    _cell_text,
+    _missing_scalar,
+    _texts,
     describe_rows,
     embedding_columns,
     normalise_metadata,
     placeholder_patient_ids,
+    refuse_duplicate_columns,
 )
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
@@ -84,9 +88,11 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _show(value: Any) -> str:
-    if pd.isna(value):
+    if _missing_scalar(value):
         return "missing"
-    return repr(value.item() if hasattr(value, "item") else value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(value.item() if hasattr(value, "item") else value)
+    return repr(_cell_text(value)[:40])
 
 
 def _sha256(path: Path) -> str:
@@ -358,6 +364,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 f"ContextRanker: X must be a lesion table (DataFrame with patient_id), "
                 f"got {type(X).__name__}"
             )
+        refuse_duplicate_columns(X, "ContextRanker")
         if "patient_id" not in X.columns:
             raise TableError(f"ContextRanker: X has no 'patient_id' column (columns {list(X.columns)[:20]})")
         return X
@@ -542,7 +549,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             if "target" not in X.columns:
                 raise TableError("ContextRanker.fit: pass y or give X a 'target' column")
             y = X["target"]
-        y = pd.to_numeric(pd.Series(np.asarray(y)), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        y = np.asarray(y, dtype=object)
+        if y.ndim != 1:
+            raise TableError(f"ContextRanker.fit: y must be one label per row (1-d), got shape {y.shape}")
+        y = pd.to_numeric(pd.Series(y), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         if len(y) != len(X) or not np.isin(y, [0, 1]).all():
             raise TableError(f"ContextRanker.fit: y must be {len(X)} labels in {{0, 1}} (no missing)")
         y = y.astype(int)
@@ -617,9 +627,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _canonical_order(X: pd.DataFrame, cols: list[str]) -> np.ndarray:
         """Row positions sorted by patient, lesion id and row content (a stable, order-free key)."""
-        pid = X["patient_id"].astype(str).to_numpy()
-        ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.zeros(len(X), dtype=str)
-        content = pd.util.hash_pandas_object(X[cols].astype(str), index=False).to_numpy()
+        pid = _texts(X["patient_id"]).to_numpy(dtype=str)
+        ids = _texts(X["image_id"]).to_numpy(dtype=str) if "image_id" in X.columns else np.zeros(len(X), dtype=str)
+        content = pd.util.hash_pandas_object(X[cols].apply(_texts), index=False).to_numpy()
         return np.lexsort((content, ids, pid))
 
     def _choose_gate(self, raw: np.ndarray, offset: np.ndarray, y: np.ndarray, codes: np.ndarray

@@ -37,7 +37,7 @@ from torch import nn
 from dermctx.errors import ModelError, TableError
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
 from dermctx.models.folder import load_tensors, read_json, verify_folder, write_manifest
-from dermctx.table import describe_rows, embedding_columns
+from dermctx.table import describe_rows, embedding_columns, refuse_duplicate_columns
 
 __all__ = ["ISAB", "MAB", "SAB", "SetRanker", "SetTransformer", "SetTransformerConfig"]
 
@@ -451,6 +451,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
                 f"SetRanker: X must be a lesion table (pandas DataFrame with 'patient_id'), "
                 f"got {type(X).__name__}"
             )
+        refuse_duplicate_columns(X, "SetRanker")
         if "patient_id" not in X.columns:
             raise TableError(
                 f"SetRanker: X has no 'patient_id' column (columns {list(X.columns)[:20]}); "
