@@ -168,7 +168,13 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
                 self.categories_ = {}
                 self._names = [f"x{i}" for i in range(arr.shape[1])]
             return pd.DataFrame(arr, columns=self._names)
+        plain = [c for c in frame.columns if c not in self.categories_
+                 and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+        if plain:  # numeric columns in one block: a wide frame converts column by column slowly
+            frame[plain] = frame[plain].astype(float)
         for c in frame.columns:
+            if c in plain:
+                continue
             if c in self.categories_:
                 vals = frame[c].astype(object).where(frame[c].notna(), None)
                 known = set(self.categories_[c])

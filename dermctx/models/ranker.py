@@ -42,7 +42,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import (
-    ALL_STATS,
     context_scales,
     outlier_scales,
     patient_context_features,
@@ -73,6 +72,10 @@ _FORMAT = "dermctx.ContextRanker/1"
 _EPS = 1e-12  # probabilities are clipped here before the logit: ties only below 1e-12
 #: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
 GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Patient-relative statistics of each context feature (with ``site_diff`` and ``site_z``): an
+#: exact-equality rate means nothing for a continuous measurement, and the ratio to the mean is
+#: kept as the ratio to the median (robust, and defined for skewed sizes).
+CONTEXT_MEASURE_STATS: tuple[str, ...] = ("diff", "z", "rank", "med_diff", "med_ratio")
 #: Context features whose Spearman correlation on the training rows is at least this (in absolute
 #: value) form one family in the worded explanations (``feature_families_``).
 FAMILY_CORRELATION: float = 0.7
@@ -195,8 +198,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     context_features : sequence of str or "auto"
         Per-lesion numeric columns (ISIC 2024's ``tbp_lv_*`` colour, size, border and symmetry
         measurements, or a clinic's own) used raw **and** relative to the patient's other
-        lesions: leave-one-out difference, z-score, rank, ratio, difference and ratio to the
-        median of the others, and difference and z against same-site lesions
+        lesions: leave-one-out difference, z-score and rank, difference and ratio to the median
+        of the others, and difference and z against same-site lesions
         (:func:`dermctx.patient_context_features`), the ISIC 2024 winning recipe. A lesion's
         features depend on its own patient's lesions only. Label-derived names are refused.
         ``"auto"``: every numeric column of the training table that is not identity, metadata,
@@ -250,7 +253,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         rows; the explanations word each family's contribution by its most deviating member.
     gate_scores_ : list of dict
         Per candidate weight, on the inner folds: ``weight``, ``within_patient_auc`` and ``top1``
-        (means over patients), ``gain`` over weight 0 and its bootstrap lower bound ``gain_low``.
+        (means over the patients they are defined on).
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     """
@@ -481,7 +484,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if self.context_features_:
             measured_ctx = patient_context_features(
                 pd.concat([work[["patient_id", "site"]], measured], axis=1), self.context_features_,
-                embedding_prefix=None, by_site=True, scales=scales, stats=ALL_STATS)
+                embedding_prefix=None, by_site=True, scales=scales, stats=CONTEXT_MEASURE_STATS)
             parts.append(measured_ctx.drop(columns=["patient__count", "patient__site_count"]))
         if self.outlier_groups_:
             keyed = pd.concat([work[[c for c in ("patient_id", "image_id") if c in work.columns]],
@@ -629,35 +632,32 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """Row positions sorted by patient, lesion id and row content (a stable, order-free key)."""
         pid = _texts(X["patient_id"]).to_numpy(dtype=str)
         ids = _texts(X["image_id"]).to_numpy(dtype=str) if "image_id" in X.columns else np.zeros(len(X), dtype=str)
-        content = pd.util.hash_pandas_object(X[cols].apply(_texts), index=False).to_numpy()
+        try:  # numbers and text hash as they are; odd cells (lists, arrays) by their text
+            content = pd.util.hash_pandas_object(X[cols], index=False).to_numpy()
+        except TypeError:
+            content = pd.util.hash_pandas_object(X[cols].apply(_texts), index=False).to_numpy()
         return np.lexsort((content, ids, pid))
 
     def _choose_gate(self, raw: np.ndarray, offset: np.ndarray, y: np.ndarray, codes: np.ndarray
                      ) -> tuple[float, list[dict[str, float]]]:
         """The within-patient weight: fixed, or chosen on the out-of-fold logits ``raw``.
 
-        A weight above 0 must beat weight 0 (the offset's order) on the inner folds' patients:
-        the per-patient gain in within-patient AUC plus top-1 must have its patient-bootstrap 95%
-        confidence interval above 0 (500 resamples). Among the weights that pass, the largest
-        mean gain wins.
+        Among the weights no worse than weight 0 (the offset's order) on both within-patient AUC
+        and top-1 over the inner folds' patients, the one with the largest sum of the two wins
+        (ties: the smaller weight).
         """
         if self.within_patient != "auto":
             return float(self.within_patient), []
-        per = [_order_scores(y, offset + _gate(raw - offset, codes, w), codes) for w in GATE_WEIGHTS]
-        base = per[0]
-        rng = np.random.default_rng(self.random_state)
-        n_patients = len(base)
-        boot = rng.integers(0, n_patients, size=(500, n_patients)) if n_patients else np.zeros((500, 0), int)
-        scores, best, best_gain = [], 0.0, 0.0
-        for w, frame in zip(GATE_WEIGHTS, per, strict=True):
-            gain = ((frame["auc"] - base["auc"]).fillna(0.0) + (frame["top1"] - base["top1"]).fillna(0.0)).to_numpy()
-            mean = float(gain.mean()) if n_patients else 0.0
-            low = float(np.quantile(gain[boot].mean(axis=1), 0.025)) if n_patients else 0.0
-            scores.append({"weight": w, "within_patient_auc": float(frame["auc"].mean()),
-                           "top1": float(frame["top1"].mean()), "gain": mean, "gain_low": low})
-            if w > 0 and low > 0 and mean > best_gain:
-                best, best_gain = w, mean
-        return best, scores
+        scores = []
+        for w in GATE_WEIGHTS:
+            frame = _order_scores(y, offset + _gate(raw - offset, codes, w), codes)
+            wp = float(frame["auc"].mean()) if frame["auc"].notna().any() else 0.0
+            scores.append({"weight": w, "within_patient_auc": wp, "top1": float(frame["top1"].mean())})
+        base = scores[0]
+        ok = [r for r in scores if r["within_patient_auc"] >= base["within_patient_auc"] - 1e-12
+              and r["top1"] >= base["top1"] - 1e-12]
+        best = max(ok, key=lambda r: (r["within_patient_auc"] + r["top1"], -r["weight"]))
+        return float(best["weight"]), scores
 
     def _check_input(self, X: Any) -> pd.DataFrame:
         check_is_fitted(self, "gbm_")
