@@ -1,6 +1,6 @@
 """Scoring at hospital scale (issue 13): a million lesions from Parquet, big patients, row order.
 
-Measures, each step in a fresh process so its peak resident memory (``ru_maxrss``) is its own:
+Measures, each step in a fresh process so its peak resident memory (VmHWM) is its own:
 
 * ``score_parquet`` on 1,000,000 lesions (60,000 patients, sets of 1-200) with CNN-score inputs
   and with 64-d embeddings (goals: < 20 s and < 60 s, peak RSS < 2 GB, on 2 cores);
@@ -41,6 +41,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _peak_mb() -> float:
+    """Peak resident memory of this process's address space (Linux VmHWM, reset at exec, so a
+    step's figure is its own; ``ru_maxrss`` would include the parent's at fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
