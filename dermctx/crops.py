@@ -22,6 +22,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from dermctx.errors import ImageError, TableError, error_record, errors_frame
+from dermctx.io._common import require_path
 from dermctx.io.images import _to_rgb
 from dermctx.table import COLUMNS, placeholder_patient_ids
 
@@ -104,12 +105,7 @@ def crop_region(
 def _upright_rgb(path: str) -> np.ndarray:
     """The photo as a viewer shows it: EXIF orientation applied, RGB, uint8 (H, W, 3)."""
     p = Path(path)
-    try:
-        found = p.is_file()
-    except (OSError, ValueError) as exc:  # a name the OS refuses (too long, NUL byte)
-        raise ImageError(f"{str(p)[:300]}: not a usable file name ({type(exc).__name__})") from exc
-    if not found:
-        raise ImageError(f"{p}: no such photo")
+    require_path(p, "photo")
     try:
         with Image.open(p) as src:
             im = ImageOps.exif_transpose(src)  # a loaded, upright copy

@@ -73,17 +73,7 @@ def make_ugly_duckling(
     """
     if int(n_patients) != n_patients or n_patients < 1:
         raise DermctxError(f"n_patients must be a positive integer, got {n_patients!r}")
-    if isinstance(lesions_per_patient, (int, np.integer)):
-        low = high = int(lesions_per_patient)
-    else:
-        try:
-            low, high = (int(v) for v in lesions_per_patient)
-        except (TypeError, ValueError) as exc:
-            raise DermctxError(
-                f"lesions_per_patient must be an int or a (low, high) pair, got {lesions_per_patient!r}"
-            ) from exc
-    if low < 1 or high < low:
-        raise DermctxError(f"lesions_per_patient must satisfy 1 <= low <= high, got ({low}, {high})")
+    low, high = _size_range(lesions_per_patient)
     if not 0 <= melanoma_rate < 1:
         raise DermctxError(f"melanoma_rate must be in [0, 1), got {melanoma_rate!r}")
     if dim < 1:
@@ -283,17 +273,23 @@ def _lesion_counts(rng: np.random.Generator, n_patients: int,
     if lesions_per_patient is None:
         raw = np.exp(rng.normal(np.log(LESIONS_MEDIAN), LESIONS_LOG_SD, size=n_patients))
         return np.clip(np.rint(raw), *LESIONS_RANGE).astype(np.int64)
+    low, high = _size_range(lesions_per_patient)
+    return rng.integers(low, high + 1, size=n_patients).astype(np.int64)
+
+
+def _size_range(lesions_per_patient: int | tuple[int, int]) -> tuple[int, int]:
+    """``(low, high)`` lesions per patient from an int or a pair, checked: 1 <= low <= high."""
     if isinstance(lesions_per_patient, (int, np.integer)):
         low = high = int(lesions_per_patient)
     else:
         try:
             low, high = (int(v) for v in lesions_per_patient)
         except (TypeError, ValueError) as exc:
-            raise DermctxError("lesions_per_patient must be None, an int or a (low, high) pair, "
+            raise DermctxError("lesions_per_patient must be an int or a (low, high) pair, "
                                f"got {lesions_per_patient!r}") from exc
     if low < 1 or high < low:
         raise DermctxError(f"lesions_per_patient must satisfy 1 <= low <= high, got ({low}, {high})")
-    return rng.integers(low, high + 1, size=n_patients).astype(np.int64)
+    return low, high
 
 
 def _plant_shifts(rng: np.random.Generator, n_mel: int, diff: np.ndarray, z: np.ndarray,

@@ -195,12 +195,7 @@ def attach_image_paths(
     if not isinstance(image_dir, (str, PathLike)):
         raise ImageError(f"image_dir: expected a folder (a path), got {type(image_dir).__name__}")
     image_dir = Path(image_dir)
-    try:
-        is_dir = image_dir.is_dir()
-    except (OSError, ValueError):  # a name the OS refuses (too long)
-        is_dir = False
-    if not is_dir:
-        raise ImageError(f"{str(image_dir)[:300]}: image directory does not exist or is not a folder")
+    require_path(image_dir, "folder (the image directory)", folder=True)
     with os.scandir(image_dir) as entries:
         present = {e.name for e in entries if e.is_file()}
     paths: list[str | None] = []
@@ -235,3 +230,15 @@ def attach_image_paths(
     out["path"] = pd.Series(paths, index=out.index, dtype=object)
     out["image_error"] = pd.Series(errors, index=out.index, dtype=object)
     return out
+
+
+def require_path(path: Path, noun: str, *, folder: bool = False) -> None:
+    """Refuse with ``ImageError`` a path the OS cannot use (too long, a NUL byte) or that is not an
+    existing file (``folder=True``: folder); ``noun`` names what was expected ("photo")."""
+    try:
+        found = path.is_dir() if folder else path.is_file()
+    except (OSError, ValueError) as exc:  # a name the OS refuses
+        raise ImageError(f"{str(path)[:300]}: not a usable {'folder' if folder else 'file'} name "
+                         f"({type(exc).__name__})") from exc
+    if not found:
+        raise ImageError(f"{str(path)[:300]}: no such {noun}")

@@ -52,6 +52,7 @@ import pandas as pd
 from PIL import Image
 
 from dermctx.errors import ImageError, TableError, error_record, errors_frame
+from dermctx.io._common import require_path
 
 __all__ = [
     "BOX_COLUMNS",
@@ -90,12 +91,7 @@ def photo_size(path: str | PathLike[str]) -> tuple[int, int, int]:
         The file is missing or not an image Pillow can open (the message names it).
     """
     p = Path(path)
-    try:
-        found = p.is_file()
-    except (OSError, ValueError) as exc:  # a name the OS refuses (too long, NUL byte)
-        raise ImageError(f"{str(p)[:300]}: not a usable file name ({type(exc).__name__})") from exc
-    if not found:
-        raise ImageError(f"{p}: no such photo")
+    require_path(p, "photo")
     try:
         with Image.open(p) as im:
             w, h = im.size

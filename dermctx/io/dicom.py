@@ -88,6 +88,7 @@ from dermctx.errors import (
     error_record,
     errors_frame,
 )
+from dermctx.io._common import require_path
 from dermctx.table import SITES, normalise_site, validate_table
 
 __all__ = [
@@ -901,12 +902,7 @@ def read_dicom_dir(
     :class:`~dermctx.errors.DermctxWarning` naming them.
     """
     id_from, directory = _check_id_from(id_from), _path(directory, "a folder of DICOM files")
-    try:
-        is_dir = directory.is_dir()
-    except (OSError, ValueError):  # a name the OS refuses (too long)
-        is_dir = False
-    if not is_dir:
-        raise ImageError(f"{str(directory)[:300]}: not a folder (expected a folder of DICOM files)")
+    require_path(directory, "folder: not a folder of DICOM files", folder=True)
     label_frame, label_name = _read_labels(labels) if labels is not None else (None, "")
     files = _scan(directory, recursive)
     records: list[dict[str, Any]] = []
