@@ -362,7 +362,10 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     _table_arg(p)
     p.add_argument("--out", type=Path, required=True, help="folder to write the fitted model to")
     p.add_argument("--score-col", default="cnn_score",
-                   help="column of CNN melanoma probabilities (default: cnn_score)")
+                   help="column of CNN melanoma probabilities (default: cnn_score; 'none' for no CNN)")
+    p.add_argument("--context-features", default=None,
+                   help="comma-separated numeric columns used raw and relative to the patient's other "
+                        "lesions (ISIC 2024's tbp_lv_*...), or 'auto' for every eligible numeric column")
     p.add_argument("--use-image-size", action="store_true",
                    help="also read width/height (an acquisition artefact in ISIC 2020)")
     p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
@@ -410,8 +413,13 @@ def _fit(args: argparse.Namespace) -> int:
                            f"{int(table['target'].isna().sum())} row(s) have none")
     if args.cnn is not None:
         table, _ = _join_cnn(table, args, new_images=False)
-    ranker = ContextRanker(score_col=args.score_col, use_image_size=args.use_image_size,
-                           random_state=args.random_state)
+    context: str | list[str] = []
+    if args.context_features:
+        context = ("auto" if args.context_features.strip() == "auto"
+                   else [c.strip() for c in args.context_features.split(",") if c.strip()])
+    score_col = None if args.score_col.strip().lower() == "none" else args.score_col
+    ranker = ContextRanker(score_col=score_col, use_image_size=args.use_image_size,
+                           context_features=context, random_state=args.random_state)
     ranker.fit(table, table["target"])
     ranker.save(args.out)
     print(f"fitted on {len(table)} lesions, {table['patient_id'].nunique()} patients; "
@@ -449,7 +457,11 @@ def _score(args: argparse.Namespace) -> int:
     from dermctx.scoring import CHUNK_PATIENTS, score_parquet, score_table
 
     ranker = ContextRanker.load(args.model)
-    chunk = args.chunk_patients or CHUNK_PATIENTS
+    if args.chunk_patients is not None and args.chunk_patients < 1:
+        raise DermctxError(f"--chunk-patients {args.chunk_patients}: expected a whole number >= 1")
+    if args.out is not None and args.out.exists() and args.out.resolve() == Path(args.table).resolve():
+        raise DermctxError(f"--out {args.out} is the input table; write the scores to another file")
+    chunk = args.chunk_patients if args.chunk_patients is not None else CHUNK_PATIENTS
     if _streamable(args):
         import pyarrow.parquet as pq
 

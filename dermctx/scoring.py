@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dermctx.errors import ModelError, TableError, errors_frame
+from dermctx.table import refuse_duplicate_columns
 
 __all__ = ["score_parquet", "score_table"]
 
@@ -49,7 +50,10 @@ def _chunk_of(patient_ids: pd.Series, chunk_patients: int) -> tuple[np.ndarray, 
 def _score_rows(model: Any, X: pd.DataFrame, positions: np.ndarray, explain: bool
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``model.rank`` on one chunk, with ``row`` (the position in the whole input) on both tables."""
-    scores, errors = model.rank(X.reset_index(drop=True), explain=explain)
+    X = X.reset_index(drop=True)
+    if "image_id" not in X.columns:  # as rank() names rows without ids: by input position
+        X = X.assign(image_id=positions.astype(str))
+    scores, errors = model.rank(X, explain=explain)
     bad = np.zeros(len(X), dtype=bool)
     bad[errors["row"].to_numpy(dtype=np.int64)] = True
     scores.insert(0, "row", positions[~bad])
@@ -106,13 +110,15 @@ def score_table(
     _check_model(model)
     if not isinstance(table, pd.DataFrame) or "patient_id" not in table.columns:
         raise TableError("score_table: expected a lesion table (DataFrame with a 'patient_id' column)")
+    refuse_duplicate_columns(table, "score_table")
     chunk, n_chunks = _chunk_of(table["patient_id"], chunk_patients)
     order = np.argsort(chunk, kind="stable")
     bounds = np.flatnonzero(np.diff(chunk[order])) + 1
     parts = [_score_rows(model, table.iloc[rows], rows, explain)
              for rows in _progress(np.split(order, bounds) if len(order) else [], n_chunks, progress, "score")]
-    if not parts:
-        return model.rank(table, explain=explain)
+    if not parts:  # no rows
+        scores, errors = model.rank(table, explain=explain)
+        return scores.assign(row=pd.Series(dtype="int64"))[["row", *scores.columns]], errors
     scores = pd.concat([p[0] for p in parts], ignore_index=True).sort_values("row", kind="stable")
     errors = errors_frame(r for p in parts for r in p[1].to_dict(orient="records"))
     return scores.reset_index(drop=True), errors.sort_values("row", kind="stable").reset_index(drop=True)
@@ -267,6 +273,14 @@ def score_parquet(
     if backend not in ("local", "ray"):
         raise ModelError(f"backend must be 'local' or 'ray', got {backend!r}")
     source, target = Path(path), Path(out)
+    if target.is_dir():
+        raise TableError(f"{target}: a folder; expected the path of the Parquet file to write")
+    try:
+        same = target.exists() and target.resolve() == source.resolve()
+    except OSError:
+        same = False
+    if same:
+        raise TableError(f"{target}: is the input table; write the scores to another file")
     try:
         schema = pq.read_schema(source)
     except (OSError, pa.ArrowException) as exc:
@@ -295,8 +309,11 @@ def score_parquet(
                     continue
                 table = pa.Table.from_pandas(scores, preserve_index=False)
                 if writer is None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    writer = pq.ParquetWriter(target, table.schema)
+                    try:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        writer = pq.ParquetWriter(target, table.schema)
+                    except OSError as exc:
+                        raise TableError(f"{target}: cannot be written ({type(exc).__name__}: {exc})") from exc
                 writer.write_table(table.cast(writer.schema))
         finally:
             if writer is not None:

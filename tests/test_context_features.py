@@ -205,3 +205,31 @@ def test_score_patient_names_the_planted_deviation_of_generated_patients():
             in_family += any(f"{c} " in text for c in family.get(mel["planted_feature"], {mel["planted_feature"]}))
     assert total >= 15
     assert direct / total >= 0.25 and in_family / total >= 0.7, (direct, in_family, total)
+
+
+def test_not_numbers_in_measurements_are_error_rows_and_cnn_terms_are_centred(ranker, measured):
+    bad = measured.iloc[:40].copy()
+    bad["size_mm"] = bad["size_mm"].astype(object)
+    bad.loc[bad.index[2], "size_mm"] = pd.Timestamp("2020-01-01")  # a date is not a size
+    bad.loc[bad.index[3], "size_mm"] = True
+    _, errors = ranker.rank(bad)
+    assert list(errors["row"]) == [2, 3] and all("size_mm" in m for m in errors["message"])
+    t = measured.assign(cnn_score=1 / (1 + np.exp(-measured["size_mm"])))
+    r = ContextRanker(context_features=COLS, **FAST).fit(t, t["target"])
+    cnn = r.feature_contributions(t)["cnn_score"]
+    assert abs(cnn.mean()) < 1e-9  # against an average training lesion, not against 50%
+    assert (cnn > 0).mean() > 0.3
+
+
+def test_folder_without_manifest_or_digests_is_refused(ranker, tmp_path):
+    ranker.save(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").unlink()
+    with pytest.raises(ModelError, match=r"no manifest\.json and no SHA-256"):
+        ContextRanker.load(tmp_path / "m")
+    ranker.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "context_ranker.json").read_text())
+    meta["gbm"]["columns"] = meta["gbm"]["columns"][::-1]  # re-signed edit: columns swapped
+    (tmp_path / "r" / "context_ranker.json").write_text(json.dumps(meta))
+    write_manifest(tmp_path / "r", ["context_ranker.json", "gbm.txt"], "ContextRanker")
+    with pytest.raises(ModelError, match="do not match"):
+        ContextRanker.load(tmp_path / "r")

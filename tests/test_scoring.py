@@ -57,7 +57,7 @@ def test_parquet_streams_patients_split_across_row_groups(model, lesions, tmp_pa
         lesions.drop(columns="cnn_score").to_parquet(tmp_path / "no_cnn.parquet")
         score_parquet(model, tmp_path / "no_cnn.parquet", tmp_path / "x.parquet")
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(TableError, match="broken.parquet"):
+    with pytest.raises(TableError, match=r"broken\.parquet"):
         score_parquet(model, tmp_path / "broken.parquet", tmp_path / "x.parquet")
     with pytest.raises(ModelError, match=r"backend"):
         score_parquet(model, src, tmp_path / "x.parquet", backend="spark")
@@ -91,3 +91,37 @@ def test_cli_score_streams_parquet_in_chunks_and_explains(model, lesions, tmp_pa
     assert list(errors["row"]) == [5, 17]
     assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"),
                  "--out", str(tmp_path / "s.csv"), "--backend", "ray"]) == 1  # ray needs Parquet out
+
+
+def test_ids_copies_and_outputs_that_would_mislead_are_refused(model, lesions, tmp_path):
+    no_ids = lesions.drop(columns="image_id")
+    chunked, _ = score_table(model, no_ids, chunk_patients=3, progress=False)
+    one, _ = model.rank(no_ids)
+    assert list(chunked["image_id"]) == list(one["image_id"])  # input positions, as rank() names them
+    copy = pd.concat([lesions, lesions.iloc[[0]]], ignore_index=True)  # a row twice
+    scores, errors = score_table(model, copy, chunk_patients=4, progress=False)
+    assert len(lesions) in errors["row"].tolist() and "appears on an earlier row" in " ".join(errors["message"])
+    assert len(scores) + len(errors) == len(copy)
+    with pytest.raises(TableError, match="more than once"):
+        score_table(model, pd.concat([lesions, lesions[["patient_id"]]], axis=1))
+    src = tmp_path / "in.parquet"
+    lesions.to_parquet(src, index=False)
+    with pytest.raises(TableError, match="is the input table"):
+        score_parquet(model, src, src)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(TableError, match="a folder"):
+        score_parquet(model, src, tmp_path / "folder")
+    empty, _ = score_table(model, lesions.iloc[:0], progress=False)
+    assert empty.columns[0] == "row" and len(empty) == 0
+
+
+def test_cli_fits_context_features_without_a_cnn(tmp_path):
+    from dermctx.cli import main
+    from dermctx.synthetic import make_tbp_patients
+
+    t = make_tbp_patients(40, lesions_per_patient=(5, 15), melanoma_rate=0.05, random_state=0)
+    t.drop(columns=["planted_feature", "planted_direction"]).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["fit", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"), "--score-col", "none",
+                 "--context-features", "tbp_lv_areaMM2,tbp_lv_norm_color"]) == 0
+    loaded = ContextRanker.load(tmp_path / "m")
+    assert loaded.score_col is None and loaded.context_features_ == ["tbp_lv_areaMM2", "tbp_lv_norm_color"]

@@ -38,6 +38,8 @@ import pandas as pd
 
 __all__ = ["ExplanationContext", "describe", "format_probability", "source_of"]
 
+#: Sources shared by all of a patient's lesions; their contributions are left out of the words.
+PATIENT_LEVEL: tuple[str, ...] = ("age", "sex", "patient")
 #: Contributions smaller than this (calibrated logit units) are not worded.
 MIN_CONTRIBUTION: float = 0.05
 
@@ -187,6 +189,9 @@ def describe(
         if len(present) > 1:
             merged = contributions[present].sum(axis=1)
             contributions = contributions.drop(columns=present).assign(**{f"family:{k}": merged})
+    # what is the same for every lesion of the patient (age, sex, lesion count) sets the level of
+    # all their scores but does not say why this lesion stands out: not worded
+    contributions = contributions.drop(columns=[c for c in PATIENT_LEVEL if c in contributions.columns])
     sources = list(contributions.columns)
     values = contributions.to_numpy(dtype=float)
     needed = set(ctx.z) | set(ctx.distance) | ({ctx.score_source} if ctx.score_source else set())

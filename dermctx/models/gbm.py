@@ -10,6 +10,7 @@ logit from the other features, instead of re-learning the logit from binned valu
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import lightgbm as lgb
@@ -26,6 +27,11 @@ from dermctx.table import refuse_duplicate_columns
 __all__ = ["MetadataGBM"]
 
 _STATE_FORMAT = "dermctx.MetadataGBM/1"
+
+
+def _lgb_name(name: str) -> str:
+    """A feature name as LightGBM stores it (it replaces spaces and JSON characters)."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", str(name))
 
 
 class MetadataGBM(ClassifierMixin, BaseEstimator):
@@ -310,9 +316,10 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             est = cls(**meta["params"])
             est.booster_ = lgb.Booster(model_str=model_text)
             if columns is not None and (len(columns) != int(meta["n_features_in"])
-                                        or est.booster_.num_feature() != len(columns)):
-                raise ValueError(f"{len(columns)} columns, n_features_in {meta['n_features_in']}, "
-                                 f"{est.booster_.num_feature()} features in the LightGBM model")
+                                        or [_lgb_name(c) for c in est.booster_.feature_name()]
+                                        != [_lgb_name(c) for c in columns]):
+                raise ValueError(f"columns {columns[:3]}... do not match the {est.booster_.num_feature()} "
+                                 f"features named in the LightGBM model {est.booster_.feature_name()[:3]}...")
             est.n_features_in_ = int(meta["n_features_in"])
             est.categories_ = {str(k): list(v) for k, v in meta["categories"].items()}
             est.classes_ = np.asarray(meta["classes"])

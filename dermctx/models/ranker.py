@@ -61,6 +61,7 @@ from dermctx.table import (
     normalise_metadata,
     placeholder_patient_ids,
     refuse_duplicate_columns,
+    to_numbers,
 )
 
 __all__ = ["LABEL_DERIVED", "ContextRanker"]
@@ -376,15 +377,20 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """(row position, message) of each row that cannot be scored."""
         problems: dict[int, str] = {}
         pid = X["patient_id"]
+        if "image_id" in X.columns:  # a copy of a row would count as another lesion of the patient
+            ids = _texts(X["image_id"])
+            for i in np.flatnonzero((ids.duplicated() & (ids != "")).to_numpy()):
+                problems.setdefault(int(i), f"image_id {ids.iloc[i]!r} appears on an earlier row too; "
+                                    "each lesion image once")
         for i in np.flatnonzero((pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()):
             problems.setdefault(int(i), "patient_id is missing or blank")
         for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
             problems.setdefault(int(i), f"patient_id {str(pid.iloc[i])!r} is a placeholder for an "
                                 "unknown patient; give the real id (or 'unknown:<image_id>')")
         numeric = dict.fromkeys([*self.context_features_, *(c for v in self.outlier_groups_.values() for c in v)])
-        for col in numeric:  # missing is fine; text is never read as missing
-            v = pd.to_numeric(X[col], errors="coerce")
-            for i in np.flatnonzero((v.isna() & X[col].notna()).to_numpy() | np.isinf(v.to_numpy(float))):
+        for col in numeric:  # missing is fine; text, dates, booleans are never read as numbers
+            _, not_number = to_numbers(X[col], booleans=False)
+            for i in np.flatnonzero(not_number):
                 problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected a "
                                     "finite number or missing")
         if self.uses_cnn_:
@@ -400,9 +406,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             for i in np.flatnonzero(~np.isfinite(e).all(axis=1)):
                 problems.setdefault(int(i), f"embedding columns {self.embedding_prefix}* are missing or not finite")
         for col in ("width", "height") if self.use_image_size else ():
-            v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            for i in np.flatnonzero(v <= 0):
-                problems.setdefault(int(i), f"column {col!r} is {v[i]}; expected a positive pixel count")
+            numbers, not_number = to_numbers(X[col], booleans=False)
+            v = numbers.to_numpy(dtype=float)
+            for i in np.flatnonzero(not_number | (v <= 0)):
+                problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected a "
+                                    "positive pixel count or missing")
         # metadata: missing is fine (the model was fitted with missing values); a value outside the
         # vocabulary is an error, never silently read as missing
         _, bad = normalise_metadata(X)
@@ -460,7 +468,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                           else v.astype(object).where(v.notna(), None).to_numpy())
         if "image_id" in X.columns:  # large patients' kNN samples are drawn by lesion id
             work["image_id"] = X["image_id"].astype(str).to_numpy()
-        numeric = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        numeric = {c: to_numbers(X[c], booleans=False)[0].to_numpy(dtype=float)
                    for c in dict.fromkeys([*self.context_features_,
                                            *(c for v in self.outlier_groups_.values() for c in v)])}
         for col in self.context_features_:
@@ -606,6 +614,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         else:
             coef[0] = np.log(y.mean() / (1 - y.mean()))
         self.offset_coef_ = coef
+        self.offset_mean_ = design.mean(axis=0)  # the explanations' reference lesion
         offset = design @ coef
 
         oof = np.zeros(len(X))
@@ -724,11 +733,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         bias = phi.pop("bias").to_numpy()
         gated = _gate(phi.to_numpy(dtype=float), codes, self.within_patient_weight_) if len(X) else phi.to_numpy()
         a, b = self.calibration_
-        out = {"baseline": a * (design[:, 0] * self.offset_coef_[0] + bias) + b}
+        # the CNN and set-model terms against their training means (an average lesion), as the
+        # trees' contributions are against their expected value
+        centre = getattr(self, "offset_mean_", np.zeros(3))
+        out = {"baseline": a * (design[:, 0] * self.offset_coef_[0] + bias
+                                + (centre[1:] * self.offset_coef_[1:]).sum()) + b}
         if self.uses_cnn_:
-            out[str(self.score_col)] = a * design[:, 1] * self.offset_coef_[1]
+            out[str(self.score_col)] = a * (design[:, 1] - centre[1]) * self.offset_coef_[1]
         if self.set_model_ is not None:
-            out["set_model"] = a * design[:, 2] * self.offset_coef_[2]
+            out["set_model"] = a * (design[:, 2] - centre[2]) * self.offset_coef_[2]
         sources: dict[str, np.ndarray] = {}
         for j, name in enumerate(phi.columns):
             key = source_of(str(name))
@@ -924,6 +937,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "emb_cols": list(self.emb_cols_),
             "uses_set": bool(self.uses_set_),
             "offset_coef": [float(v) for v in self.offset_coef_],
+            "offset_mean": [float(v) for v in self.offset_mean_],
             "calibration": [float(v) for v in self.calibration_],
             "context_scales": {str(k): float(v) for k, v in self.context_scales_.items()},
             "context_features": list(self.context_features_),
@@ -975,7 +989,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         p.text("embedding_prefix", None, optional=True)
         p.boolean("use_image_size", False)
         p.names("extra_features", [])
+        p.integer("n_folds", 5, lo=2)
         est = cls(**p.data)
+        try:
+            est._check_params()
+        except ModelError as exc:
+            raise ModelError(f"{meta_path}: {exc}") from exc
         est.feature_names_in_ = np.asarray(f.names("feature_names_in"), dtype=object)
         if not len(est.feature_names_in_) or est.feature_names_in_[0] != "patient_id":
             raise ModelError(f"{meta_path}: feature_names_in must start with 'patient_id'")
@@ -989,6 +1008,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         est.emb_cols_ = f.names("emb_cols")
         est.uses_set_ = f.boolean("uses_set")
         est.offset_coef_ = np.asarray(f.numbers("offset_coef", length=3))
+        est.offset_mean_ = np.asarray(f.numbers("offset_mean", [1.0, 0.0, 0.0], length=3))
         est.calibration_ = np.asarray(f.numbers("calibration", length=2))
         # folders saved before these keys existed: scales from the batch, no context features,
         # the full correction
@@ -1001,6 +1021,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         est.outlier_scales_ = {}
         for k in o_scales.data:
             mean, sd = o_scales.numbers(k, length=2)
+            if not sd > 0:
+                raise ModelError(f"{meta_path}: outlier_scales.{k} has std {sd}; expected a positive number")
             est.outlier_scales_[k] = (mean, sd)
         est.within_patient_weight_ = f.number("within_patient_weight", 1.0, lo=0.0, hi=1.0)
         families = f.get("feature_families", [])
@@ -1030,8 +1052,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
 def _legacy_digests(folder: Path) -> None:
     """Folders saved before ``manifest.json``: the SHA-256 digests inside ``context_ranker.json``."""
     meta = read_json(folder / "context_ranker.json")
-    digests = meta.get("sha256", {}) if isinstance(meta, dict) else None
-    for name, digest in (digests.items() if isinstance(digests, dict) else [("", None)]):
+    if not isinstance(meta, dict):
+        raise ModelError(f"{folder / 'context_ranker.json'}: expected a JSON object")
+    digests = meta.get("sha256")
+    needed = {"gbm.txt", *(["set_model.safetensors", "set_model.json"] if meta.get("uses_set") else [])}
+    if not isinstance(digests, dict) or not needed <= set(digests):
+        raise ModelError(f"{folder}: no manifest.json and no SHA-256 digests of {sorted(needed)} in "
+                         "context_ranker.json, so its files cannot be checked; save the model again")
+    for name, digest in digests.items():
         path = folder / str(name)
         if not isinstance(digest, str) or not path.is_file() or _sha256(path) != digest:
             raise ModelError(f"{path}: missing, damaged or changed since it was saved (its "
