@@ -195,7 +195,7 @@ def attach_image_paths(
     if not isinstance(image_dir, (str, PathLike)):
         raise ImageError(f"image_dir: expected a folder (a path), got {type(image_dir).__name__}")
     image_dir = Path(image_dir)
-    require_path(image_dir, "folder (the image directory)", folder=True)
+    require_path(image_dir, "image directory (it does not exist or is not a folder)", folder=True)
     with os.scandir(image_dir) as entries:
         present = {e.name for e in entries if e.is_file()}
     paths: list[str | None] = []
