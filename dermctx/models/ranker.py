@@ -218,7 +218,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         from the patient's mean correction). ``"auto"`` picks it from :data:`GATE_WEIGHTS` on
         the inner patient-grouped folds: the weight with the best within-patient AUC plus top-1
         among those no worse than weight 0 on both (weight 0 keeps each patient's lesions in the
-        order of the offset, the CNN's). 1.0 always uses the full correction.
+        order of the offset, the CNN's). Without a CNN score or set model, 1.0 (the correction is
+        then all that orders a patient's lesions). 1.0 always uses the full correction.
     n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda :
         The correction GBM (fixed rounds, strong regularisation).
     n_folds : int
@@ -657,6 +658,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """
         if self.within_patient != "auto":
             return float(self.within_patient), []
+        if np.ptp(offset) == 0:  # no CNN or set model: nothing orders a patient's lesions but the
+            return 1.0, []  # correction, and every weight above 0 gives the same order
         scores = []
         for w in GATE_WEIGHTS:
             frame = _order_scores(y, offset + _gate(raw - offset, codes, w), codes)
