@@ -120,25 +120,6 @@ def _patient_mean(v: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return (sums / count[:, None])[codes]
 
 
-def _order_scores(y: np.ndarray, z: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
-    """Per patient: within-patient AUC (NaN without both classes) and top-1 credit (NaN without a
-    melanoma; ties at the top share the credit), indexed by patient code."""
-    frame = pd.DataFrame({"g": codes, "y": y, "z": z})
-    by = frame.groupby("g")
-    rank = by["z"].rank(method="average")
-    n_pos = by["y"].sum()
-    n = by["y"].size()
-    pos_rank = (rank * frame["y"]).groupby(frame["g"]).sum()
-    n_neg = n - n_pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos_rank - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    top = frame["z"].to_numpy() == by["z"].transform("max").to_numpy()
-    tied = pd.Series(top).groupby(codes).sum()
-    hits = pd.Series(top & (y == 1)).groupby(codes).sum()
-    top1 = (hits / tied).where(n_pos.to_numpy() > 0)
-    return pd.DataFrame({"auc": auc.where((n_pos > 0) & (n_neg > 0)).to_numpy(), "top1": top1.to_numpy()})
-
-
 def _families(values: pd.DataFrame, random_state: int) -> list[list[str]]:
     """Groups of columns linked by |Spearman correlation| >= FAMILY_CORRELATION (connected
     components, on up to 100,000 training rows); singletons are left out."""
@@ -660,11 +641,13 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             return float(self.within_patient), []
         if np.ptp(offset) == 0:  # no CNN or set model: nothing orders a patient's lesions but the
             return 1.0, []  # correction, and every weight above 0 gives the same order
+        from dermctx.metrics import topk_rate, within_patient_auc
+
         scores = []
         for w in GATE_WEIGHTS:
-            frame = _order_scores(y, offset + _gate(raw - offset, codes, w), codes)
-            wp = float(frame["auc"].mean()) if frame["auc"].notna().any() else 0.0
-            scores.append({"weight": w, "within_patient_auc": wp, "top1": float(frame["top1"].mean())})
+            z = offset + _gate(raw - offset, codes, w)
+            wp = float(np.nan_to_num(within_patient_auc(y, z, codes).value, nan=0.0))
+            scores.append({"weight": w, "within_patient_auc": wp, "top1": float(topk_rate(y, z, codes, 1))})
         base = scores[0]
         ok = [r for r in scores if r["within_patient_auc"] >= base["within_patient_auc"] - 1e-12
               and r["top1"] >= base["top1"] - 1e-12]
@@ -727,11 +710,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         TableError
             As :meth:`decision_function`.
         """
-        from dermctx.models.explanation import source_of
-
         X = self._check_input(X)
         self._raise_problems(X)
-        frame, design, offset, codes = self._stages(X)
+        return self._contributions(X, *self._stages(X))
+
+    def _contributions(self, X: pd.DataFrame, frame: pd.DataFrame, design: np.ndarray,
+                       offset: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
+        """:meth:`feature_contributions` from the outputs of :meth:`_stages`."""
+        from dermctx.models.explanation import source_of
+
         phi = self.gbm_.contributions(frame.assign(__offset__=offset))  # (n, p + 1), raw logit units
         bias = phi.pop("bias").to_numpy()
         gated = _gate(phi.to_numpy(dtype=float), codes, self.within_patient_weight_) if len(X) else phi.to_numpy()
@@ -758,10 +745,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         in the patient's terms (:func:`dermctx.models.explanation.describe`)."""
         from dermctx.models.explanation import ExplanationContext, describe
 
-        contributions = self.feature_contributions(X)
+        X = self._check_input(X)
+        self._raise_problems(X)
         if not len(X):
             return []
-        frame, _, _, codes = self._stages(X)
+        frame, design, offset, codes = self._stages(X)
+        contributions = self._contributions(X, frame, design, offset, codes)
         ctx = ExplanationContext(codes=codes, score_source=self.score_col if self.uses_cnn_ else None)
         if self.uses_cnn_:
             ctx.values[str(self.score_col)] = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(float)
