@@ -562,6 +562,37 @@ def find_duplicates(
     _check_arguments(threshold=threshold, search_radius=search_radius, bands=bands,
                      embedding_threshold=embedding_threshold, embedding_prefix=embedding_prefix,
                      images=images, near=near, n_jobs=n_jobs, progress=progress)
+    id_list = _checked_image_ids(table, images=images, embedding_threshold=embedding_threshold)
+    n_jobs = n_jobs or min(8, os.cpu_count() or 1)
+    error_records: list[dict[str, Any]] = []
+    found: list[pd.DataFrame] = []
+    n_images = 0
+
+    if images:
+        image_found, errs, n_images = _image_duplicates(
+            table, id_list, near=near, threshold=threshold, search_radius=search_radius,
+            bands=bands, n_jobs=n_jobs, progress=progress)
+        error_records += errs
+        found.append(image_found)
+
+    if embedding_threshold is not None:
+        emb, errs = _embedding_pairs(table, embedding_prefix, float(embedding_threshold))
+        error_records += errs
+        found.append(emb.assign(kind="near", method="embedding"))
+
+    errors = errors_frame(error_records).sort_values("row", kind="stable").reset_index(drop=True)
+    pairs = _pairs_frame(found, id_list)
+    pairs.attrs.update(n_rows=len(table), n_images=n_images)
+    return pairs, errors
+
+
+# --- the steps of find_duplicates -------------------------------------------------------------
+
+
+def _checked_image_ids(table: Any, *, images: bool, embedding_threshold: float | None) -> list[str]:
+    """The image ids of ``table`` (stripped text), after checking it is a lesion table with the
+    columns the comparison needs and unique ids (TableError), and that there is something to
+    compare (DermctxError)."""
     if not isinstance(table, pd.DataFrame):
         raise TableError(f"expected a lesion table (DataFrame), got {type(table).__name__}")
     refuse_duplicate_columns(table, "find_duplicates")
@@ -575,60 +606,66 @@ def find_duplicates(
         raise TableError(f"column 'image_id' has duplicate values {dup}; each image must appear once")
     if not images and embedding_threshold is None:
         raise DermctxError("nothing to compare: images=False needs an embedding_threshold")
-    id_list = ids.tolist()
-    n_jobs = n_jobs or min(8, os.cpu_count() or 1)
-    error_records: list[dict[str, Any]] = []
-    found: list[pd.DataFrame] = []
-    n_images = 0
+    return ids.tolist()
 
-    if images:
-        paths = table["path"].astype(object).where(table["path"].notna(), None).tolist()
-        hashes, errs = _hash_all(paths, id_list, n_jobs, progress)
-        error_records += errs
-        n_images = len(hashes)
-        # search wide enough for the exact check (identical pixels decoded along different
-        # paths differ a little in the thumbnail), then apply ``threshold`` to near pairs
-        cand = _image_pairs(_stack(hashes), threshold=max(threshold, _EXACT_CHECK),
-                            search_radius=search_radius, bands=bands)
-        # exact: identical thumbnails whose full decoded pixels are identical too
-        digests = _digest_rows(sorted(set(cand.loc[cand["same_thumb"], "a"])
-                                      | set(cand.loc[cand["same_thumb"], "b"])),
-                               paths, n_jobs, progress)
-        for row, value in digests.items():
-            if isinstance(value, BaseException):  # hashed, but the full decode failed
-                error_records.append(error_record(id_list[row], row, str(paths[row]), "pixels", value))
-                n_images -= 1
-        exact = np.array([
-            bool(same) and isinstance(digests.get(a), str) and digests.get(a) == digests.get(b)
-            for a, b, same in zip(cand["a"], cand["b"], cand["same_thumb"], strict=True)
-        ], dtype=bool)
-        cand = cand.assign(kind=np.where(exact, "exact", "near"),
-                           method=np.where(exact, "pixels", "phash"))
-        cand.loc[exact, "distance"] = 0.0
-        cand = cand[exact | ((cand["distance"] <= threshold).to_numpy() & near)]
-        found.append(cand[["a", "b", "kind", "distance", "method"]])
 
-    if embedding_threshold is not None:
-        emb, errs = _embedding_pairs(table, embedding_prefix, float(embedding_threshold))
-        error_records += errs
-        found.append(emb.assign(kind="near", method="embedding"))
+def _image_duplicates(
+    table: pd.DataFrame, id_list: list[str], *, near: bool, threshold: float, search_radius: int,
+    bands: int | str, n_jobs: int, progress: bool | None,
+) -> tuple[pd.DataFrame, list[dict[str, Any]], int]:
+    """Pairs found from the pixels: hash every image, search candidate pairs, confirm exact ones.
 
-    errors = errors_frame(error_records).sort_values("row", kind="stable").reset_index(drop=True)
+    Returns rows ``(a, b, kind, distance, method)`` of table positions, the error records
+    (stages path, decode, pixels) and the number of images hashed and fully decoded.
+    """
+    paths = table["path"].astype(object).where(table["path"].notna(), None).tolist()
+    hashes, errors = _hash_all(paths, id_list, n_jobs, progress)
+    # search wide enough for the exact check (identical pixels decoded along different
+    # paths differ a little in the thumbnail), then apply ``threshold`` to near pairs
+    cand = _image_pairs(_stack(hashes), threshold=max(threshold, _EXACT_CHECK),
+                        search_radius=search_radius, bands=bands)
+    cand, failed = _confirm_exact(cand, paths, id_list, n_jobs, progress)
+    exact = (cand["kind"] == "exact").to_numpy()
+    cand = cand[exact | ((cand["distance"] <= threshold).to_numpy() & near)]
+    return cand[["a", "b", "kind", "distance", "method"]], errors + failed, len(hashes) - len(failed)
+
+
+def _confirm_exact(cand: pd.DataFrame, paths: list[Any], id_list: list[str], n_jobs: int,
+                   progress: bool | None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Label candidate pairs: ``exact`` (method ``pixels``, distance 0) where the thumbnails agree
+    and the full decoded pixels are identical, else ``near`` (method ``phash``). Returns the
+    labelled pairs and an error record (stage ``pixels``) per image whose full decode failed."""
+    thumb = cand["same_thumb"]
+    digests = _digest_rows(sorted(set(cand.loc[thumb, "a"]) | set(cand.loc[thumb, "b"])),
+                           paths, n_jobs, progress)
+    failed = [error_record(id_list[row], row, str(paths[row]), "pixels", value)
+              for row, value in digests.items()
+              if isinstance(value, BaseException)]  # hashed, but the full decode failed
+    exact = np.array([
+        bool(same) and isinstance(digests.get(a), str) and digests.get(a) == digests.get(b)
+        for a, b, same in zip(cand["a"], cand["b"], cand["same_thumb"], strict=True)
+    ], dtype=bool)
+    cand = cand.assign(kind=np.where(exact, "exact", "near"),
+                       method=np.where(exact, "pixels", "phash"))
+    cand.loc[exact, "distance"] = 0.0
+    return cand, failed
+
+
+def _pairs_frame(found: list[pd.DataFrame], id_list: list[str]) -> pd.DataFrame:
+    """The pairs frame (:data:`PAIR_COLUMNS`) from rows ``(a, b, kind, distance, method)`` of
+    table positions: image ids in canonical order, one row per pair, sorted."""
     if not found or sum(len(f) for f in found) == 0:
-        pairs = _empty_pairs()
-    else:
-        allp = pd.concat(found, ignore_index=True)
-        id_arr = np.asarray(id_list, dtype=object)
-        pairs = as_pairs(pd.DataFrame({
-            "image_id_1": id_arr[allp["a"].to_numpy(dtype=np.int64)],
-            "image_id_2": id_arr[allp["b"].to_numpy(dtype=np.int64)],
-            "kind": allp["kind"].astype(object).to_numpy(),
-            "distance": allp["distance"].to_numpy(dtype=np.float64),
-            "method": allp["method"].astype(object).to_numpy(),
-        }))
-        pairs = pairs.sort_values(["image_id_1", "image_id_2"], kind="stable").reset_index(drop=True)
-    pairs.attrs.update(n_rows=len(table), n_images=n_images)
-    return pairs, errors
+        return _empty_pairs()
+    allp = pd.concat(found, ignore_index=True)
+    id_arr = np.asarray(id_list, dtype=object)
+    pairs = as_pairs(pd.DataFrame({
+        "image_id_1": id_arr[allp["a"].to_numpy(dtype=np.int64)],
+        "image_id_2": id_arr[allp["b"].to_numpy(dtype=np.int64)],
+        "kind": allp["kind"].astype(object).to_numpy(),
+        "distance": allp["distance"].to_numpy(dtype=np.float64),
+        "method": allp["method"].astype(object).to_numpy(),
+    }))
+    return pairs.sort_values(["image_id_1", "image_id_2"], kind="stable").reset_index(drop=True)
 
 
 def duplicate_groups(pairs: pd.DataFrame, image_ids: Any = None) -> pd.Series:

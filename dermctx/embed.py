@@ -1,4 +1,4 @@
-"""Per-lesion image embeddings from any timm backbone, with a resumable Parquet store.
+"""Per-lesion image embeddings from any timm backbone, written to a resumable Parquet store.
 
 :class:`Embedder` turns the images of a lesion table into one pooled feature vector per image
 (``emb_0000, emb_0001, ...`` float32 columns indexed by ``image_id``). Images are decoded with
@@ -10,7 +10,9 @@ part files (``part-*.parquet``, columns ``image_id`` and ``emb_*``) whose schema
 the settings that produced them (model, weights hash, image size, aspect, TTA, colour constancy,
 normalisation, precision). A re-run skips the images already stored; a store made with other
 settings is refused with :class:`~dermctx.errors.ModelError`, never mixed. Read a store with
-:func:`read_embeddings`.
+:func:`read_embeddings`. The store itself is :mod:`dermctx.embedding_store`; checkpoints
+(:func:`save_checkpoint`, :func:`checkpoint_metadata`, :func:`state_dict_hash`) and offline
+pretrained weights are :mod:`dermctx.checkpoints`; both are re-exported here.
 
 ``backend="ray"`` runs the same step on Ray Data (``pip install "dermctx[ray]"``): one model per
 actor, results streamed back and written to the same store.
@@ -20,14 +22,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import hashlib
-import json
 import os
-import socket
-import threading
-import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +32,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from dermctx.checkpoints import (
+    check_pretrained_available,
+    checkpoint_metadata,
+    load_backbone_weights,
+    save_checkpoint,
+    state_dict_hash,
+)
+from dermctx.embedding_store import read_embeddings, resume_store, settings_differences, write_part
 from dermctx.errors import ImageError, ModelError, TableError, error_record, errors_frame
 from dermctx.io.images import ASPECTS, COLOUR_CONSTANCY, load_image
 from dermctx.table import (
@@ -52,352 +57,6 @@ __all__ = [
     "save_checkpoint",
     "state_dict_hash",
 ]
-
-_META_KEY = b"dermctx.embeddings"
-_CKPT_PREFIX = "dermctx."
-# settings that must match for a store to be resumed
-_SETTINGS_KEYS = ("model", "weights", "image_size", "aspect", "tta", "colour_constancy",
-                  "mean", "std", "precision", "dim")
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    model: Any,
-    path: str | PathLike[str],
-    *,
-    model_name: str,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    class_names: Sequence[str] | None = None,
-    settings: dict[str, Any] | None = None,
-) -> Path:
-    """Write a model's weights as ``.safetensors`` with the metadata :class:`Embedder` reads.
-
-    Parameters
-    ----------
-    model : torch.nn.Module or dict of tensors
-        The network (or its state dict).
-    path : path
-        Output file; ``.safetensors`` is appended if missing.
-    model_name : str
-        The timm architecture name (``timm.create_model(model_name)`` must rebuild it).
-    image_size : int
-        Input side in pixels the model was trained at.
-    mean, std : sequence of 3 floats
-        RGB normalisation on the 0-1 scale.
-    class_names : sequence of str, optional
-        Names of the classifier outputs, in order.
-    settings : dict, optional
-        Other settings that produced the weights (JSON-serialisable; e.g. the trainer's), stored
-        as ``dermctx.settings`` and returned by :func:`checkpoint_metadata` as a dict.
-
-    Returns
-    -------
-    Path of the written file.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
-    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    meta = {
-        f"{_CKPT_PREFIX}model": str(model_name),
-        f"{_CKPT_PREFIX}image_size": str(int(image_size)),
-        f"{_CKPT_PREFIX}mean": json.dumps([float(v) for v in mean]),
-        f"{_CKPT_PREFIX}std": json.dumps([float(v) for v in std]),
-        f"{_CKPT_PREFIX}class_names": json.dumps(list(class_names) if class_names else []),
-    }
-    if settings:
-        meta[f"{_CKPT_PREFIX}settings"] = json.dumps(settings, sort_keys=True, default=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
-    return path
-
-
-def checkpoint_metadata(path: str | PathLike[str]) -> dict[str, Any]:
-    """The dermctx metadata of a ``.safetensors`` checkpoint (empty for other files).
-
-    Returns a dict with any of ``model`` (str), ``image_size`` (int), ``mean``, ``std`` (lists of
-    3 floats), ``class_names`` (list of str) and ``settings`` (dict).
-    """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        return {}
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot read safetensors header ({exc})") from exc
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if not key.startswith(_CKPT_PREFIX):
-            continue
-        name = key[len(_CKPT_PREFIX):]
-        out[name] = int(value) if name == "image_size" else (
-            json.loads(value) if name in ("mean", "std", "class_names", "settings") else value)
-    return out
-
-
-def _load_state_dict(path: Path) -> dict[str, Any]:
-    """Tensors of a ``.safetensors`` file or a state-dict ``.pth`` (``weights_only=True``)."""
-    import torch
-
-    if not path.exists():
-        raise ModelError(f"checkpoint {path}: no such file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise ModelError(f"checkpoint {path}: not a readable safetensors file ({exc})") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(
-            f"checkpoint {path}: cannot be loaded with torch.load(weights_only=True) ({exc}); "
-            "expected a .safetensors file or a plain state dict (.pth)"
-        ) from exc
-    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"checkpoint {path}: expected a state dict (name -> tensor)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def state_dict_hash(model: Any) -> str:
-    """A short SHA-256 identity of a model's weights (names, dtypes, shapes and values)."""
-    import torch
-
-    state = model.state_dict() if hasattr(model, "state_dict") else model
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        if t.numel():
-            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-# --- pretrained weights without a network -----------------------------------------------------
-
-
-def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """Whether ``host`` resolves and accepts a TCP connection within ``timeout`` seconds."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo itself has no timeout
-    thread.start()
-    thread.join(2 * timeout)
-    return bool(result and result[0])
-
-
-def _pretrained_cached(model_name: str) -> bool:
-    """Whether timm would find ``model_name``'s pretrained weights without downloading."""
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model_name)
-    if cfg is None:
-        return False
-    file = getattr(cfg, "file", None)
-    if file and Path(file).exists():
-        return True
-    hub_id = getattr(cfg, "hf_hub_id", None)
-    if hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, _, revision = hub_id.partition("@")
-        filename = getattr(cfg, "hf_hub_filename", None)
-        names: list[str] = [filename] if filename else []
-        names += ["model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"]
-        for name in names:
-            hit = try_to_load_from_cache(repo, name, revision=revision or None)
-            if isinstance(hit, str):
-                return True
-    url = getattr(cfg, "url", None)
-    if url:
-        import torch.hub
-
-        if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).exists():
-            return True
-    return False
-
-
-def _check_pretrained_available(model_name: str) -> None:
-    """Fail at once (not after a minute of hub retries) when weights can be neither read nor fetched."""
-    if _pretrained_cached(model_name):
-        return
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get(
-        "DERMCTX_OFFLINE", ""
-    ).lower() in ("1", "true", "yes")
-    if offline or not _host_reachable("huggingface.co"):
-        why = "offline mode is set (HF_HUB_OFFLINE)" if offline else "huggingface.co cannot be reached"
-        raise ModelError(
-            f"pretrained weights for {model_name!r} are not in the local cache and {why}. "
-            "Supply weights by one of: run once with network access to fill the cache "
-            "(HF_HOME, default ~/.cache/huggingface) and copy it here; pass "
-            "checkpoint='weights.safetensors' (or a state-dict .pth); or pass pretrained=False "
-            "for random weights (tests only)"
-        )
-
-
-# --- the store --------------------------------------------------------------------------------
-
-
-def _settings_from_schema(schema: Any, part: Path) -> dict[str, Any] | None:
-    meta = schema.metadata or {}
-    raw = meta.get(_META_KEY)
-    if not raw:
-        return None
-    try:
-        settings = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{part}: its dermctx settings metadata is not valid JSON ({exc})") from exc
-    if not isinstance(settings, dict):
-        raise ModelError(f"{part}: its dermctx settings metadata is a {type(settings).__name__}; "
-                         "expected a JSON object")
-    return settings
-
-
-def _read_schema(part: Path) -> Any:
-    """The Arrow schema of a store part (ModelError naming the part when it is not Parquet)."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_schema(part)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... on a damaged file
-        raise ModelError(f"{part}: not a readable Parquet file ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]}); expected a dermctx embedding store part") from exc
-
-
-def _store_parts(store: Path) -> list[Path]:
-    try:
-        if store.is_file():
-            return [store]
-        if not store.exists():
-            return []
-    except (OSError, ValueError):  # a name the OS refuses (too long)
-        return []
-    return sorted(p for p in store.glob("*.parquet") if not p.name.startswith("."))
-
-
-def _store_settings(store: Path) -> dict[str, Any] | None:
-    """Settings of an existing store (ModelError if its parts disagree or are not dermctx's)."""
-
-    found: dict[str, Any] | None = None
-    for part in _store_parts(store):
-        settings = _settings_from_schema(_read_schema(part), part)
-        if settings is None:
-            raise ModelError(f"{part}: not a dermctx embedding store part (no settings metadata)")
-        if found is not None and _differences(found, settings):
-            raise ModelError(f"store {store}: part {part.name} was made with other settings "
-                             f"({_differences(found, settings)})")
-        found = found or settings
-    return found
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
-    diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in _SETTINGS_KEYS if a.get(k) != b.get(k)]
-    return "; ".join(diffs)
-
-
-def _write_part(store: Path, image_ids: Sequence[str], emb: np.ndarray,
-                settings: dict[str, Any]) -> Path:
-    """Append one part file atomically (write to a hidden temporary name, then rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = {"image_id": pa.array([str(i) for i in image_ids], pa.string())}
-    for j, name in enumerate(embedding_column_names(emb.shape[1])):
-        columns[name] = pa.array(emb[:, j], pa.float32())
-    table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(settings).encode()})
-    store.mkdir(parents=True, exist_ok=True)
-    name = f"part-{len(_store_parts(store)):05d}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = store / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, store / name)
-    return store / name
-
-
-def read_embeddings(store: str | PathLike[str]) -> pd.DataFrame:
-    """Read an embedding store written by :meth:`Embedder.embed`.
-
-    Parameters
-    ----------
-    store : path
-        The store folder (or a single Parquet part file).
-
-    Returns
-    -------
-    DataFrame
-        ``emb_*`` float32 columns indexed by ``image_id``, in the order the images were stored.
-        ``frame.attrs["dermctx"]`` holds the settings that produced them (model, weights hash,
-        image size, aspect, ...).
-
-    Raises
-    ------
-    ModelError
-        Naming the path or the part file: the path does not exist, is not a dermctx store, holds
-        parts made with other settings, or a part is not readable Parquet, has its settings
-        metadata damaged, lacks ``image_id``, repeats a column, or holds embedding values that
-        are not numbers.
-    """
-    if not isinstance(store, (str, PathLike)):
-        raise ModelError(f"expected an embedding store folder (a path), got {type(store).__name__}")
-    store = Path(store)
-    parts = _store_parts(store)
-    if not parts:
-        raise ModelError(f"{str(store)[:300]}: no embedding store here (expected a folder of part-*.parquet)")
-    settings = _store_settings(store)
-    frames = [_read_part(p) for p in parts]
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame = frame.drop_duplicates("image_id", keep="first").set_index("image_id")
-    frame.index = pd.Index(frame.index.astype(object), name="image_id")
-    frame.attrs["dermctx"] = settings
-    return frame
-
-
-def _read_part(part: Path) -> pd.DataFrame:
-    """One store part: ``image_id`` (text) and float32 ``emb_*`` columns (ModelError naming it)."""
-    import pyarrow.parquet as pq
-
-    names = _read_schema(part).names
-    dup = sorted({c for c in names if names.count(c) > 1})
-    if dup or "image_id" not in names:
-        problem = f"repeats column(s) {dup}" if dup else "has no 'image_id' column"
-        raise ModelError(f"{part}: {problem}; expected image_id and emb_0000, emb_0001, ...")
-    try:
-        frame = pq.read_table(part).to_pandas()
-    except Exception as exc:  # a damaged body behind a readable footer
-        raise ModelError(f"{part}: not a readable Parquet file ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})") from exc
-    ids = frame.pop("image_id")
-    if ids.isna().any():
-        raise ModelError(f"{part}: 'image_id' is missing on {int(ids.isna().sum())} row(s)")
-    try:
-        values = frame.astype(np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"{part}: embedding columns hold values that are not numbers "
-                         f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    values.insert(0, "image_id", _texts(ids).to_numpy(dtype=object))
-    return values
-
 
 # --- the embedder -----------------------------------------------------------------------------
 
@@ -542,7 +201,7 @@ class Embedder:
                                 "; see timm.list_models()"))
         use_pretrained = bool(self.pretrained) and ckpt is None
         if use_pretrained:
-            _check_pretrained_available(name)
+            check_pretrained_available(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # pretrained=False: the same random weights on every run
             try:
@@ -550,7 +209,7 @@ class Embedder:
             except Exception as exc:
                 raise ModelError(f"cannot build timm model {name!r}: {exc}") from exc
         if ckpt is not None:
-            self._load_checkpoint(net, ckpt)
+            load_backbone_weights(net, ckpt)
 
         cfg = timm.data.resolve_data_config({}, model=net)
         size = int(self.image_size or meta.get("image_size") or cfg["input_size"][-1])
@@ -581,28 +240,6 @@ class Embedder:
 
     def _n_views(self) -> int:
         return 8 if self.tta is True else max(1, int(self.tta))
-
-    @staticmethod
-    def _load_checkpoint(net: Any, path: Path) -> None:
-        state = _load_state_dict(path)
-        head = set()
-        classifier = getattr(net, "pretrained_cfg", {}).get("classifier")
-        heads = [classifier] if isinstance(classifier, str) else list(classifier or [])
-        for name in heads:
-            head |= {k for k in state if k == name or k.startswith(name + ".")}
-        state = {k: v for k, v in state.items() if k not in head}
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise ModelError(f"checkpoint {path} does not fit model: {exc}") from exc
-        # a model with a classifier (the trainer's) starts that classifier new
-        missing = [k for k in missing if not any(k == h or k.startswith(h + ".") for h in heads)]
-        if missing or unexpected:
-            raise ModelError(
-                f"checkpoint {path} does not fit the model: missing keys {list(missing)[:5]}"
-                f"{'...' if len(missing) > 5 else ''}, unexpected keys {list(unexpected)[:5]}"
-                f"{'...' if len(unexpected) > 5 else ''}"
-            )
 
     @property
     def model_(self) -> Any:
@@ -766,22 +403,9 @@ class Embedder:
             raise ModelError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self._ensure_built()
         store_path = Path(store) if store is not None else None
-        done = pd.DataFrame()
-        if store_path is not None:
-            if store_path.exists() and store_path.is_file():
-                raise ModelError(f"store {store_path} is a file; a store is a folder of part files "
-                                 "(give a new path, or read it with read_embeddings)")
-            found = _store_settings(store_path)
-            if found is not None and _differences(found, self.settings_):
-                raise ModelError(
-                    f"store {store_path} was made with other settings "
-                    f"({_differences(found, self.settings_)}); use a new store path"
-                )
-            if found is not None:
-                done = read_embeddings(store_path)
+        done = resume_store(store_path, self.settings_) if store_path is not None else pd.DataFrame()
         todo = rows[~rows["image_id"].isin(done.index)] if len(done) else rows
 
-        columns = embedding_column_names(self.num_features_)
         new_ids: list[str] = []
         new_emb: list[np.ndarray] = []
         error_records: list[dict[str, Any]] = []
@@ -790,7 +414,7 @@ class Embedder:
 
         def flush() -> None:
             if store_path is not None and buffer_ids:
-                _write_part(store_path, buffer_ids, np.concatenate(buffer_emb), self.settings_)
+                write_part(store_path, buffer_ids, np.concatenate(buffer_emb), self.settings_)
             buffer_ids.clear()
             buffer_emb.clear()
 
@@ -818,18 +442,25 @@ class Embedder:
             flush()  # keep what was computed, even when interrupted
             bar.close()
 
+        out = self._in_table_order(rows, done, new_ids, new_emb)
+        errors = errors_frame(sorted(error_records, key=lambda r: r["row"]))
+        return out, errors
+
+    def _in_table_order(self, rows: pd.DataFrame, done: pd.DataFrame, new_ids: list[str],
+                        new_emb: list[np.ndarray]) -> pd.DataFrame:
+        """The stored (``done``) and new embeddings of ``rows``' images, in table order: ``emb_*``
+        float32 columns indexed by ``image_id``, with the settings in ``attrs["dermctx"]``."""
         dim = self.num_features_
         fresh = pd.DataFrame(np.concatenate(new_emb) if new_emb else np.empty((0, dim), np.float32),
                              index=pd.Index(new_ids, dtype=object, name="image_id"),
-                             columns=columns)
+                             columns=embedding_column_names(dim))
         parts = [f for f in (done, fresh) if len(f)]
         allemb = pd.concat(parts) if len(parts) > 1 else (parts[0] if parts else fresh)
         keep = rows["image_id"][rows["image_id"].isin(allemb.index)]
         out = allemb.loc[keep.to_numpy()].astype(np.float32)
         out.index = pd.Index(out.index.to_numpy(dtype=object), name="image_id")
         out.attrs["dermctx"] = dict(self.settings_)
-        errors = errors_frame(sorted(error_records, key=lambda r: r["row"]))
-        return out, errors
+        return out
 
     # -- Ray Data backend -------------------------------------------------------------------
 
@@ -880,9 +511,9 @@ class _RayEmbedActor:
     def __init__(self, params: dict[str, Any], settings: dict[str, Any]) -> None:
         self.embedder = Embedder(**params).fit()
         mine = {**self.embedder.settings_, "precision": settings.get("precision")}
-        if _differences(mine, settings):
+        if settings_differences(mine, settings):
             raise ModelError("a Ray actor built a different model than the driver "
-                             f"({_differences(mine, settings)}); "
+                             f"({settings_differences(mine, settings)}); "
                              "is the checkpoint the same file on every node?")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

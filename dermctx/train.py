@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dermctx.embed import Embedder, save_checkpoint
+from dermctx.checkpoints import check_pretrained_available, load_backbone_weights, save_checkpoint
+from dermctx.embed import Embedder
 from dermctx.errors import (
     DermctxError,
     DermctxWarning,
@@ -116,16 +117,14 @@ def _build(spec: dict[str, Any], n_classes: int, weights: Path | None = None) ->
 
     start = weights is None and spec["checkpoint"] is None and spec["pretrained"]
     if start:
-        from dermctx.embed import _check_pretrained_available
-
-        _check_pretrained_available(spec["model"])
+        check_pretrained_available(spec["model"])
     model = timm.create_model(spec["model"], pretrained=start, num_classes=n_classes)
     if weights is not None:  # a finished fold: every weight, classifier included
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(weights)))
     elif spec["checkpoint"] is not None:  # start from the user's weights; a new classifier
-        Embedder._load_checkpoint(model, Path(spec["checkpoint"]))
+        load_backbone_weights(model, Path(spec["checkpoint"]))
     model = model.to(spec["device"])
     if spec["device"].startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)

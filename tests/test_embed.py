@@ -209,9 +209,9 @@ def test_checkpoints_round_trip(image_table: pd.DataFrame, tmp_path: Path) -> No
 def test_offline_pretrained_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    import dermctx.embed as embed_module
+    import dermctx.checkpoints as checkpoints_module
 
-    monkeypatch.setattr(embed_module, "_pretrained_cached", lambda name: False)
+    monkeypatch.setattr(checkpoints_module, "_pretrained_cached", lambda name: False)
     start = time.perf_counter()
     with pytest.raises(ModelError, match=r"not in the local cache.*checkpoint="):
         Embedder("resnet18", pretrained=True).fit()
@@ -240,11 +240,11 @@ def test_cli_embed(image_table: pd.DataFrame, tmp_path: Path, capsys) -> None:
 def test_cli_embed_offline_pretrained_fails_with_advice(
     image_table: pd.DataFrame, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dermctx.embed as embed_module
+    import dermctx.checkpoints as checkpoints_module
     from dermctx.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(embed_module, "_pretrained_cached", lambda name: False)
+    monkeypatch.setattr(checkpoints_module, "_pretrained_cached", lambda name: False)
     csv = tmp_path / "table.csv"
     image_table.to_csv(csv, index=False)
     code = main(["embed", str(csv), "--out", str(tmp_path / "e.parquet"), "--no-progress"])

@@ -89,3 +89,33 @@ def test_works_in_cross_val_score_and_names_missing_columns():
         m.predict_proba(X.drop(columns="age"))
     with pytest.raises(ModelError, match="'balanced'"):
         MetadataGBM(class_weight="equal").fit(X, y)
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_fit_out_of_fold_equals_a_clone_per_fold_when_bins_agree(class_weight):
+    # integer features whose every value occurs in every fold: the shared bins are each fold's own
+    rng = np.random.default_rng(0)
+    n = 600
+    X = pd.DataFrame({"a": rng.integers(0, 8, n), "b": rng.integers(0, 5, n)}).astype(float)
+    y = (X["a"] + rng.normal(0, 2, n) > 5).astype(int).to_numpy()
+    X["off"] = rng.normal(-1, 0.5, n)
+    folds = [(np.setdiff1d(np.arange(n), te), te) for te in np.array_split(rng.permutation(n), 3)]
+    params = dict(n_estimators=30, min_child_samples=10, class_weight=class_weight, init_score_col="off")
+    gbm = MetadataGBM(**params)
+    oof = gbm.fit_out_of_fold(X, y, folds)
+    for tr, te in folds:
+        one = MetadataGBM(**params).fit(X.iloc[tr], y[tr])
+        np.testing.assert_allclose(oof[te], one.decision_function(X.iloc[te]), atol=1e-9)
+    np.testing.assert_allclose(gbm.decision_function(X), MetadataGBM(**params).fit(X, y).decision_function(X),
+                               atol=1e-9)
+
+
+def test_fit_out_of_fold_refuses_a_row_held_out_twice_and_leaves_unheld_rows_missing():
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=200)})
+    y = (X["a"] > 0).astype(int).to_numpy()
+    idx = np.arange(200)
+    oof = MetadataGBM(n_estimators=5).fit_out_of_fold(X, y, [(idx[100:], idx[:100])])
+    assert np.isfinite(oof[:100]).all() and np.isnan(oof[100:]).all()
+    with pytest.raises(ModelError, match="two folds"):
+        MetadataGBM(n_estimators=5).fit_out_of_fold(X, y, [(idx[100:], idx[:100]), (idx[50:], idx[:50])])

@@ -196,6 +196,52 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
     # -- estimator API -------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MetadataGBM:
         """Fit on ``X`` (DataFrame or array, (n, p)) and binary labels ``y`` (n,). Returns self."""
+        frame, y_enc, base, offset = self._prepare(X, y, sample_weight)
+        w = self._class_weights(y_enc, base)
+        self.booster_ = lgb.train(self._lgb_params(), self._dataset(frame, y_enc, w, offset),
+                                  num_boost_round=self.n_estimators)
+        return self
+
+    def fit_out_of_fold(self, X: Any, y: Any, folds: Any, sample_weight: Any = None) -> np.ndarray:
+        """Fit on all rows and return each row's :meth:`decision_function` from the fold model
+        that did not see it.
+
+        The same as fitting a clone per fold and predicting its held-out rows, except that
+        LightGBM's feature bins are computed once, on all rows' features (never their labels),
+        as ``lightgbm.cv`` does: on a wide table this saves most of the time of building the
+        per-fold datasets.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As :meth:`fit`.
+        folds : iterable of (train_positions, test_positions)
+            Row positions, e.g. ``PatientKFold.split``; every row must be held out at most once.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+            Out-of-fold logits; NaN for a row no fold held out.
+        """
+        frame, y_enc, base, offset = self._prepare(X, y, sample_weight)
+        full = self._dataset(frame, y_enc, self._class_weights(y_enc, base), offset).construct()
+        oof = np.full(len(frame), np.nan)
+        for train, test in folds:
+            train, test = np.sort(np.asarray(train, dtype=int)), np.asarray(test, dtype=int)
+            if not np.isnan(oof[test]).all():
+                raise ModelError("fit_out_of_fold: a row is held out by two folds")
+            part = full.subset(train.tolist())
+            part.construct()
+            part.set_weight(self._class_weights(y_enc[train], base[train]))
+            booster = lgb.train(self._lgb_params(), part, num_boost_round=self.n_estimators)
+            raw = np.asarray(booster.predict(frame.iloc[test], raw_score=True, num_threads=self.n_jobs))
+            oof[test] = raw + (offset[test] if offset is not None else 0.0)
+        self.booster_ = lgb.train(self._lgb_params(), full, num_boost_round=self.n_estimators)
+        return oof
+
+    def _prepare(self, X: Any, y: Any, sample_weight: Any
+                 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Checked training inputs: feature frame, encoded labels, sample weights (default 1), offset."""
         if isinstance(X, pd.DataFrame):
             X, offset = self._split_offset(X)
             frame = self._frame(X, fit=True)
@@ -227,25 +273,26 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             raise ModelError(
                 f"sample_weight must be {len(y_enc)} finite non-negative numbers, not all weights zero"
             )
+        return frame, y_enc, w, offset
+
+    def _class_weights(self, y_enc: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Row weights: the sample weights ``w`` times ``class_weight`` of the row's class."""
         if self.class_weight == "balanced":
             counts = np.bincount(y_enc, minlength=2).astype(float)
-            w = w * (len(y_enc) / (2.0 * counts))[y_enc]
+            w = w * (len(y_enc) / (2.0 * np.maximum(counts, 1.0)))[y_enc]
         elif isinstance(self.class_weight, dict):
             w = w * np.array([float(self.class_weight.get(c, 1.0)) for c in self.classes_])[y_enc]
         elif self.class_weight is not None:
             raise ModelError(
                 f"class_weight must be 'balanced', a dict class -> weight, or None; got {self.class_weight!r}"
             )
-        data = lgb.Dataset(
-            frame,
-            label=y_enc,
-            weight=w,
-            init_score=offset,
-            categorical_feature=list(self.categories_) or "auto",
-            free_raw_data=True,
-        )
-        self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.n_estimators)
-        return self
+        return w
+
+    def _dataset(self, frame: pd.DataFrame, y_enc: np.ndarray, w: np.ndarray, offset: np.ndarray | None
+                 ) -> lgb.Dataset:
+        return lgb.Dataset(frame, label=y_enc, weight=w, init_score=offset,
+                           categorical_feature=list(self.categories_) or "auto", free_raw_data=True,
+                           params=self._lgb_params())
 
     def decision_function(self, X: Any) -> np.ndarray:
         """The logit of melanoma, shape (n,): offset (if any) plus the trees' raw score."""

@@ -599,11 +599,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.offset_mean_ = design.mean(axis=0)  # the explanations' reference lesion
         offset = design @ coef
 
-        oof = np.zeros(len(X))
-        for tr, te in folds:
-            g = self._make_gbm().fit(frame.iloc[tr].assign(__offset__=offset[tr]), y[tr])
-            oof[te] = g.decision_function(frame.iloc[te].assign(__offset__=offset[te]))
-        self.gbm_ = self._make_gbm().fit(frame.assign(__offset__=offset), y)
+        self.gbm_ = self._make_gbm()  # one set of LightGBM bins for the inner folds and the final fit
+        oof = self.gbm_.fit_out_of_fold(frame.assign(__offset__=offset), y, folds)
         codes = pd.factorize(X["patient_id"].astype(str))[0]
         self.within_patient_weight_, self.gate_scores_ = self._choose_gate(oof, offset, y, codes)
         gated = offset + _gate(oof - offset, codes, self.within_patient_weight_)
