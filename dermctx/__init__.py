@@ -76,6 +76,7 @@ _API: dict[str, str] = {
     # evaluation and reporting
     "benchmark": "dermctx.benchmarking",
     "write_report": "dermctx.report",
+    "write_patient_page": "dermctx.patient_page",
     "Taxonomy": "dermctx.taxonomy",
     "cohort_table": "dermctx.cohort",
     "make_ugly_duckling": "dermctx.synthetic",
@@ -94,7 +95,7 @@ __all__ = sorted([*_API, "__version__"])
 
 
 _SUBMODULES = {"metrics", "table", "errors", "splits", "dedup", "features", "io", "models", "train",
-               "optim", "explain", "embed", "cli", "label_guard"}
+               "optim", "explain", "embed", "cli", "label_guard", "formatting", "patient_page"}
 
 
 def __getattr__(name: str) -> Any:
@@ -148,6 +149,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.models.ranker import ContextRanker
     from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
     from dermctx.optim import lr_range_test
+    from dermctx.patient_page import write_patient_page
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold, check_leakage
     from dermctx.synthetic import make_ugly_duckling

@@ -36,6 +36,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from dermctx.errors import DermctxError, ModelError, TableError
+from dermctx.formatting import format_ci, plural
 from dermctx.label_guard import LABEL_COLUMNS
 
 __all__ = [
@@ -153,7 +154,7 @@ class BenchmarkResult:
             cells = []
             for m in cols:
                 r = by.loc[(model, m)]
-                cells.append(_fmt_ci(r["estimate"], r["ci_low"], r["ci_high"], digits))
+                cells.append(format_ci(r["estimate"], r["ci_low"], r["ci_high"], digits))
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         if len(self.differences):
             lines.append("")
@@ -168,7 +169,7 @@ class BenchmarkResult:
                 for m in cols:
                     if (model, m) in dby.index:
                         r = dby.loc[(model, m)]
-                        cells.append(_fmt_ci(r["difference"], r["ci_low"], r["ci_high"], digits,
+                        cells.append(format_ci(r["difference"], r["ci_low"], r["ci_high"], digits,
                                              signed=True))
                     else:
                         cells.append("")
@@ -178,9 +179,9 @@ class BenchmarkResult:
                f"{list(c.get('seeds', []))}" if c.get("fitted_models") else "scores as given")
         lines.append("")
         lines.append(
-            f"{c.get('n_images')} images, {c.get('n_patients')} patients, "
-            f"{c.get('n_melanomas')} melanomas; {how}; {c.get('n_boot')} patient-bootstrap "
-            "resamples (95% CIs)."
+            f"{plural(c.get('n_images'), 'image')}, {plural(c.get('n_patients'), 'patient')}, "
+            f"{plural(c.get('n_melanomas'), 'melanoma')}; {how}; "
+            f"{plural(c.get('n_boot'), 'patient-bootstrap resample')} (95% CIs)."
         )
         return "\n".join(lines) + "\n"
 
@@ -205,15 +206,6 @@ def _json_value(v: Any) -> Any:
     if pd.isna(v):
         return None
     return str(v)
-
-
-def _fmt_ci(est: float, lo: float, hi: float, digits: int, signed: bool = False) -> str:
-    if est is None or not np.isfinite(est):
-        return "n/a"
-    f = f"{{:{'+' if signed else ''}.{digits}f}}"
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return f.format(est)
-    return f"{f.format(est)} [{f.format(lo)}, {f.format(hi)}]"
 
 
 # --- out-of-fold predictions ------------------------------------------------------------------

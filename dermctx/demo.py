@@ -25,6 +25,12 @@ import numpy as np
 import pandas as pd
 
 from dermctx.errors import DermctxError, ModelError
+from dermctx.formatting import (
+    format_probability,
+    format_probability_change,
+    format_seconds,
+    plural,
+)
 
 __all__ = ["DEMO_DATA", "DemoResult", "load_demo_table", "run_demo"]
 
@@ -84,10 +90,6 @@ def _default_model(random_state: int) -> Any:
     return ContextRanker(random_state=random_state)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _example_patient(test: pd.DataFrame) -> str:
     """A held-out patient with a melanoma and 5-20 lesions: the first by id (not chosen by score)."""
     g = test.groupby("patient_id", sort=True)["target"].agg(["size", "sum"])
@@ -120,11 +122,6 @@ def _explain(model: Any, patient: pd.DataFrame, score_name: str) -> pd.DataFrame
     return ranked.reset_index(drop=True)
 
 
-def _prob(p: float) -> str:
-    """A probability in 6 characters: 4 decimals, or scientific below 0.001."""
-    return f"{p:.4f}" if p >= 1e-3 else f"{p:.0e}"
-
-
 def _format_example(example: pd.DataFrame, model_name: str) -> str:
     """The ranked lesions as a plain-text table, with the context explanation in words."""
 
@@ -132,16 +129,17 @@ def _format_example(example: pd.DataFrame, model_name: str) -> str:
         who = row.get(f"{kind}_by")
         if who is None or (isinstance(who, float) and np.isnan(who)):
             return ""
-        return f"{kind} {row[f'{kind}_by_change']:+.2g} by {who}"
+        return f"{kind} {format_probability_change(row[f'{kind}_by_change'])} by {who}"
 
     rows = []
     for r in example.to_dict(orient="records"):
         context = "; ".join(x for x in (change(r, "raised"), change(r, "lowered")) if x)
         rows.append({
             "rank": r["rank"], "image_id": r["image_id"], "melanoma": "*" if r["melanoma"] else "",
-            model_name: _prob(r["score"]), "CNN (rank)": f"{_prob(r['cnn_score'])} ({r['cnn_rank']})",
+            model_name: format_probability(r["score"]),
+            "CNN (rank)": f"{format_probability(r['cnn_score'])} (#{r['cnn_rank']})",
             "site": r["site"] if isinstance(r["site"], str) else "-",
-            **({"context (probability change from another lesion)": context}
+            **({"context (probability change caused by another lesion, pp)": context}
                if "raised_by" in r else {}),
         })
     header = list(rows[0]) if rows else []
@@ -221,16 +219,17 @@ def run_demo(
         keep = np.sort(table["patient_id"].unique())[: int(max_patients)]
         table = table[table["patient_id"].isin(keep)].reset_index(drop=True)
     n_pat = table["patient_id"].nunique()
-    say(f"dermctx demo: {n_pat:,} patients, {len(table):,} images, {int(table['target'].sum())} "
-        "melanomas (SIIM-ISIC 2020, CC BY-NC 4.0) with out-of-fold EfficientNet-B1 scores")
+    say(f"dermctx demo: {plural(n_pat, 'patient')}, {plural(len(table), 'image')}, "
+        f"{plural(int(table['target'].sum()), 'melanoma')} (SIIM-ISIC 2020, CC BY-NC 4.0) with "
+        "out-of-fold EfficientNet-B1 scores")
 
     fold = PatientKFold(5, shuffle=True, random_state=random_state).assign(table)
     test_mask = fold == 0
     train = table[~test_mask].reset_index(drop=True)
     test = table[test_mask].reset_index(drop=True)
     model = _default_model(random_state) if model is None else model
-    say(f"fitting {model_name} on {train['patient_id'].nunique():,} patients "
-        f"({len(train):,} images) ...")
+    say(f"fitting {model_name} on {plural(train['patient_id'].nunique(), 'patient')} "
+        f"({plural(len(train), 'image')}) ...")
     t_fit = time.perf_counter()
     drop = [c for c in table.columns if str(c).lower() in LABEL_COLUMNS]
     model.fit(train.drop(columns=drop), train["target"].to_numpy())
@@ -238,8 +237,9 @@ def run_demo(
     scored = test.copy()
     scored[CNN] = test["cnn_score"].to_numpy(dtype=float)
     scored[model_name] = _positive_score(model, test.drop(columns=drop), model_name)
-    say(f"  done in {fit_seconds:.1f} s; held out: {test['patient_id'].nunique():,} patients "
-        f"({len(test):,} images, {int(test['target'].sum())} melanomas)")
+    say(f"  done in {format_seconds(fit_seconds)}; held out: "
+        f"{plural(test['patient_id'].nunique(), 'patient')} ({plural(len(test), 'image')}, "
+        f"{plural(int(test['target'].sum()), 'melanoma')})")
 
     result = benchmark(scored, {CNN: CNN, model_name: model_name}, reference=CNN,
                        metrics=["auc", "pauc80", "within_patient_auc", "top1", "top3"],
@@ -250,8 +250,8 @@ def run_demo(
     patient_id = _example_patient(test)
     patient = test[test["patient_id"] == patient_id].reset_index(drop=True)
     example = _explain(model, patient, model_name)
-    say(f"Example held-out patient {patient_id} ({len(patient)} lesions, "
-        f"{_plural(int(patient['target'].sum()), 'melanoma')}): lesions ranked by {model_name}")
+    say(f"Example held-out patient {patient_id} ({plural(len(patient), 'lesion')}, "
+        f"{plural(int(patient['target'].sum()), 'melanoma')}): lesions ranked by {model_name}")
     say(_format_example(example, model_name))
 
     path = write_report(
@@ -263,7 +263,7 @@ def run_demo(
         explain=(lambda pid: _explain(model, test[test["patient_id"] == pid].reset_index(drop=True),
                                       model_name)) if hasattr(model, "score_patient") else None)
     seconds = time.perf_counter() - t0
-    say(f"\nreport: {path}  ({seconds:.0f} s in all)")
+    say(f"\nreport: {path}  ({format_seconds(seconds)} in all)")
     # the printed summary, kept beside the report (the example table as a code block)
     text = "\n".join(printed)
     cut = text.index("Example held-out patient")

@@ -36,8 +36,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dermctx.benchmarking import METRICS, BenchmarkResult, _fmt_ci, _json_value
+from dermctx.benchmarking import METRICS, BenchmarkResult, _json_value
 from dermctx.errors import DermctxError, error_record, errors_frame
+from dermctx.formatting import format_ci, format_number, plural
+from dermctx.patient_page import PATIENT_CARDS_CSS
 
 __all__ = ["REPORT_SECTIONS", "write_report"]
 
@@ -211,7 +213,7 @@ def _operating_html(ops: pd.DataFrame) -> str:
         fixed = "specificity" if r["measure"] == "sensitivity" else "sensitivity"
         rows.append([_e(r["model"]), _e(f"{r['measure']} at {r['at']}"),
                      _ci_cell(r["estimate"], r["ci_low"], r["ci_high"], 3),
-                     _fmt(r[f"{fixed}_reached"]), f"{r['threshold']:.4g}"])
+                     _fmt(r[f"{fixed}_reached"]), format_number(r["threshold"], 4)])
     return (
         "<p>Operating points as Esteva et al. report them: the best sensitivity of a threshold "
         "whose specificity is at least the given rate, and the reverse. Only thresholds a user "
@@ -258,8 +260,8 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:midd
 th{background:#f4f4f4}td.l,th.l{text-align:left}
 tr.mel td{background:#fde8e8}.muted{color:#777}.plots img{max-width:32%;margin-right:1%}
 .patient{margin-bottom:1.6em}.note{color:#555;font-size:13px}.pos{color:#0a7a2f}.neg{color:#b3261e}
-.ci{font-size:11px;color:#666}img.thumb{width:64px;height:64px;border-radius:3px;display:block}
-"""
+.ci{font-size:11px;color:#666}
+""" + PATIENT_CARDS_CSS
 
 
 def _e(value: Any) -> str:
@@ -304,7 +306,7 @@ def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: int 
 
 def _ci_cell(est: float, lo: float, hi: float, digits: int, signed: bool = False) -> str:
     """An estimate over its 95% CI in smaller type (two lines keep wide tables readable)."""
-    text = _fmt_ci(est, lo, hi, digits, signed=signed)
+    text = format_ci(est, lo, hi, digits, signed=signed)
     value, _, ci = text.partition(" ")
     return f'{_e(value)}<br><span class="ci">{_e(ci)}</span>' if ci else _e(value)
 
@@ -384,25 +386,6 @@ def _subgroups_html(sub: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def _thumbnail(path: Any, size: int) -> bytes:
-    from PIL import Image
-
-    from dermctx.io.images import load_image
-
-    array = load_image(str(path), size, aspect="crop")
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
-
-
-def _jpeg(array: np.ndarray, size: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).resize((size, size)).save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
-
-
 def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
     """Up to ``n`` patients with >= 2 lesions: about half with a melanoma, deterministic."""
     g = frame.groupby("patient_id", sort=True)["target"].agg(["size", "sum"])
@@ -417,16 +400,11 @@ def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
     return [str(p) for p in chosen]
 
 
-def _context_text(row: Any) -> str:
-    """ "raised +0.012 by X; lowered -0.003 by Y" from one row of ``score_patient`` output."""
-    parts = []
-    for kind in ("raised", "lowered"):
-        who = row.get(f"{kind}_by")
-        if who is not None and _text(who) != "—":
-            parts.append(f"{kind} {float(row[f'{kind}_by_change']):+.2g} by {who}")
-    if _text(row.get("explanation")) != "—":
-        parts.append(f"why: {row['explanation']}")
-    return "; ".join(parts)
+#: Columns of an ``explain(patient_id)`` frame that the patient cards show.
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    "explanation", "raised_by", "raised_by_change", "lowered_by", "lowered_by_change",
+    "most_similar", "least_similar",
+)
 
 
 def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, patients: list[str],
@@ -434,17 +412,27 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
                    explain: Callable[[str], pd.DataFrame] | None = None,
                    overlay: tuple[Callable[[Any], np.ndarray], int] | None = None,
                    ) -> tuple[str, list[dict[str, Any]]]:
+    """The per-patient view: each sampled patient's lesions as the patient page's cards."""
+    from dermctx.patient_page import patient_cards_html
+
     has_path = "path" in frame.columns and bool(
         frame["path"].astype(object).map(lambda v: _text(v) != "—").any())
+    probs = {m for m in models if _is_probability(frame[m].to_numpy(dtype=float))}
+    others = [m for m in models if m != primary]
     errors: list[dict[str, Any]] = []
-    parts = [f"<p>A sample of patients; lesions ranked by <b>{_e(primary)}</b> (1 = most "
-             "suspicious). Melanomas are marked &#9733; and shaded. Rank columns show where each "
-             "model puts the lesion within the patient."
-             + (f" Beside the first {overlay[1]} lesions of each patient: the lesion CNN's Grad-CAM "
-                "map for the melanoma class (where the network looked; evidence about the model, "
-                "not a diagnosis)." if overlay is not None else "") + "</p>"]
-    for pid in tqdm(patients, desc="report: patients", unit="patient", disable=not progress,
-                    leave=False):
+    parts = [f"<p>A sample of patients; each patient's lesions are ranked by <b>{_e(primary)}</b> "
+             "(#1 = most suspicious), with the rank each other model gives the lesion within the "
+             "patient. Melanomas are marked &#9733; and outlined in red. Click a thumbnail to "
+             "enlarge it."
+             + (" “Raised / lowered most by the presence of”: the change in probability caused by "
+                "another lesion of the patient (the score with and without it)."
+                if explain is not None else "")
+             + (f" Beside the thumbnails of the first {overlay[1]} lesions of each patient: the "
+                "lesion CNN's Grad-CAM map for the melanoma class (where the network looked; "
+                "evidence about the model, not a diagnosis)." if overlay is not None else "")
+             + "</p>"]
+    for n, pid in enumerate(tqdm(patients, desc="report: patients", unit="patient",
+                                 disable=not progress, leave=False)):
         p = frame[frame["patient_id"] == pid].copy()
         for m in models:
             p[f"__rank_{m}"] = p[m].rank(ascending=False, method="min").astype(int)
@@ -452,40 +440,43 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
         shown = p.head(max_lesions)
         extra = p.iloc[max_lesions:]
         shown = pd.concat([shown, extra[extra["target"] == 1]])
-        context: dict[str, str] | None = None
+        cards = pd.DataFrame({"image_id": shown["image_id"].astype(str).to_numpy(),
+                              "score": shown[primary].to_numpy(dtype=float),
+                              "rank": shown[f"__rank_{primary}"].to_numpy()})
+        for i, m in enumerate(others):
+            cards[f"__s{i}"] = shown[m].to_numpy(dtype=float)
+            cards[f"__r{i}"] = shown[f"__rank_{m}"].to_numpy()
+        for col in ("target", "site", "diagnosis"):
+            if col in shown.columns:
+                cards[col] = shown[col].to_numpy()
         if explain is not None:
             try:
                 ex = explain(pid)
-                context = {str(r["image_id"]): _context_text(r) for r in ex.to_dict(orient="records")}
+                ex = ex[["image_id", *[c for c in CONTEXT_COLUMNS if c in ex.columns]]]
+                cards = cards.merge(ex.assign(image_id=ex["image_id"].astype(str)), on="image_id",
+                                    how="left", validate="1:1")
             except DermctxError as exc:
                 errors.append(error_record(None, None, None, "explain", f"patient {pid}: {exc}"))
-        rows, classes = [], []
-        for i, r in enumerate(shown.to_dict(orient="records")):
-            thumb = ""
-            path = r.get("path") if has_path else None
-            if path is not None and not (isinstance(path, float) and np.isnan(path)) and str(path):
-                try:
-                    thumb = f'<img class="thumb" alt="{_e(r["image_id"])}" src="{_data_uri(_thumbnail(path, thumb_size), "image/jpeg")}">'
-                    if overlay is not None and i < overlay[1]:
-                        cam = _data_uri(_jpeg(overlay[0](path), thumb_size), "image/jpeg")
-                        thumb += f' <img class="thumb" alt="Grad-CAM {_e(r["image_id"])}" src="{cam}">'
-                except DermctxError as exc:
-                    errors.append(error_record(r["image_id"], None, str(path), "thumbnail", exc))
-                    thumb = '<span class="muted">unreadable</span>'
-            mel = int(r["target"]) == 1
-            cells = [
-                str(r[f"__rank_{primary}"]), thumb,
-                _e(r["image_id"]) + (" &#9733;" if mel else ""),
-                *[f"{float(r[m]):.4g} <span class='muted'>(#{r[f'__rank_{m}']})</span>"
-                  for m in models],
-                _e(_text(r.get("site"))), _e(_text(r.get("diagnosis"))),
-            ]
-            if context is not None:
-                cells.append(_e(context.get(str(r["image_id"])) or "—"))
-            if not has_path:
-                del cells[1]
-            rows.append(cells)
-            classes.append("mel" if mel else "")
+        images = overlays = None
+        if has_path:
+            paths = {str(i): str(v) for i, v in zip(shown["image_id"], shown["path"], strict=True)
+                     if _text(v) != "—"}
+            images = dict(paths)
+            if overlay is not None:
+                overlays = {}
+                for iid in list(cards["image_id"])[: overlay[1]]:
+                    if iid not in paths:
+                        continue
+                    try:
+                        overlays[iid] = overlay[0](paths[iid])
+                    except DermctxError as exc:
+                        errors.append(error_record(iid, None, paths[iid], "grad-cam", exc))
+        html_cards = patient_cards_html(
+            cards, images=images, thumb_size=thumb_size, overlays=overlays, n_lesions=len(p),
+            compare={m: (f"__s{i}", f"__r{i}") for i, m in enumerate(others)},
+            probability_cols=({"score"} if primary in probs else set())
+            | {f"__s{i}" for i, m in enumerate(others) if m in probs},
+            errors=errors, id_prefix=f"p{n}-")
         n_mel = int(p["target"].sum())
         age = p["age"].iloc[0] if "age" in p.columns else None
         sex = p["sex"].iloc[0] if "sex" in p.columns else None
@@ -493,19 +484,11 @@ def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, pat
             f"{sex}" if isinstance(sex, str) else "",
             f"age {age:.0f}" if age is not None and np.isfinite(age) else ""] if x)
         more = (f" (showing {len(shown)} of {len(p)})" if len(shown) < len(p) else "")
-        n_text = 2 + (context is not None)  # site, diagnosis (, context): text, left-aligned
-        first_numeric = 3 if has_path else 2
-        left = set(range(first_numeric)) | set(range(first_numeric + len(models),
-                                                       first_numeric + len(models) + n_text))
         parts.append(
-            f'<div class="patient"><h3>{_e(pid)}</h3><p class="note">{_e(who)} &middot; '
-            f"{len(p)} lesions, {n_mel} melanoma{'s' if n_mel != 1 else ''}{more}</p>"
-            + _table_html(["rank", *(["image"] if has_path else []), "image_id",
-                           *[_e(m) for m in models], "site", "diagnosis",
-                           *(["context (change in probability caused by another lesion)"]
-                             if context is not None else [])], rows,
-                          left=left, row_class=classes)
-            + "</div>"
+            f'<div class="patient"><h3>{_e(pid)}</h3><p class="note">'
+            + (f"{_e(who)} &middot; " if who else "")
+            + f"{_e(plural(len(p), 'lesion'))}, {_e(plural(n_mel, 'melanoma'))}{more}</p>"
+            + html_cards + "</div>"
         )
     return "".join(parts), errors
 
@@ -524,7 +507,7 @@ def write_report(
     intro: str | None = None,
     n_patients: int = 6,
     max_lesions: int = 15,
-    thumb_size: int = 64,
+    thumb_size: int = 128,
     n_boot: int = 1000,
     random_state: int = 0,
     explain: Callable[[str], pd.DataFrame] | None = None,
@@ -555,7 +538,8 @@ def write_report(
         Patients in the per-patient view (about half with a melanoma), drawn with
         ``random_state``. A patient's lesions are listed up to ``max_lesions`` (melanomas always).
     thumb_size : int
-        Side of the thumbnails in pixels, when the table has image paths.
+        Displayed side of the thumbnails in CSS pixels, when the table has image paths (embedded
+        at twice that, so that the enlarged view stays sharp).
     n_boot : int
         Bootstrap resamples for the operating-point, calibration and subgroup CIs (and, with a
         table of scores, for the model table).
@@ -563,9 +547,11 @@ def write_report(
         Seed of the patient sample and of the bootstraps.
     explain : callable, optional
         ``explain(patient_id) -> DataFrame`` with ``image_id, raised_by, raised_by_change,
-        lowered_by, lowered_by_change`` and optionally ``explanation`` (the output of
-        :meth:`dermctx.ContextRanker.score_patient` for a fitted model): adds a context column,
-        with the worded feature-level explanation, to the per-patient view.
+        lowered_by, lowered_by_change`` and optionally ``explanation``, ``most_similar``,
+        ``least_similar`` (the output of :meth:`dermctx.ContextRanker.score_patient` for a fitted
+        model): each lesion's card in the per-patient view then shows which of the patient's
+        lesions raised and lowered its score most, and the worded feature-level explanation
+        (the cards of :func:`dermctx.patient_page.patient_cards_html`).
     checkpoint : path, optional
         A lesion CNN checkpoint (``.safetensors`` from :func:`dermctx.train_lesion_cnn` or
         :func:`dermctx.embed.save_checkpoint`): the per-patient view shows the Grad-CAM overlay

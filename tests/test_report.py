@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -79,6 +80,7 @@ def _scores(tmp_path, n_patients: int = 16, with_images: bool = True) -> pd.Data
 
 def test_report_html_has_every_section_and_every_image_decodes(tmp_path):
     t = _scores(tmp_path)
+    t.loc[t["patient_id"] == "P03", "ranker"] = 9.425e-05  # f"{x:.4g}" would print 9.425e-05
     out = tmp_path / "rep"
     path = write_report(t, out, score_cols=["cnn", "ranker"], n_patients=16, n_boot=50,
                         progress=False)
@@ -93,13 +95,16 @@ def test_report_html_has_every_section_and_every_image_decodes(tmp_path):
     for img in page.images:
         im = _decode(img["src"])
         assert im.size[0] > 0 and im.size[1] > 0
-    for img in thumbs:
-        assert _decode(img["src"]).size == (64, 64)
+    for img in thumbs:  # the default thumb_size (128), embedded at twice that for the zoom
+        assert _decode(img["src"]).size == (256, 256)
     # no external resource: the page is self-contained
     html = path.read_text()
     assert "http://" not in html and "https://" not in html and "<script" not in html
     text = " ".join(page.text)
     assert "\u2605" in text  # melanomas are marked
+    patients = html[html.index('<section id="patients">'):html.index('<section id="method">')]
+    words = re.sub(r'src="[^"]*"|<[^>]*>', " ", patients)  # the text a person reads
+    assert "%" in words and not re.search(r"\d[eE][-+]?\d", words)  # percentages, never 1e-05
     for f in ("metrics.json", "metrics.md", "roc.png", "pr.png", "reliability.png",
               "subgroups.csv", "calibration.csv", "operating_points.csv", "predictions.csv"):
         assert (out / f).stat().st_size > 0, f
@@ -178,7 +183,8 @@ def test_patient_view_shows_the_context_explanation(tmp_path):
     path = write_report(t, tmp_path / "rep", score_cols=["cnn", "ranker"], n_patients=16,
                         n_boot=20, explain=explain, progress=False)
     text = " ".join(_parse(path).text)
-    assert "context (change in probability caused by another lesion)" in text
-    assert "raised +0.25 by IMG_01_" in text
+    assert "caused by another lesion" in text
+    assert "Raised most by the presence of" in text and "+25 pp" in text  # 0.25, in points
+    assert "Lowered most by the presence of" not in text  # lowered_by None: nothing to show
     errors = pd.read_csv(tmp_path / "rep" / "report.errors.csv")
     assert list(errors["stage"]) == ["explain"] and "P00" in errors["message"].iloc[0]

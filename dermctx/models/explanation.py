@@ -36,25 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dermctx.formatting import format_number, format_probability, plural
+
 __all__ = ["ExplanationContext", "describe", "format_probability", "source_of"]
 
 #: Sources shared by all of a patient's lesions; their contributions are left out of the words.
 PATIENT_LEVEL: tuple[str, ...] = ("age", "sex", "patient")
 #: Contributions smaller than this (calibrated logit units) are not worded.
 MIN_CONTRIBUTION: float = 0.05
-
-
-def format_probability(p: float) -> str:
-    """A probability as a person reads it: ``"12%"``, ``"1.2%"``, ``"< 0.1%"``, ``"> 99.9%"``."""
-    if not np.isfinite(p):
-        return "missing"
-    pct = 100.0 * float(p)
-    if pct < 0.1:
-        return "< 0.1%"
-    if pct > 99.9:
-        return "> 99.9%"
-    digits = 0 if pct >= 10 else 1 if pct >= 1 else 2
-    return f"{pct:.{digits}f}%"
 
 
 def source_of(feature: str) -> str:
@@ -115,7 +104,7 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         lower, higher, n = standing[name]
         if n[i] <= 0:
             return "no other lesions to compare"
-        of = f"of {int(n[i])}" if short else f"of the patient's {int(n[i])} other lesion{'s' if n[i] != 1 else ''}"
+        of = f"of {int(n[i])}" if short else f"of the patient's {plural(int(n[i]), 'other lesion')}"
         if lower[i] >= higher[i]:
             return f"{word_hi} than {int(lower[i])} {of}"
         return f"{word_lo} than {int(higher[i])} {of}"
@@ -133,19 +122,17 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         dev = [abs(ctx.z[m][i]) if np.isfinite(ctx.z[m][i]) else -1.0 for m in members]
         head = members[int(np.argmax(dev))]
         others = len(members) - 1
-        return (_phrase(head, i, ctx, standing)
-                + f" and {others} correlated measurement{'s' if others != 1 else ''}")
+        return _phrase(head, i, ctx, standing) + f" and {plural(others, 'correlated measurement')}"
     if source in ctx.z:
         value = ctx.values[source][i]
         if not np.isfinite(value):
             return f"{source} missing"
         z = ctx.z[source][i]
         if standing[source][2][i] <= 0:
-            return f"{source} {value:.3g} (no other lesions to compare)"
+            return f"{source} {format_number(value)} (no other lesions to compare)"
         return f"{source} {compare(source)} ({z:+.1f} SD from their mean)"
     if source == "patient" and "patient" in ctx.values:
-        n = int(ctx.values["patient"][i])
-        return f"the patient has {n} lesion{'s' if n != 1 else ''}"
+        return f"the patient has {plural(int(ctx.values['patient'][i]), 'lesion')}"
     if source == "set_model":
         return "the set model (attention over the patient's lesions)"
     if source in ctx.labels:
@@ -153,7 +140,7 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         return f"{source} {label if label is not None else 'missing'}"
     if source in ctx.values:
         value = ctx.values[source][i]
-        return f"{source} {value:.3g}" if np.isfinite(value) else f"{source} missing"
+        return f"{source} {format_number(value)}" if np.isfinite(value) else f"{source} missing"
     return source
 
 
