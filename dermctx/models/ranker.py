@@ -5,7 +5,10 @@ embeddings ``emb_*``, with age, sex and site) and scores each lesion *in the con
 patient's other lesions*:
 
 1. **offset**: a logistic stage on the raw CNN logit (and, with embeddings, the out-of-fold logit
-   of a :class:`~dermctx.SetRanker`): the CNN keeps its full resolution, nothing is binned;
+   of a :class:`~dermctx.SetRanker`): the CNN keeps its full resolution, nothing is binned.
+   Without a CNN score, a per-lesion :class:`~dermctx.MetadataGBM` on the raw measurements
+   (``lesion_model``, out of fold) takes the CNN's place, so that what is known of each lesion
+   alone is learnt once, in full, and the context stage only corrects it;
 2. **correction**: a :class:`~dermctx.MetadataGBM` boosted *from* that offset (LightGBM
    ``init_score``) on age, sex, site, the patient's lesion count and patient-relative features
    (:func:`~dermctx.patient_context_features`) of the declared inputs, with fixed conservative
@@ -194,13 +197,23 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         distance and local outlier factor (:func:`dermctx.features.patient_outlier_features`).
         None: one group ``"context"`` of all the context features when there are two or more;
         ``{}``: none.
+    lesion_model : bool or "auto"
+        Without a CNN score: fit a per-lesion :class:`~dermctx.MetadataGBM` (its default
+        settings, unweighted classes) on age, sex, site, the raw context features and
+        ``extra_features``, and use its out-of-fold logit as the offset, as a CNN's logit is
+        used. ``"auto"``: whenever there is no CNN score and there are context features. On
+        generated patients whose melanomas carry no patient-relative signal this kept the
+        ranker level with a per-lesion LightGBM, where boosting everything from a constant
+        with the correction's conservative settings lost AUC (docs/ranking.md). False: the
+        correction alone.
     within_patient : "auto" or float in [0, 1]
         Weight of the part of the correction that reorders a patient's lesions (its deviation
         from the patient's mean correction). ``"auto"`` picks it from :data:`GATE_WEIGHTS` on
         the inner patient-grouped folds: the weight with the best within-patient AUC plus top-1
         among those no worse than weight 0 on both (weight 0 keeps each patient's lesions in the
-        order of the offset, the CNN's). Without a CNN score or set model, 1.0 (the correction is
-        then all that orders a patient's lesions). 1.0 always uses the full correction.
+        order of the offset, the CNN's or the per-lesion model's). Without any offset (no CNN
+        score, set model or lesion model), 1.0 (the correction is then all that orders a
+        patient's lesions). 1.0 always uses the full correction.
     n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda :
         The correction GBM (fixed rounds, strong regularisation).
     n_folds : int
@@ -218,8 +231,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     gbm_ : MetadataGBM
         The correction model; ``gbm_.feature_names_in_`` are its derived features.
     set_model_ : SetRanker or None
+    lesion_model_ : MetadataGBM or None
+        The per-lesion model whose logit stands in for the CNN's (``lesion_model``).
     offset_coef_ : ndarray
-        Weights of the logistic offset stage: ``[intercept, cnn_logit, set_logit]`` (0 if unused).
+        Weights of the logistic offset stage: ``[intercept, cnn_logit or lesion-model logit,
+        set_logit]`` (0 if unused).
     calibration_ : ndarray, (2,)
         Platt scaling ``[a, b]``: probability = sigmoid(a * logit + b).
     context_scales_ : dict of str to float
@@ -252,6 +268,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         extra_features: Sequence[str] = (),
         context_features: Sequence[str] | str = (),
         outlier_groups: dict[str, Sequence[str]] | None = None,
+        lesion_model: str | bool = "auto",
         within_patient: str | float = "auto",
         n_estimators: int = 150,
         learning_rate: float = 0.02,
@@ -271,6 +288,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.extra_features = extra_features
         self.context_features = context_features
         self.outlier_groups = outlier_groups
+        self.lesion_model = lesion_model
         self.within_patient = within_patient
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -559,6 +577,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(cols, dtype=object)
         self.n_features_in_ = len(cols)
         self.uses_cnn_ = self.score_col is not None and self.score_col in cols
+        self.uses_lesion_model_ = self._uses_lesion_model()
         self.emb_cols_ = embedding_columns(X[cols], self.embedding_prefix) if self.embedding_prefix else []
         set_inputs = bool(self.emb_cols_) or bool(self.context_features_)
         self.uses_set_ = set_inputs and self.use_set_model in ("auto", True)
@@ -586,6 +605,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         else:
             self.set_model_ = None
 
+        self.lesion_model_ = None
+        if self.uses_lesion_model_:
+            self.lesion_model_ = MetadataGBM(class_weight=None, random_state=self.random_state, n_jobs=self.n_jobs)
+            logit = self.lesion_model_.fit_out_of_fold(frame[self._lesion_columns()], y, folds)
         design = self._offset_design(logit, set_logit, len(X))
         used = [0] + [j for j, v in ((1, logit), (2, set_logit)) if v is not None]
         coef = np.zeros(3)
@@ -609,6 +632,19 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.oof_proba_ = np.empty(len(X))
         self.oof_proba_[order] = _sigmoid(self.calibration_[0] * gated + self.calibration_[1])
         return self
+
+    def _uses_lesion_model(self) -> bool:
+        if self.lesion_model not in ("auto", True, False):
+            raise ModelError(f"ContextRanker: lesion_model={self.lesion_model!r}; expected True, False or 'auto'")
+        if self.lesion_model is True and (self.uses_cnn_ or not (self.context_features_ or self.extra_features)):
+            raise TableError("ContextRanker: lesion_model=True needs score_col=None (no CNN score) and "
+                             "context_features or extra_features to learn from")
+        return bool(self.lesion_model) and not self.uses_cnn_ and bool(
+            self.context_features_ or (self.lesion_model is True and self.extra_features))
+
+    def _lesion_columns(self) -> list[str]:
+        """The lesion model's inputs, as named in the correction GBM's feature frame."""
+        return list(dict.fromkeys(["age", "sex", "site", *self.context_features_, *self.extra_features]))
 
     def _check_params(self) -> None:
         w = self.within_patient
@@ -674,6 +710,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _stages(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
         """The GBM's features, the offset design (n, 3), the offset (n,) and patient codes (n,)."""
         frame, logit = self._features(X)
+        if getattr(self, "lesion_model_", None) is not None:
+            logit = self.lesion_model_.decision_function(frame[self._lesion_columns()])
         set_logit = None
         if self.set_model_ is not None:
             set_logit = self.set_model_.decision_function(X[list(self.feature_names_in_)])
@@ -699,7 +737,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         -------
         DataFrame, (n, k), on ``X.index``
             ``baseline`` (intercept and the trees' expected value), ``score_col`` (the CNN
-            logit's offset term) and ``set_model`` when used, then one column per source. Each
+            logit's offset term) and ``set_model`` when used, then one column per source (the
+            lesion model's terms, when used, are added to their source columns). Each
             row sums to :meth:`decision_function` of that row (to float precision).
 
         Raises
@@ -730,6 +769,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if self.set_model_ is not None:
             out["set_model"] = a * (design[:, 2] - centre[2]) * self.offset_coef_[2]
         sources: dict[str, np.ndarray] = {}
+        if getattr(self, "lesion_model_", None) is not None:  # its trees' terms, by source column
+            lphi = self.lesion_model_.contributions(frame[self._lesion_columns()])
+            out["baseline"] = out["baseline"] + a * self.offset_coef_[1] * (lphi.pop("bias").to_numpy() - centre[1])
+            for name in lphi.columns:
+                key = source_of(str(name))
+                sources[key] = sources.get(key, 0.0) + a * self.offset_coef_[1] * lphi[name].to_numpy()
         for j, name in enumerate(phi.columns):
             key = source_of(str(name))
             sources[key] = sources.get(key, 0.0) + a * gated[:, j]
@@ -903,8 +948,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """Write the fitted model to the folder ``path``.
 
         Files: ``context_ranker.json`` (settings, inputs, offset, gate and calibration weights),
-        ``gbm.txt`` (LightGBM text model), with a set model ``set_model.safetensors`` and
-        ``set_model.json``, and ``manifest.json`` (each file's size and SHA-256,
+        ``gbm.txt`` (LightGBM text model), with a lesion model ``lesion_model.txt``, with a set
+        model ``set_model.safetensors`` and ``set_model.json``, and ``manifest.json`` (each file's size and SHA-256,
         :mod:`dermctx.models.folder`). No pickle: :meth:`load` parses data and executes no
         stored code.
         """
@@ -925,6 +970,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "uses_cnn": bool(self.uses_cnn_),
             "emb_cols": list(self.emb_cols_),
             "uses_set": bool(self.uses_set_),
+            "uses_lesion_model": self.lesion_model_ is not None,
             "offset_coef": [float(v) for v in self.offset_coef_],
             "offset_mean": [float(v) for v in self.offset_mean_],
             "calibration": [float(v) for v in self.calibration_],
@@ -938,6 +984,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         }
         (folder / "gbm.txt").write_text(gbm_text)
         files = ["context_ranker.json", "gbm.txt"]
+        if self.lesion_model_ is not None:
+            lesion_text, meta["lesion_model"] = self.lesion_model_.to_state()
+            (folder / "lesion_model.txt").write_text(lesion_text)
+            files.append("lesion_model.txt")
         if self.set_model_ is not None:
             from safetensors.torch import save_file
 
@@ -1029,6 +1079,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                              "columns) are not all among feature_names_in, or an outlier column has no scale")
         est.classes_ = np.array([0, 1])
         est.gbm_ = MetadataGBM.from_state((folder / "gbm.txt").read_text(), f.mapping("gbm"))
+        est.lesion_model_ = None
+        est.uses_lesion_model_ = f.boolean("uses_lesion_model", False)
+        if est.uses_lesion_model_:
+            if est.uses_cnn_:
+                raise ModelError(f"{meta_path}: uses_lesion_model with a CNN score; expected one or the other")
+            est.lesion_model_ = MetadataGBM.from_state((folder / "lesion_model.txt").read_text(),
+                                                       f.mapping("lesion_model"))
+            if list(est.lesion_model_.feature_names_in_) != est._lesion_columns():
+                raise ModelError(f"{meta_path}: lesion_model's columns do not match the context and extra features")
         est.set_model_ = None
         if est.uses_set_:
             from dermctx.models.set_transformer import SetRanker
