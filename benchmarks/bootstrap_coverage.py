@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         for kind, groups in kinds.items():
             res = patient_bootstrap(
-                "auc", y, s, groups, n_boot=args.n_boot, seed=args.seed * 100_003 + i
+                "auc", y, s, groups, n_boot=args.n_boot, random_state=args.seed * 100_003 + i
             )
             hits[kind] += int(res.low <= true_auc <= res.high)
             widths[kind].append(res.high - res.low)

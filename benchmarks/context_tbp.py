@@ -79,9 +79,9 @@ def goals(result, mode: str, n_boot: int) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in (CONTEXT, SET):
         row: dict[str, object] = {}
-        for metric in ("auc", "partial_auc", "within_patient_auc"):
+        for metric in ("auc", "pauc80", "within_patient_auc"):
             r = paired_bootstrap(metric, pred["target"], pred[name], pred[PER_LESION], pred["patient_id"],
-                                 n_boot=n_boot, seed=0)
+                                 n_boot=n_boot, random_state=0)
             row[metric] = {"estimate": r.estimate, "ci_low": r.low, "ci_high": r.high}
         base_pauc = float(summary.loc[PER_LESION, "pauc80"])
         row["pauc80_relative_gain"] = float(summary.loc[name, "pauc80"]) / base_pauc - 1.0

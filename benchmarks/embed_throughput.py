@@ -99,7 +99,7 @@ def main() -> None:
     results = []
     for size in args.sizes:
         embedder = Embedder(args.model, pretrained=False, image_size=size, device="cpu",
-                            batch_size=args.batch_size, num_workers=args.workers).fit()
+                            batch_size=args.batch_size, n_jobs=args.workers).fit()
         mean = torch.tensor(embedder.mean_).view(1, 3, 1, 1) * 255
         std = torch.tensor(embedder.std_).view(1, 3, 1, 1) * 255
         decoded = np.stack([load_image(p, size) for p in tqdm(

@@ -37,14 +37,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dermctx.metrics import METRICS as REGISTRY
 from dermctx.metrics import paired_bootstrap, patient_bootstrap
 from dermctx.models.set_transformer import SetRanker
 from dermctx.synthetic import make_ugly_duckling
 from dermctx.table import SITES, embedding_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METRICS = [("AUC", "auc", {}), ("pAUC80", "partial_auc", {"min_tpr": 0.8}),
-           ("within-patient AUC", "within_patient_auc", {}), ("top-1", "topk_rate", {"k": 1})]
+# (display label, key) of the metrics reported, from dermctx.metrics.METRICS
+METRICS = [(REGISTRY[k].label, k) for k in ("auc", "pauc80", "within_patient_auc", "top1")]
 N_BOOT = 1000
 GEN = dict(dim=32, lesions_per_patient=(1, 40), melanoma_rate=0.02, within_scale=1.0)
 
@@ -83,8 +84,8 @@ def synthetic_scores(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tupl
 
 def metric_row(y, s, pid) -> dict:
     row = {}
-    for label, metric, kw in METRICS:
-        r = patient_bootstrap(metric, y, s, pid, n_boot=N_BOOT, seed=0, **kw)
+    for label, metric in METRICS:
+        r = patient_bootstrap(metric, y, s, pid, n_boot=N_BOOT, random_state=0)
         row[label] = {"estimate": r.estimate, "low": r.low, "high": r.high}
     return row
 
@@ -133,7 +134,8 @@ def real_check(shared: Path | None) -> dict | None:
     rows = {name: metric_row(y, s, pid) for name, s in scores.items()}
     diffs = {}
     for name in oof:
-        d = paired_bootstrap("auc", y, oof[name], scores["CNN alone"], pid, n_boot=N_BOOT, seed=0)
+        d = paired_bootstrap("auc", y, oof[name], scores["CNN alone"], pid, n_boot=N_BOOT,
+                             random_state=0)
         diffs[f"{name} - CNN alone"] = {"estimate": d.estimate, "low": d.low, "high": d.high}
     return {"n_lesions": len(table), "n_patients": int(table["patient_id"].nunique()),
             "n_melanomas": int(y.sum()), "rows": rows, "auc_differences": diffs,
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {name: metric_row(y, s, pid) for name, s in scores.items()}
         diffs = {}
         for ref in ("SetRanker(context=False)", "distance to patient mean (no training)"):
-            d = paired_bootstrap("auc", y, scores["SetRanker"], scores[ref], pid, n_boot=N_BOOT, seed=0)
+            d = paired_bootstrap("auc", y, scores["SetRanker"], scores[ref], pid, n_boot=N_BOOT,
+                                 random_state=0)
             diffs[f"SetRanker - {ref}"] = {"estimate": d.estimate, "low": d.low, "high": d.high}
         per_seed.append({"seed": seed, "n_train": len(train), "n_test": len(test),
                          "n_test_melanomas": int(y.sum()), "n_test_patients": int(test["patient_id"].nunique()),
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("SetRanker(context=False)",
                          SetRanker(context=False, random_state=0).fit(train).predict_proba(test)[:, 1]),
                         ("distance to patient mean", centroid_distance(test))):
-            r = patient_bootstrap("auc", y, s, pid, n_boot=N_BOOT, seed=0)
+            r = patient_bootstrap("auc", y, s, pid, n_boot=N_BOOT, random_state=0)
             entry[name] = {"estimate": r.estimate, "low": r.low, "high": r.high}
         sweep.append(entry)
     out["sweep"] = sweep

@@ -10,8 +10,9 @@ use, so ``import dermctx`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import pkgutil as _pkgutil
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ _API: dict[str, str] = {
     "read_dicom_dir": "dermctx.io.dicom",
     "write_dicom_dir": "dermctx.io.dicom",
     "load_image": "dermctx.io.images",
+    "table_from_folder": "dermctx.io.image_folder",
     # splits and duplicates
     "PatientKFold": "dermctx.splits",
     "check_leakage": "dermctx.splits",
@@ -62,6 +64,8 @@ _API: dict[str, str] = {
     "SetTransformerConfig": "dermctx.models.set_transformer",
     "SetRanker": "dermctx.models.set_transformer",
     "ContextRanker": "dermctx.models.ranker",
+    # from a patient's images to ranked lesions
+    "LesionPipeline": "dermctx.pipeline",
     # embeddings
     "Embedder": "dermctx.embed",
     "read_embeddings": "dermctx.embed",
@@ -94,23 +98,24 @@ _API: dict[str, str] = {
 __all__ = sorted([*_API, "__version__"])
 
 
-_SUBMODULES = {"metrics", "table", "errors", "splits", "dedup", "features", "io", "models", "train",
-               "optim", "explain", "embed", "cli", "label_guard", "formatting", "patient_page"}
+# every module and subpackage of dermctx (``dermctx.cohort``, ``dermctx.io``...), imported on first use
+_SUBMODULES = frozenset(m.name for m in _pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _SUBMODULES:
-        return importlib.import_module(f"dermctx.{name}")
+        return _importlib.import_module(f"dermctx.{name}")
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'dermctx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+    """The public API, the submodules and ``__version__``; no implementation details."""
+    return sorted({*_API, *_SUBMODULES, "__version__"})
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
@@ -132,6 +137,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.features import patient_context_features
     from dermctx.io.dicom import read_dicom, read_dicom_dir, write_dicom, write_dicom_dir
     from dermctx.io.ham import read_ham10000
+    from dermctx.io.image_folder import table_from_folder
     from dermctx.io.images import load_image
     from dermctx.io.isic import read_isic2020, read_isic_duplicates, write_isic_duplicates
     from dermctx.io.isic2019 import read_isic2019
@@ -150,6 +156,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real imports
     from dermctx.models.set_transformer import SetRanker, SetTransformer, SetTransformerConfig
     from dermctx.optim import lr_range_test
     from dermctx.patient_page import write_patient_page
+    from dermctx.pipeline import LesionPipeline
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold, check_leakage
     from dermctx.synthetic import make_ugly_duckling

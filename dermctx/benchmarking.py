@@ -35,13 +35,21 @@ import pandas as pd
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
+from dermctx._deprecation import warn_renamed
 from dermctx.errors import DermctxError, ModelError, TableError
 from dermctx.formatting import format_ci, plural
+
+# Columns never handed to an estimator as part of ``X``: the label and what is derived from it
+# (a CNN's own ``fold`` column and the ISIC ``tfrecord`` split also leak the label, and so does
+# HAM10000's ``dx_type``, how the diagnosis was made; they are removed too).
 from dermctx.label_guard import LABEL_COLUMNS
 
+# the metric registry, under a private name: this module's METRICS is the deprecated old one
+from dermctx.metrics import METRICS as _METRICS
+
 __all__ = [
+    "BENCHMARK_METRICS",
     "LABEL_COLUMNS",
-    "METRICS",
     "SCORE",
     "BenchmarkResult",
     "benchmark",
@@ -50,20 +58,22 @@ __all__ = [
 #: The model spec meaning "the raw ``score_col``, as it is" (also ``None``).
 SCORE = "score"
 
-#: Columns never handed to an estimator as part of ``X``: the label and what is derived from it.
-#: (A CNN's own ``fold`` column and the ISIC ``tfrecord`` split also leak the label, and so does
-#: HAM10000's ``dx_type``, how the diagnosis was made; they are removed too.)
+#: The metrics :func:`benchmark` computes by default: keys of :data:`dermctx.metrics.METRICS`
+#: (the one registry of keys, display labels and directions), in report order.
+BENCHMARK_METRICS: tuple[str, ...] = (
+    "auc", "pauc80", "within_patient_auc", "top1", "top3", "top15_sensitivity", "fold_auc",
+)
 
-#: The metrics of a benchmark, in report order: name -> (label, higher is better).
-METRICS: dict[str, tuple[str, bool]] = {
-    "auc": ("AUC", True),
-    "pauc80": ("pAUC (TPR > 0.8)", True),
-    "within_patient_auc": ("within-patient AUC", True),
-    "top1": ("top-1 rate", True),
-    "top3": ("top-3 rate", True),
-    "top15_sensitivity": ("top-15 sensitivity", True),
-    "fold_auc": ("mean per-fold AUC", True),
-}
+
+def __getattr__(name: str) -> Any:
+    # deprecated: the old registry of this module, {key: (label, higher is better)}
+    if name == "METRICS":
+        warn_renamed("dermctx.benchmarking", "METRICS",
+                     "dermctx.metrics.METRICS (key -> Metric with .label and .higher_is_better; "
+                     "the default keys are dermctx.benchmarking.BENCHMARK_METRICS)", kind="",
+                     stacklevel=3)
+        return {k: (_METRICS[k].label, _METRICS[k].higher_is_better) for k in BENCHMARK_METRICS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # table columns carried into the result for reports (subgroups, per-patient views)
 _META_COLUMNS = (
@@ -113,9 +123,10 @@ class BenchmarkResult:
         return list(self.config.get("models", {}))
 
     def summary(self) -> pd.DataFrame:
-        """Wide table: one row per model, ``estimate`` per metric (columns in :data:`METRICS` order)."""
+        """Wide table: one row per model, ``estimate`` per metric (columns in
+        :data:`dermctx.metrics.METRICS` order)."""
         wide = self.metrics.pivot(index="model", columns="metric", values="estimate")
-        cols = [m for m in METRICS if m in wide.columns]
+        cols = [m for m in _METRICS if m in wide.columns]
         return wide.loc[self.models, cols]
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,8 +157,8 @@ class BenchmarkResult:
     def to_markdown(self, digits: int = 4) -> str:
         """The model table (estimate [95% CI] per metric) and the differences, as Markdown."""
         lines = []
-        cols = [m for m in METRICS if m in set(self.metrics["metric"])]
-        lines.append("| model | " + " | ".join(METRICS[m][0] for m in cols) + " |")
+        cols = [m for m in _METRICS if m in set(self.metrics["metric"])]
+        lines.append("| model | " + " | ".join(_METRICS[m].label for m in cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         by = self.metrics.set_index(["model", "metric"])
         for model in self.models:
@@ -161,7 +172,7 @@ class BenchmarkResult:
             lines.append(f"Paired-bootstrap differences against **{self.reference}** "
                          "(model minus reference, 95% CI):")
             lines.append("")
-            lines.append("| model | " + " | ".join(METRICS[m][0] for m in cols) + " |")
+            lines.append("| model | " + " | ".join(_METRICS[m].label for m in cols) + " |")
             lines.append("|---|" + "---|" * len(cols))
             dby = self.differences.set_index(["model", "metric"])
             for model in [m for m in self.models if m != self.reference]:
@@ -357,17 +368,6 @@ def _oof_predictions(
 
 # --- metrics with patient-bootstrap CIs -------------------------------------------------------
 
-# name -> (dermctx.metrics function name, keyword arguments)
-_BUILTIN: dict[str, tuple[str, dict[str, Any]]] = {
-    "auc": ("auc", {}),
-    "pauc80": ("partial_auc", {"min_tpr": 0.80}),
-    "within_patient_auc": ("within_patient_auc", {}),
-    "top1": ("topk_rate", {"k": 1}),
-    "top3": ("topk_rate", {"k": 3}),
-    "top15_sensitivity": ("topk_sensitivity", {"k": 15}),
-}
-
-
 class _FoldAUC:
     """Mean per-fold AUC, averaged over seeds, as a metric :func:`patient_bootstrap` can resample.
 
@@ -458,16 +458,15 @@ def _metric_tables(
         for i, model in enumerate(model_names):
             if name == "fold_auc":
                 r = M.patient_bootstrap(fold_auc, y, fold_auc.codes(i), pid, n_boot=n_boot,
-                                        seed=random_state)
+                                        random_state=random_state)
                 est, lo, hi = r.estimate, r.low, r.high
                 for j, s in enumerate(seeds):
                     per_seed.append({"model": model, "seed": s, "metric": name,
                                      "value": _FoldAUC(scores[:, j:j + 1], folds[j:j + 1])(
                                          y.astype(float), fold_auc.codes(i))})
             else:
-                func, kw = _BUILTIN[name]
-                res = [M.patient_bootstrap(func, y, scores[i, j], pid, n_boot=n_boot,
-                                           seed=random_state, **kw) for j in range(len(seeds))]
+                res = [M.patient_bootstrap(name, y, scores[i, j], pid, n_boot=n_boot,
+                                           random_state=random_state) for j in range(len(seeds))]
                 # every seed is resampled with the same patients (same seed, same patient order);
                 # the seed-mean's interval is taken as the mean of the seeds' intervals
                 est = float(np.mean([r.estimate for r in res]))
@@ -482,12 +481,11 @@ def _metric_tables(
                 continue
             if name == "fold_auc":
                 d = M.paired_bootstrap(fold_auc, y, fold_auc.codes(i), fold_auc.codes(ref), pid,
-                                       n_boot=n_boot, seed=random_state)
+                                       n_boot=n_boot, random_state=random_state)
                 dest, dlo, dhi, p = d.estimate, d.low, d.high, d.p_le_0
             else:
-                func, kw = _BUILTIN[name]
-                ds = [M.paired_bootstrap(func, y, scores[i, j], scores[ref, j], pid,
-                                         n_boot=n_boot, seed=random_state, **kw)
+                ds = [M.paired_bootstrap(name, y, scores[i, j], scores[ref, j], pid,
+                                         n_boot=n_boot, random_state=random_state)
                       for j in range(len(seeds))]
                 dest = float(np.mean([d.estimate for d in ds]))
                 dlo = float(np.mean([d.low for d in ds]))
@@ -498,9 +496,9 @@ def _metric_tables(
             bar.update(1)
     bar.close()
 
-    def in_order(frame: pd.DataFrame) -> pd.DataFrame:  # models as given, then METRICS order
-        key = frame["model"].map({m: i for i, m in enumerate(model_names)}) * len(METRICS) + \
-            frame["metric"].map({m: i for i, m in enumerate(METRICS)})
+    def in_order(frame: pd.DataFrame) -> pd.DataFrame:  # models as given, then registry order
+        key = frame["model"].map({m: i for i, m in enumerate(model_names)}) * len(_METRICS) + \
+            frame["metric"].map({m: i for i, m in enumerate(_METRICS)})
         return frame.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
 
     metrics = in_order(pd.DataFrame(rows))
@@ -520,7 +518,7 @@ def benchmark(
     random_state: int = 0,
     duplicates: pd.DataFrame | None = None,
     reference: str | None = None,
-    metrics: Sequence[str] = tuple(METRICS),
+    metrics: Sequence[str] = BENCHMARK_METRICS,
     progress: bool = True,
 ) -> BenchmarkResult:
     """Compare melanoma rankers side by side on out-of-fold, patient-grouped predictions.
@@ -544,11 +542,14 @@ def benchmark(
         Folds of :class:`dermctx.PatientKFold` (patients, lesions and duplicate groups kept
         whole, melanomas balanced).
     seeds : sequence of int
-        One split per seed; every figure is the mean over seeds.
+        The repetitions of the cross-validation: each is the ``random_state`` of one
+        :class:`dermctx.PatientKFold` split, and every figure is the mean over the repetitions
+        (the ``seed`` column of ``.predictions``, ``.per_seed``). Not the bootstrap's seed: that
+        is ``random_state``.
     n_boot : int
         Patient-bootstrap resamples for every CI.
     random_state : int
-        Seed of the bootstrap resampling.
+        Seed of the bootstrap resampling (the same for every repetition).
     duplicates : DataFrame, optional
         Duplicate image pairs, passed to :class:`dermctx.PatientKFold` (pairs linking two patient
         ids keep them in one fold).
@@ -556,18 +557,20 @@ def benchmark(
         The model differences are taken against; default: the first raw-score model, else the
         first model.
     metrics : sequence of str
-        Which of :data:`METRICS` to compute (default all). Leave out ``"fold_auc"`` when the
-        scores do not come from fitted folds (ready-made score columns): its bootstrap is the
-        slowest.
+        Keys of :data:`dermctx.metrics.METRICS` to compute, reported in the registry's order
+        (default :data:`BENCHMARK_METRICS`: the ranking metrics). Leave out ``"fold_auc"`` when
+        the scores do not come from fitted folds (ready-made score columns): its bootstrap is the
+        slowest. ``"brier_score"`` and ``"expected_calibration_error"`` need probabilities.
     progress : bool
         Show tqdm progress bars.
 
     Returns
     -------
     BenchmarkResult
-        ``.predictions`` (out-of-fold scores per seed), ``.metrics`` (AUC, pAUC80, within-patient
-        AUC, top-1, top-3 and mean per-fold AUC with 95% CIs), ``.differences`` (paired
-        bootstrap against ``reference``), ``.to_json()``, ``.to_markdown()``.
+        ``.predictions`` (out-of-fold scores per seed), ``.metrics`` (by default AUC, pAUC (TPR >
+        0.8), within-patient AUC, top-1 and top-3 rates, top-15 sensitivity and mean per-fold AUC,
+        with 95% CIs), ``.differences`` (paired bootstrap against ``reference``), ``.to_json()``,
+        ``.to_markdown()``.
 
     Notes
     -----
@@ -590,10 +593,11 @@ def benchmark(
         reference = raw[0] if raw else next(iter(specs))
     elif reference not in specs:
         raise DermctxError(f"benchmark: reference {reference!r} is not one of the models {list(specs)}")
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in _METRICS]
     if unknown or not metrics:
-        raise DermctxError(f"benchmark: unknown metric(s) {unknown}; expected some of {list(METRICS)}")
-    metric_names = [m for m in METRICS if m in metrics]
+        raise DermctxError(f"benchmark: unknown metric(s) {unknown}; expected some of the keys "
+                           f"{list(_METRICS)} of dermctx.metrics.METRICS")
+    metric_names = [m for m in _METRICS if m in metrics]
     if table["target"].nunique() < 2:
         raise TableError("benchmark: the table needs both melanomas (target 1) and other lesions")
 

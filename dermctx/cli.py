@@ -5,7 +5,9 @@ Every command that takes a TABLE accepts a canonical lesion table or any registe
 or Parquet), recognised from its header (see :func:`dermctx.read_table`), and says which it chose.
 
 Exit codes: 0 when the command ran (items that failed are counted on stderr and listed in an
-errors file), 1 on an error or when every item failed, 2 on a usage error.
+errors file), 1 on an error or when every item failed, 2 on a usage error. ``score-patient`` is
+stricter, for scripts around a clinic's folders: 0 when every image was scored, 1 when some
+could not be, 2 for bad usage or input (see ``dermctx score-patient --help``).
 
 Bad input never ends in a traceback: a :class:`~dermctx.errors.DermctxError` or an ``OSError``
 (a file that is missing, unreadable or cannot be written) is shown as one line,
@@ -214,7 +216,7 @@ def _embed(args: argparse.Namespace) -> int:
     embedder = Embedder(model or "efficientnet_b0", pretrained=not args.no_pretrained,
                         checkpoint=args.checkpoint, image_size=args.size, aspect=args.aspect,
                         colour_constancy=args.colour_constancy, tta=args.tta, device=args.device,
-                        batch_size=args.batch_size, num_workers=args.workers)
+                        batch_size=args.batch_size, n_jobs=args.workers)
     emb, errors = embedder.embed(table, store=args.out, progress=not args.no_progress,
                                  backend=args.backend)
     print(f"{args.out}: {len(emb)} embeddings of width {emb.shape[1]} "
@@ -371,6 +373,40 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
     p.add_argument("--cnn", type=Path, default=None,
                    help="a 'dermctx train' output folder: its out-of-fold scores become the score column")
+    p.add_argument("--cnn-run", type=Path, default=None,
+                   help="a 'dermctx train' output folder: write a LesionPipeline folder instead (its fold "
+                        "models, their preprocessing and a ContextRanker fitted on their out-of-fold "
+                        "scores), which 'dermctx score-patient --model' reads")
+    p.add_argument("--embeddings", action="store_true",
+                   help="with --cnn-run: also feed the ranker the final model's embeddings (needs "
+                        "'dermctx train --final-model' and --image-dir)")
+    p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
+                   help="with --cnn-run: flip/transpose views the CNN averages when scoring (default 1: "
+                        "none, as the out-of-fold scores the ranker is fitted on)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="with --cnn-run: patient-bootstrap resamples of the out-of-fold AUCs it records")
+
+
+def _fit_pipeline(table, args: argparse.Namespace) -> int:
+    """``dermctx fit --cnn-run``: a LesionPipeline folder from a trainer's output folder."""
+    from dermctx.pipeline import LesionPipeline, provenance_lines
+
+    clash = [flag for flag, used in (("--cnn", args.cnn is not None),
+                                     ("--context-features", bool(args.context_features)),
+                                     ("--use-image-size", args.use_image_size),
+                                     ("--score-col", args.score_col != "cnn_score")) if used]
+    if clash:
+        raise DermctxError(f"--cnn-run writes a LesionPipeline, whose ranker reads the CNN's score (and "
+                           f"embeddings) with age, sex and site only; drop {', '.join(clash)}")
+    pipeline = LesionPipeline(use_embeddings=args.embeddings, tta=args.tta, n_boot=args.n_boot,
+                              random_state=args.random_state)
+    pipeline.fit(table, args.cnn_run)
+    pipeline.save(args.out)
+    for line in provenance_lines(pipeline.provenance_):
+        print(line, file=sys.stderr)
+    print(f"LesionPipeline written to {args.out}; score a patient with 'dermctx score-patient FOLDER "
+          f"--model {args.out} --out DIR'", file=sys.stderr)
+    return 0
 
 
 def _join_cnn(table, args: argparse.Namespace, *, new_images: bool):
@@ -411,6 +447,8 @@ def _fit(args: argparse.Namespace) -> int:
     if table["target"].isna().any():
         raise DermctxError(f"{args.table}: 'fit' needs a target (0/1) on every row; "
                            f"{int(table['target'].isna().sum())} row(s) have none")
+    if args.cnn_run is not None:
+        return _fit_pipeline(table, args)
     if args.cnn is not None:
         table, _ = _join_cnn(table, args, new_images=False)
     context: str | list[str] = []
@@ -493,6 +531,93 @@ def _score(args: argparse.Namespace) -> int:
     print(f"{args.table}: scored {len(scores)} of {n_rows} lesions"
           + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return _finish(n_rows, errors, args.out)
+
+
+# --- score-patient (LesionPipeline) ---------------------------------------------------------
+
+_SCORE_PATIENT_EXIT = ("exit codes: 0 when every image was scored; 1 when some images could not be "
+                       "scored (listed in errors.csv beside scores.csv; the others are scored and "
+                       "shown); 2 for bad usage or input (no such folder, no image in it, images of "
+                       "several patients, a --patient-id, --age, --sex or --sites that disagrees with "
+                       "the folder or its DICOM headers, a --model folder that is not a LesionPipeline "
+                       "or was changed)")
+
+
+class _InputError(DermctxError):
+    """Bad input to a command whose rule is exit code 2 for it."""
+
+    exit_code = 2
+
+
+def _score_patient_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", type=Path, nargs="+", metavar="FOLDER",
+                   help="a folder of one patient's images (JPEG, PNG, TIFF, DICOM; other files such as "
+                        ".txt or .csv are ignored), or image files")
+    p.add_argument("--model", type=Path, required=True,
+                   help="a LesionPipeline folder ('dermctx fit TABLE --cnn-run RUN --out DIR')")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: patient.html and scores.csv (and errors.csv when some images failed)")
+    p.add_argument("--patient-id", default=None,
+                   help="the patient's id (default: the DICOM headers', else the folder's name)")
+    p.add_argument("--age", type=float, default=None, help="the patient's age in years")
+    p.add_argument("--sex", type=str.lower, choices=("male", "female", "m", "f"), default=None,
+                   help="the patient's sex")
+    p.add_argument("--sites", type=Path, default=None,
+                   help="CSV with each image's id (or file name) and anatomic site; it must list every "
+                        "image of the folder, and only those")
+    p.add_argument("--title", default=None, help="title of the page")
+    p.add_argument("--no-page", action="store_true", help="write scores.csv only, no patient.html")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="threads of the CNN and the image decoding (default: the pipeline's, 1)")
+    p.epilog = _SCORE_PATIENT_EXIT
+
+
+@command("score-patient", "rank one patient's lesion images with a LesionPipeline: patient.html and "
+         "scores.csv (a research aid, not a diagnosis)", _score_patient_args)
+def _score_patient(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dermctx.errors import errors_frame
+    from dermctx.formatting import format_probability, plural
+    from dermctx.pipeline import LesionPipeline
+
+    try:
+        pipeline = LesionPipeline.load(args.model)
+        if args.jobs is not None:
+            pipeline.set_params(n_jobs=args.jobs)
+        first = args.images[0]
+        images = first if len(args.images) == 1 and first.is_dir() else [str(p) for p in args.images]
+        scores, errors = pipeline.score_images(images, patient_id=args.patient_id, age=args.age,
+                                               sex=args.sex, sites=args.sites)
+    except (DermctxError, OSError) as exc:
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and getattr(exc, "filename", None) else ""
+        raise _InputError(f"{where}{exc}") from exc
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(args.out / "scores.csv", index=False)
+    errors_path = args.out / "errors.csv"
+    if len(errors):
+        errors.to_csv(errors_path, index=False)
+    elif errors_path.exists():
+        errors_path.unlink()  # of an earlier run into the same folder
+    n = len(scores) + len(errors)
+    if not len(scores):
+        print(f"no image of {plural(n, 'file')} could be scored; see {errors_path}", file=sys.stderr)
+        errors_frame(errors.to_dict("records")).to_csv(sys.stderr, index=False)
+        return 1
+    patient = scores["patient_id"].iloc[0]
+    print(f"patient {patient}: {plural(len(scores), 'image')} ranked in context"
+          + (f", {plural(len(errors), 'image')} could not be scored (see {errors_path})" if len(errors) else ""))
+    table = pd.DataFrame({"rank": scores["rank"], "image": scores["image_id"],
+                          "score": scores["score"].map(format_probability),
+                          "CNN alone": [f"#{r} ({format_probability(p)})"
+                                        for r, p in zip(scores["cnn_rank"], scores["cnn_score"], strict=True)]})
+    print(table.to_string(index=False))
+    if not args.no_page:
+        page = pipeline.write_page(scores, errors, args.out / "patient.html", title=args.title)
+        print(f"wrote {page} and {args.out / 'scores.csv'}", file=sys.stderr)
+    else:
+        print(f"wrote {args.out / 'scores.csv'}", file=sys.stderr)
+    return 1 if len(errors) else 0
 
 
 # --- train / explain ------------------------------------------------------------------------
@@ -663,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = getattr(exc, "errors", None)
         if errors is not None and len(errors):
             _write_errors(errors, args)
-        return 1
+        return int(getattr(exc, "exit_code", 1))
     except OSError as exc:  # a file that is missing, unreadable or cannot be written
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         _error(args, _one_line(f"{where}{exc.strerror or exc}"))

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from dermctx._deprecation import renamed_kwargs, warn_renamed
 from dermctx.checkpoints import (
     check_pretrained_available,
     checkpoint_metadata,
@@ -61,7 +62,7 @@ __all__ = [
 # --- the embedder -----------------------------------------------------------------------------
 
 
-def _default_workers() -> int:
+def _default_jobs() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
@@ -101,8 +102,9 @@ class Embedder:
         pass runs under float16 autocast (features are returned as float32).
     batch_size : int
         Images per forward pass.
-    num_workers : int, optional
-        Decoding threads; default ``min(8, cpu_count - 1)``, at least 1.
+    n_jobs : int, optional
+        Decoding threads (a thread pool in this process, not DataLoader worker processes);
+        default ``min(8, cpu_count - 1)``, at least 1. (``num_workers=`` is a deprecated alias.)
 
     Attributes
     ----------
@@ -131,7 +133,8 @@ class Embedder:
         tta: bool | int = False,
         device: str | None = None,
         batch_size: int = 32,
-        num_workers: int | None = None,
+        n_jobs: int | None = None,
+        **deprecated: Any,
     ) -> None:
         self.model = model
         self.pretrained = pretrained
@@ -142,14 +145,31 @@ class Embedder:
         self.tta = tta
         self.device = device
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.n_jobs = n_jobs
+        if deprecated:  # num_workers= (deprecated): the decoding threads are n_jobs
+            if n_jobs is not None and deprecated.get("num_workers", n_jobs) != n_jobs:
+                raise TypeError("Embedder: got both num_workers= and n_jobs=; num_workers= is "
+                                "deprecated, pass n_jobs= only")
+            self.n_jobs = renamed_kwargs("Embedder", deprecated, {"num_workers": "n_jobs"},
+                                         strict=True)["n_jobs"]
+
+    @property
+    def num_workers(self) -> int | None:
+        """Deprecated alias of :attr:`n_jobs` (the decoding threads)."""
+        warn_renamed("Embedder", "num_workers", "n_jobs", kind="", stacklevel=3)
+        return self.n_jobs
+
+    @num_workers.setter
+    def num_workers(self, value: int | None) -> None:
+        warn_renamed("Embedder", "num_workers", "n_jobs", kind="", stacklevel=3)
+        self.n_jobs = value
 
     # scikit-learn style parameter access (the __init__ arguments, nothing else)
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor arguments, as scikit-learn's ``get_params``."""
         return {k: getattr(self, k) for k in (
             "model", "pretrained", "checkpoint", "image_size", "aspect", "colour_constancy",
-            "tta", "device", "batch_size", "num_workers")}
+            "tta", "device", "batch_size", "n_jobs")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -171,10 +191,11 @@ class Embedder:
             raise ModelError(f"image_size must be an integer >= 8 pixels, got {self.image_size!r}")
         if self.tta not in (False, True, 0, 1, 2, 4, 8):
             raise ModelError(f"tta must be True/False or one of 2, 4, 8 views, got {self.tta!r}")
-        if self.num_workers is not None and (
-            not isinstance(self.num_workers, (int, np.integer)) or self.num_workers < 1
+        if self.n_jobs is not None and (
+            not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs < 1
         ):
-            raise ModelError(f"num_workers must be a positive integer, got {self.num_workers!r}")
+            raise ModelError(f"n_jobs must be a positive integer (decoding threads), got "
+                             f"{self.n_jobs!r}")
 
     def fit(self, X: Any = None, y: Any = None) -> Embedder:
         """Build the network and resolve its settings (nothing is learned). Returns ``self``."""
@@ -312,9 +333,9 @@ class Embedder:
                          ) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
         """Yield ``(image_ids, normalised images float32 (B, S, S, 3), error records)`` batch by
         batch, decoding ahead of the consumer in a thread pool (up to two batches in flight)."""
-        workers = int(self.num_workers or _default_workers())
+        threads = int(self.n_jobs or _default_jobs())
         size = self.image_size_
-        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dermctx-decode") as pool:
+        with cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dermctx-decode") as pool:
             pending: deque[tuple[int, str, Any, cf.Future | None]] = deque()
             it = iter(zip(rows["_row"], rows["image_id"], rows["path"], strict=True))
             window = 2 * self.batch_size
@@ -479,7 +500,7 @@ class Embedder:
         n = int(actors or (max(1, int(ray.cluster_resources().get("GPU", 1))) if on_gpu else 2))
         params = self.get_params()
         params["device"] = "cuda" if on_gpu else "cpu"
-        params["num_workers"] = 1
+        params["n_jobs"] = 1
         source = pd.DataFrame({
             "row": todo["_row"].to_numpy(dtype=np.int64),
             "image_id": todo["image_id"].astype(str).to_numpy(dtype=object),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import ModelError
 from dermctx.table import _texts, embedding_column_names
 
@@ -142,13 +143,14 @@ def resume_store(store: Path, settings: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame()
 
 
-def read_embeddings(store: str | PathLike[str]) -> pd.DataFrame:
+@renamed_parameters(store="path")
+def read_embeddings(path: str | PathLike[str]) -> pd.DataFrame:
     """Read an embedding store written by :meth:`Embedder.embed`.
 
     Parameters
     ----------
-    store : path
-        The store folder (or a single Parquet part file).
+    path : path
+        The store folder (or a single Parquet part file). (``store=`` is a deprecated alias.)
 
     Returns
     -------
@@ -165,9 +167,9 @@ def read_embeddings(store: str | PathLike[str]) -> pd.DataFrame:
         metadata damaged, lacks ``image_id``, repeats a column, or holds embedding values that
         are not numbers.
     """
-    if not isinstance(store, (str, PathLike)):
-        raise ModelError(f"expected an embedding store folder (a path), got {type(store).__name__}")
-    store = Path(store)
+    if not isinstance(path, (str, PathLike)):
+        raise ModelError(f"expected an embedding store folder (a path), got {type(path).__name__}")
+    store = Path(path)
     parts = _store_parts(store)
     if not parts:
         raise ModelError(f"{str(store)[:300]}: no embedding store here (expected a folder of part-*.parquet)")

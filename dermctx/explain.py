@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import DermctxError, ImageError, ModelError, error_record, errors_frame
 from dermctx.io.images import load_image
 
@@ -617,13 +618,15 @@ def _load_model(checkpoint: Path) -> tuple[nn.Module, dict[str, Any], int]:
     return model.eval(), meta, n
 
 
-def load_classifier(checkpoint: str | PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """The timm classifier of a dermctx ``.safetensors`` checkpoint (eval mode, CPU) and its metadata.
+@renamed_parameters(checkpoint="path")
+def load_classifier(path: str | PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """The timm classifier of a dermctx ``.safetensors`` checkpoint ``path`` (eval mode, CPU) and
+    its metadata. (``checkpoint=`` is a deprecated alias of ``path=``.)
 
     Raises :class:`ModelError` naming the file when it is missing, not a dermctx checkpoint, or
     does not fit its model.
     """
-    model, meta, _ = _load_model(Path(checkpoint))
+    model, meta, _ = _load_model(Path(path))
     return model, meta
 
 

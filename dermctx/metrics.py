@@ -11,6 +11,11 @@ Core metrics: :func:`auc`, :func:`partial_auc` (the ISIC 2024 score), :func:`wit
 :func:`specificity_at_sensitivity`. Multi-class: :func:`per_class_metrics`. Calibration:
 :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_curve`. Subgroups:
 :func:`subgroup_table`.
+
+:data:`METRICS` is the one registry of the metrics dermctx reports: each has one key (``"auc"``,
+``"pauc80"``, ``"top1"``...), used in every result table, JSON file and report, one display label
+(``"pAUC (TPR > 0.8)"``), its function with fixed settings (``pauc80`` is :func:`partial_auc` at
+``min_tpr=0.8``) and whether higher is better.
 """
 
 from __future__ import annotations
@@ -19,18 +24,20 @@ import inspect
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import DermctxError, MetricError
 
 __all__ = [
     "AGE_BANDS",
     "METRICS",
     "BootstrapResult",
+    "Metric",
     "MetricError",
     "OperatingPoint",
     "PairedBootstrapResult",
@@ -414,15 +421,40 @@ class PairedBootstrapResult:
 
 
 def _metric_name(metric: Any) -> str:
+    if isinstance(metric, Metric):
+        return metric.key
     return metric if isinstance(metric, str) else getattr(metric, "__name__", repr(metric))
 
 
-def _resolve(metric: str | Callable[..., Any]) -> Callable[..., Any]:
+def _resolve(metric: str | Callable[..., Any], kw: Mapping[str, Any] | None = None, *,
+             stacklevel: int = 5) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The function of ``metric`` (a key of :data:`METRICS`, a :class:`Metric` or a callable)
+    and its keyword arguments: the metric's fixed settings merged with ``kw``. ``stacklevel``
+    places the warning for a deprecated name, counted from here (1): 5 is the caller of a public
+    function behind ``_prepare`` and the ``renamed_parameters`` wrapper."""
+    kw = dict(kw or {})
+    if isinstance(metric, str):
+        if metric in METRICS:
+            metric = METRICS[metric]
+        elif metric in _FUNCTION_NAMES:
+            _warn_function_name(metric, stacklevel)
+            return _FUNCTION_NAMES[metric], kw
+        else:
+            raise MetricError(f"unknown metric {metric!r}; expected a callable or one of "
+                              f"{list(METRICS)}")
+    if isinstance(metric, Metric):
+        if metric.func is None:
+            raise MetricError(f"metric {metric.key!r} ({metric.label}) is computed by "
+                              "dermctx.benchmark from its folds; it has no function of (y, s)")
+        clash = sorted(k for k, v in metric.kwargs.items() if k in kw and kw[k] != v)
+        if clash:
+            fixed = ", ".join(f"{k}={metric.kwargs[k]!r}" for k in clash)
+            raise MetricError(f"metric {metric.key!r} fixes {fixed}; pass the function "
+                              f"dermctx.metrics.{metric.func.__name__} to choose {', '.join(clash)}")
+        return metric.func, {**metric.kwargs, **kw}
     if callable(metric):
-        return metric
-    if metric in METRICS:
-        return METRICS[metric]
-    raise MetricError(f"unknown metric {metric!r}; expected a callable or one of {sorted(METRICS)}")
+        return metric, kw
+    raise MetricError(f"unknown metric {metric!r}; expected a callable or one of {list(METRICS)}")
 
 
 def _value(result: Any) -> float:
@@ -577,12 +609,12 @@ def _evaluator(func: Callable[..., Any], y: np.ndarray, s: np.ndarray, codes: np
     return _Generic(func, y, s, codes, kw)
 
 
-def _prepare(metric: Any, y: Any, s: Any, patient_id: Any, name: str = "s"):
-    func = _resolve(metric)
+def _prepare(metric: Any, kw: Mapping[str, Any], y: Any, s: Any, patient_id: Any, name: str = "s"):
+    func, kw = _resolve(metric, kw)
     y = _labels(y)
     s = _scores(s, len(y), name)
     codes = _patients(patient_id, len(y))
-    return func, y, s, codes
+    return func, kw, y, s, codes
 
 
 def _estimate(
@@ -598,7 +630,7 @@ def _resample(
     evaluators: Sequence[Callable[[np.ndarray], np.ndarray]],
     n_pat: int,
     n_boot: int,
-    seed: int | None,
+    random_state: int | None,
 ) -> list[np.ndarray]:
     """Each evaluator's (n_boot,) values on the same patient resamples.
 
@@ -606,7 +638,7 @@ def _resample(
     multinomial draw of ``n_pat`` patients with replacement). Rows are drawn in chunks of about
     4 million counts, so memory stays bounded; the chunking does not change the draws.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
     chunk = max(1, 4_000_000 // max(n_pat, 1))
     out = [np.empty(n_boot) for _ in evaluators]
     for lo in range(0, n_boot, chunk):
@@ -632,6 +664,7 @@ def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+@renamed_parameters(seed="random_state")
 def patient_bootstrap(
     metric: str | Callable[..., Any],
     y: Any,
@@ -639,7 +672,7 @@ def patient_bootstrap(
     patient_id: Any,
     *,
     n_boot: int = 2000,
-    seed: int | None = 0,
+    random_state: int | None = 0,
     level: float = 0.95,
     **kw: Any,
 ) -> BootstrapResult:
@@ -650,17 +683,20 @@ def patient_bootstrap(
     metric : callable or str
         ``metric(y, s, **kw)`` returning a number (or a tuple whose first field is one), e.g.
         :func:`auc`; a metric with a ``patient_id`` parameter gets the resampled patients, a
-        patient drawn twice counting as two. A name (``"auc"``, ``"partial_auc"``,
-        ``"within_patient_auc"``, ``"topk_rate"``, ...) picks a built-in metric. The built-ins
-        :func:`auc`, :func:`partial_auc`, :func:`within_patient_auc`, :func:`topk_rate` and
-        :func:`brier_score` are computed vectorised from patient weights (2000 resamples of
-        ~20k lesions in about a second or two); others run one call per resample.
+        patient drawn twice counting as two. A key of :data:`METRICS` (``"auc"``, ``"pauc80"``,
+        ``"within_patient_auc"``, ``"top1"``, ...) picks a registered metric with its fixed
+        settings (``"pauc80"`` is :func:`partial_auc` at ``min_tpr=0.8``). The functions
+        :func:`auc`, :func:`partial_auc`, :func:`within_patient_auc`, :func:`topk_rate`,
+        :func:`topk_sensitivity` and :func:`brier_score` are computed vectorised from patient
+        weights (2000 resamples of ~20k lesions in about a second or two); others run one call
+        per resample.
     y, s, patient_id : array-like of shape (n,)
         Labels (0/1), scores, patient ids.
     n_boot : int
         Number of resamples.
-    seed : int or None
-        Seed of the resampling; the same seed gives the same CI.
+    random_state : int or None
+        Seed of the resampling; the same seed gives the same CI. (``seed=`` is a deprecated
+        alias.)
     level : float
         CI coverage, 0.95 for a 95% CI.
     **kw
@@ -672,10 +708,10 @@ def patient_bootstrap(
         ``estimate`` (on the data as given), ``low``, ``high``, and counts.
     """
     _check_boot(n_boot, level)
-    func, y, s, codes = _prepare(metric, y, s, patient_id)
+    func, kw, y, s, codes = _prepare(metric, kw, y, s, patient_id)
     estimate = _estimate(func, y, s, codes, kw)
     n_pat = int(codes.max()) + 1
-    (values,) = _resample([_evaluator(func, y, s, codes, kw)], n_pat, n_boot, seed)
+    (values,) = _resample([_evaluator(func, y, s, codes, kw)], n_pat, n_boot, random_state)
     low, high = _quantiles(values, level)
     return BootstrapResult(
         metric=_metric_name(metric),
@@ -689,6 +725,7 @@ def patient_bootstrap(
     )
 
 
+@renamed_parameters(seed="random_state")
 def paired_bootstrap(
     metric: str | Callable[..., Any],
     y: Any,
@@ -697,14 +734,16 @@ def paired_bootstrap(
     patient_id: Any,
     *,
     n_boot: int = 2000,
-    seed: int | None = 0,
+    random_state: int | None = 0,
     level: float = 0.95,
     **kw: Any,
 ) -> PairedBootstrapResult:
     """Difference ``metric(y, s1) - metric(y, s2)`` of two scores on the same lesions, with a CI.
 
     Both scores are evaluated on the same patient resamples, so the CI reflects the
-    correlation between them (much narrower than two separate CIs would suggest).
+    correlation between them (much narrower than two separate CIs would suggest). The
+    parameters are those of :func:`patient_bootstrap` (``random_state`` seeds the resampling;
+    ``seed=`` is a deprecated alias), with the two scores ``s1`` and ``s2``.
 
     Returns
     -------
@@ -713,7 +752,7 @@ def paired_bootstrap(
         difference <= 0), ``estimate_1``, ``estimate_2`` and counts.
     """
     _check_boot(n_boot, level)
-    func, y, s1, codes = _prepare(metric, y, s1, patient_id, "s1")
+    func, kw, y, s1, codes = _prepare(metric, kw, y, s1, patient_id, "s1")
     s2 = _scores(s2, len(y), "s2")
     e1, e2 = _estimate(func, y, s1, codes, kw), _estimate(func, y, s2, codes, kw)
     n_pat = int(codes.max()) + 1
@@ -721,7 +760,7 @@ def paired_bootstrap(
         [_evaluator(func, y, s1, codes, kw), _evaluator(func, y, s2, codes, kw)],
         n_pat,
         n_boot,
-        seed,
+        random_state,
     )
     diff = v1 - v2
     ok = diff[~np.isnan(diff)]
@@ -990,16 +1029,92 @@ def expected_calibration_error(
 
 # --- subgroups ------------------------------------------------------------------------------
 
-#: Metrics known by name (to :func:`patient_bootstrap`, :func:`subgroup_table`).
-METRICS: dict[str, Callable[..., Any]] = {
-    "auc": auc,
-    "partial_auc": partial_auc,
-    "within_patient_auc": within_patient_auc,
-    "topk_rate": topk_rate,
-    "topk_sensitivity": topk_sensitivity,
-    "brier_score": brier_score,
-    "expected_calibration_error": expected_calibration_error,
+@dataclass(frozen=True)
+class Metric:
+    """A metric of :data:`METRICS`: one key, one display label, its function and direction.
+
+    Attributes
+    ----------
+    key : str
+        The metric's name in every result table, JSON file and report (``"pauc80"``).
+    label : str
+        Its name in tables people read (``"pAUC (TPR > 0.8)"``).
+    func : callable or None
+        ``func(y, s, **kwargs)`` (with ``patient_id=`` when it takes one); None for
+        ``fold_auc``, which :func:`dermctx.benchmark` computes from its folds.
+    kwargs : mapping
+        The settings that make ``func`` this metric (``{"min_tpr": 0.8}``).
+    higher_is_better : bool
+        The direction of improvement (False for the Brier score and the ECE).
+    """
+
+    key: str
+    label: str
+    func: Callable[..., Any] | None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    higher_is_better: bool = True
+
+    def __call__(self, y: Any, s: Any, patient_id: Any = None) -> Any:
+        """The metric on labels ``y`` and scores ``s`` (and ``patient_id`` when it needs them)."""
+        func, kw = _resolve(self)
+        if _takes_patient(func):
+            if patient_id is None:
+                raise MetricError(f"metric {self.key!r} needs patient_id")
+            kw["patient_id"] = patient_id
+        return func(y, s, **kw)
+
+    def __repr__(self) -> str:
+        fixed = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        name = self.func.__name__ if self.func is not None else "dermctx.benchmark"
+        return (f"Metric({self.key!r}, {self.label!r}: {name}({fixed}), "
+                f"{'higher' if self.higher_is_better else 'lower'} is better)")
+
+
+class _Registry(dict[str, "Metric"]):
+    """``METRICS``: a dict key -> :class:`Metric` that still answers the function names of the
+    old registry (``METRICS["partial_auc"]``) with the function, and a FutureWarning."""
+
+    def __missing__(self, key: Any) -> Any:
+        if key in _FUNCTION_NAMES:
+            _warn_function_name(key, 2)
+            return _FUNCTION_NAMES[key]
+        raise KeyError(key)
+
+
+#: The metrics dermctx reports, in report order: key -> :class:`Metric`. Each key is the metric's
+#: one name in results (tables, ``metrics.json``, reports) and each label its one display name.
+#: :func:`patient_bootstrap`, :func:`subgroup_table` and :func:`dermctx.benchmark` take the keys.
+METRICS: dict[str, Metric] = _Registry({m.key: m for m in (
+    Metric("auc", "AUC", auc),
+    Metric("pauc80", "pAUC (TPR > 0.8)", partial_auc, {"min_tpr": 0.80}),
+    Metric("within_patient_auc", "within-patient AUC", within_patient_auc),
+    Metric("top1", "top-1 rate", topk_rate, {"k": 1}),
+    Metric("top3", "top-3 rate", topk_rate, {"k": 3}),
+    Metric("top15_sensitivity", "top-15 sensitivity", topk_sensitivity, {"k": 15}),
+    Metric("fold_auc", "mean per-fold AUC", None),
+    Metric("brier_score", "Brier score", brier_score, higher_is_better=False),
+    Metric("expected_calibration_error", "ECE", expected_calibration_error,
+           higher_is_better=False),
+)})
+
+# names of the old registry that are function names, not metric keys: still accepted, with a
+# FutureWarning naming the key (a function name is not one metric: partial_auc at which min_tpr?)
+_FUNCTION_NAMES: dict[str, Callable[..., Any]] = {
+    "partial_auc": partial_auc, "topk_rate": topk_rate, "topk_sensitivity": topk_sensitivity,
 }
+_FUNCTION_KEYS = {"partial_auc": "'pauc80' (min_tpr=0.8)", "topk_rate": "'top1' or 'top3'",
+                  "topk_sensitivity": "'top15_sensitivity'"}
+
+
+def _warn_function_name(name: str, stacklevel: int) -> None:
+    import warnings
+
+    warnings.warn(
+        f"the metric name {name!r} is deprecated, use the key {_FUNCTION_KEYS[name]} of "
+        f"dermctx.metrics.METRICS, or pass the function dermctx.metrics.{name} itself",
+        FutureWarning, stacklevel=stacklevel + 1)
+
+
 _VECTORISED.update({auc, partial_auc, within_patient_auc, topk_rate, topk_sensitivity, brier_score})
 
 #: Age bands of :func:`subgroup_table` (years, [lower, upper)).
@@ -1021,6 +1136,7 @@ def age_band(age: Any) -> pd.Series:
     return pd.Series(out)
 
 
+@renamed_parameters(seed="random_state")
 def subgroup_table(
     table: pd.DataFrame,
     score_col: str,
@@ -1030,7 +1146,7 @@ def subgroup_table(
     target_col: str = "target",
     patient_col: str = "patient_id",
     n_boot: int = 1000,
-    seed: int | None = 0,
+    random_state: int | None = 0,
     level: float = 0.95,
     include_all: bool = True,
 ) -> pd.DataFrame:
@@ -1046,7 +1162,14 @@ def subgroup_table(
         Columns to split by. ``"age_band"`` is derived from ``age`` (:data:`AGE_BANDS`) unless
         the table has it. Missing values form an ``"unknown"`` subgroup: no row is dropped.
     metrics : sequence of names or mapping name -> callable
-        Names from :data:`METRICS`, or your own ``metric(y, s, **kw)`` callables.
+        Keys of :data:`METRICS` (each names its columns), or your own ``metric(y, s, **kw)``
+        callables under the names you give them.
+    n_boot : int
+        Patient-bootstrap resamples of every CI.
+    random_state : int or None
+        Seed of the resampling (``seed=`` is a deprecated alias).
+    level : float
+        CI coverage.
     include_all : bool
         Add a first row ``by="all", group="all"`` with the whole table.
 
@@ -1065,7 +1188,10 @@ def subgroup_table(
             raise MetricError(
                 f"subgroup_table: the table has no column {col!r} (found {list(table.columns)[:20]})"
             )
-    funcs = dict(metrics) if isinstance(metrics, Mapping) else {m: _resolve(m) for m in metrics}
+    named = dict(metrics) if isinstance(metrics, Mapping) else {m: m for m in metrics}
+    funcs = {}
+    for name, m in named.items():  # a loop, not a comprehension: the warning's stack level
+        funcs[name] = _resolve(m, stacklevel=4)
     columns: dict[str, pd.Series] = {}
     for col in by:
         if col == "age_band" and col not in table.columns:
@@ -1101,10 +1227,11 @@ def subgroup_table(
             "n_patients": int(pd.unique(pid[mask]).size),
             "n_melanomas": int(y[mask].sum()),
         }
-        for name, func in funcs.items():
+        for name, (func, kw) in funcs.items():
             try:
                 res = patient_bootstrap(
-                    func, y[mask], s[mask], pid[mask], n_boot=n_boot, seed=seed, level=level
+                    func, y[mask], s[mask], pid[mask], n_boot=n_boot, random_state=random_state,
+                    level=level, **kw,
                 )
                 row[name], row[f"{name}_low"], row[f"{name}_high"] = res.estimate, res.low, res.high
             except DermctxError:

@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dermctx.benchmarking import METRICS, BenchmarkResult, _json_value
+from dermctx.benchmarking import BENCHMARK_METRICS, BenchmarkResult, _json_value
 from dermctx.errors import DermctxError, error_record, errors_frame
 from dermctx.formatting import format_ci, format_number, plural
+from dermctx.metrics import METRICS
 from dermctx.patient_page import PATIENT_CARDS_CSS
 
 __all__ = ["REPORT_SECTIONS", "write_report"]
@@ -55,8 +56,10 @@ OPERATING_POINTS: tuple[tuple[str, float], ...] = (
     ("sensitivity", 0.90), ("sensitivity", 0.95), ("specificity", 0.90), ("specificity", 0.95),
 )
 
-#: Ranking metrics of the subgroup tables (names of :data:`dermctx.metrics.METRICS`).
-SUBGROUP_METRICS: tuple[str, ...] = ("auc", "partial_auc", "within_patient_auc", "topk_rate")
+#: Ranking metrics of the subgroup tables (keys of :data:`dermctx.metrics.METRICS`).
+SUBGROUP_METRICS: tuple[str, ...] = ("auc", "pauc80", "within_patient_auc", "top1")
+#: Calibration metrics of the calibration table (keys of :data:`dermctx.metrics.METRICS`).
+CALIBRATION_METRICS: tuple[str, ...] = ("brier_score", "expected_calibration_error")
 SUBGROUP_BY: tuple[str, ...] = ("sex", "age_band", "site", "source")
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -144,7 +147,7 @@ def _is_probability(values: np.ndarray) -> bool:
     return bool(np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0)
 
 
-def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int
+def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int
                  ) -> pd.DataFrame:
     from dermctx.metrics import subgroup_table
 
@@ -153,14 +156,13 @@ def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: 
     for m in models:
         if not _is_probability(frame[m].to_numpy(dtype=float)):
             continue
-        t = subgroup_table(frame, m, by=("source",), metrics=("brier_score",
-                           "expected_calibration_error"), n_boot=n_boot, seed=seed,
-                           include_all=several)
+        t = subgroup_table(frame, m, by=("source",), metrics=CALIBRATION_METRICS, n_boot=n_boot,
+                           random_state=random_state, include_all=several)
         t.insert(0, "model", m)
         parts.append(t)
     if not parts:
         return pd.DataFrame(columns=["model", "by", "group", "n_images", "n_patients",
-                                     "n_melanomas", "brier_score", "expected_calibration_error"])
+                                     "n_melanomas", *CALIBRATION_METRICS])
     return pd.concat(parts, ignore_index=True)
 
 
@@ -178,7 +180,7 @@ def _field(func: Callable[..., Any], name: str) -> Callable[..., float]:
     return metric
 
 
-def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int
+def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int
                       ) -> pd.DataFrame:
     from dermctx.metrics import (
         OperatingPoint,
@@ -198,7 +200,8 @@ def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, s
             else:
                 func, kw, fixed = specificity_at_sensitivity, {"sensitivity": rate}, "sensitivity"
             point = func(y, s, **kw)
-            boot = patient_bootstrap(_field(func, kind), y, s, pid, n_boot=n_boot, seed=seed, **kw)
+            boot = patient_bootstrap(_field(func, kind), y, s, pid, n_boot=n_boot,
+                                     random_state=random_state, **kw)
             rows.append({
                 "model": m, "measure": kind, "at": f"{fixed} >= {rate:.2f}",
                 "estimate": boot.estimate, "ci_low": boot.low, "ci_high": boot.high,
@@ -224,7 +227,7 @@ def _operating_html(ops: pd.DataFrame) -> str:
     )
 
 
-def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: int,
+def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int,
                progress: bool) -> pd.DataFrame:
     from dermctx.metrics import subgroup_table
 
@@ -233,7 +236,8 @@ def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, seed: in
         by.remove("source")  # one source: its row would repeat "all"
     parts = []
     for m in tqdm(models, desc="report: subgroups", unit="model", disable=not progress, leave=False):
-        t = subgroup_table(frame, m, by=by, metrics=SUBGROUP_METRICS, n_boot=n_boot, seed=seed)
+        t = subgroup_table(frame, m, by=by, metrics=SUBGROUP_METRICS, n_boot=n_boot,
+                           random_state=random_state)
         t.insert(0, "model", m)
         parts.append(t)
     out = pd.concat(parts, ignore_index=True)
@@ -321,7 +325,7 @@ def _models_html(result: BenchmarkResult) -> str:
             r = by.loc[(model, m)]
             cells.append(_ci_cell(r["estimate"], r["ci_low"], r["ci_high"], 4))
         rows.append(cells)
-    return _table_html(["model", *[_e(METRICS[m][0]) for m in cols]], rows)
+    return _table_html(["model", *[_e(METRICS[m].label) for m in cols]], rows)
 
 
 def _differences_html(result: BenchmarkResult) -> str:
@@ -334,14 +338,18 @@ def _differences_html(result: BenchmarkResult) -> str:
         cells = [_e(model)]
         for m in cols:
             r = by.loc[(model, m)]
-            cls = "pos" if r["ci_low"] > 0 else "neg" if r["ci_high"] < 0 else ""
+            better, worse = (r["ci_low"] > 0, r["ci_high"] < 0)
+            if not METRICS[m].higher_is_better:
+                better, worse = worse, better
+            cls = "pos" if better else "neg" if worse else ""
             text = _ci_cell(r["difference"], r["ci_low"], r["ci_high"], 4, signed=True)
             cells.append(f'<span class="{cls}">{text}</span>')
         rows.append(cells)
     return (
         f"<p>Model minus <b>{_e(result.reference)}</b>, on the same patients; 95% CI from a paired "
-        "patient bootstrap (green: the whole CI is above 0; red: below).</p>"
-        + _table_html(["model", *[_e(METRICS[m][0]) for m in cols]], rows)
+        "patient bootstrap (green: the whole CI is on the better side of 0; red: on the worse "
+        "side).</p>"
+        + _table_html(["model", *[_e(METRICS[m].label) for m in cols]], rows)
     )
 
 
@@ -354,22 +362,18 @@ def _calibration_html(calib: pd.DataFrame) -> str:
         rows.append([
             _e(d["model"]), _e(d["group"]), _fmt(d["n_images"]), _fmt(d["n_patients"]),
             _fmt(d["n_melanomas"]),
-            _ci_cell(d["brier_score"], d["brier_score_low"], d["brier_score_high"], 4),
-            _ci_cell(d["expected_calibration_error"], d["expected_calibration_error_low"],
-                     d["expected_calibration_error_high"], 4),
+            *[_ci_cell(d[m], d[f"{m}_low"], d[f"{m}_high"], 4) for m in CALIBRATION_METRICS],
         ])
     return (
         "<p>Brier score (mean squared error of the probability) and expected calibration error "
         "(10 equal-width bins), per data source, with patient-bootstrap 95% CIs. Lower is better. "
         "Only models whose scores are probabilities are shown.</p>"
-        + _table_html(["model", "source", "images", "patients", "melanomas", "Brier", "ECE"], rows,
-                      left=2)
+        + _table_html(["model", "source", "images", "patients", "melanomas",
+                       *[_e(METRICS[m].label) for m in CALIBRATION_METRICS]], rows, left=2)
     )
 
 
 def _subgroups_html(sub: pd.DataFrame) -> str:
-    labels = {"auc": "AUC", "partial_auc": "pAUC80", "within_patient_auc": "within-patient AUC",
-              "topk_rate": "top-1"}
     parts = ["<p>Every ranking metric by subgroup (patient-bootstrap 95% CIs; n/a where a "
              "subgroup lacks melanomas). Patients can fall in several site or age groups.</p>"]
     for model, g in sub.groupby("model", sort=False):
@@ -382,15 +386,16 @@ def _subgroups_html(sub: pd.DataFrame) -> str:
             rows.append(cells)
         parts.append(f"<h3>{_e(model)}</h3>")
         parts.append(_table_html(["by", "group", "images", "patients", "melanomas",
-                                  *[labels[m] for m in SUBGROUP_METRICS]], rows, left=2))
+                                  *[_e(METRICS[m].label) for m in SUBGROUP_METRICS]], rows,
+                                  left=2))
     return "".join(parts)
 
 
-def _sample_patients(frame: pd.DataFrame, n: int, seed: int) -> list[str]:
+def _sample_patients(frame: pd.DataFrame, n: int, random_state: int) -> list[str]:
     """Up to ``n`` patients with >= 2 lesions: about half with a melanoma, deterministic."""
     g = frame.groupby("patient_id", sort=True)["target"].agg(["size", "sum"])
     g = g[g["size"] >= 2]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_state)
     with_mel = g.index[g["sum"] > 0].to_numpy()
     without = g.index[g["sum"] == 0].to_numpy()
     k = min(len(with_mel), (n + 1) // 2)
@@ -583,7 +588,7 @@ def write_report(
 
         # ready-made scores: no folds were fitted, so no per-fold AUC
         result = benchmark(result_or_scores, {c: c for c in score_cols}, reference=reference,
-                           metrics=[m for m in METRICS if m != "fold_auc"], n_boot=n_boot,
+                           metrics=[m for m in BENCHMARK_METRICS if m != "fold_auc"], n_boot=n_boot,
                            random_state=random_state, progress=progress)
     else:
         raise DermctxError("write_report: expected a BenchmarkResult or a DataFrame of scores, got "
@@ -674,9 +679,10 @@ def write_report(
                "come with ")
     method = (
         how + f"patient-bootstrap 95% CIs ({_fmt(c.get('n_boot'))} resamples of patients, all "
-        "of a patient's lesions together). pAUC is the area above 80% sensitivity (ISIC 2024, "
-        "range 0-0.2); within-patient AUC is the mean over patients with both classes; top-k is "
-        "the share of melanoma patients with a melanoma among their k highest-scored lesions. "
+        f"of a patient's lesions together). {_e(METRICS['pauc80'].label)} is the ROC area above "
+        "80% sensitivity (ISIC 2024, range 0-0.2); within-patient AUC is the mean over patients "
+        "with both classes; top-k is the share of melanoma patients with a melanoma among their k "
+        "highest-scored lesions. "
         "Plots and per-patient views use the first seed. Mean per-fold AUC does not rank lesions "
         "of different fold models against each other (pooled AUC does, penalising calibration "
         "drift).</p>"

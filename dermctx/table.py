@@ -29,16 +29,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from dermctx._deprecation import warn_renamed
 from dermctx.errors import DermctxWarning, TableError
 
 __all__ = [
     "COLUMNS",
-    "LABEL_COLUMNS",
     "OPTIONAL_COLUMNS",
     "PLACEHOLDER_PATIENT_IDS",
     "REQUIRED_COLUMNS",
     "SEXES",
     "SITES",
+    "TABLE_LABEL_COLUMNS",
     "check_identity",
     "describe_rows",
     "embedding_column_names",
@@ -68,10 +69,11 @@ COLUMNS: tuple[str, ...] = (
     "source",
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = ("width", "height", "dx_type", "site_detail")
-#: Columns that hold the label, are derived from it, or leak it (ISIC 2020's ``tfrecord`` marks
-#: duplicates; a CNN's out-of-fold ``fold`` was stratified on the target). Models refuse them as
-#: inputs, and benchmarks drop them before fitting.
-LABEL_COLUMNS: tuple[str, ...] = (
+#: The label-derived columns of the canonical lesion table's own layout (ISIC 2020's ``tfrecord``
+#: marks duplicates; a CNN's out-of-fold ``fold`` was stratified on the target): this layout's
+#: share of :data:`dermctx.label_guard.LABEL_COLUMNS`, which gathers every registered source's and
+#: is what models refuse as inputs and benchmarks drop before fitting.
+TABLE_LABEL_COLUMNS: tuple[str, ...] = (
     "target", "diagnosis", "benign_malignant", "fold", "tfrecord", "dx", "dx_type", "label",
     "melanoma", "y", "mel", "kfold",
 )
@@ -671,3 +673,14 @@ def validate_table(
     _warn_outsized_patients(out, where)
     ordered = [*COLUMNS, *[c for c in out.columns if c not in COLUMNS]]
     return out[ordered]
+
+
+def __getattr__(name: str) -> Any:
+    # deprecated: this module's LABEL_COLUMNS, a second meaning of label_guard.LABEL_COLUMNS
+    if name == "LABEL_COLUMNS":
+        warn_renamed("dermctx.table", "LABEL_COLUMNS",
+                     "dermctx.table.TABLE_LABEL_COLUMNS (this layout's label columns) or "
+                     "dermctx.label_guard.LABEL_COLUMNS (every source's, what models refuse)",
+                     kind="", stacklevel=3)
+        return TABLE_LABEL_COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.checkpoints import check_pretrained_available, load_backbone_weights, save_checkpoint
 from dermctx.embed import Embedder
 from dermctx.errors import (
@@ -253,12 +254,15 @@ class TrainResult:
     final_model: nn.Module | None = field(repr=False, default=None)
 
     @classmethod
-    def load(cls, out_dir: str | PathLike[str]) -> TrainResult:
-        """Read a finished run back from its ``out_dir`` (fold models included, no pickle).
+    @renamed_parameters(out_dir="path")
+    def load(cls, path: str | PathLike[str]) -> TrainResult:
+        """Read a finished run back from its folder ``path`` (the ``out_dir`` of
+        :func:`train_lesion_cnn`; fold models included, no pickle). ``out_dir=`` is a deprecated
+        alias of ``path=``.
 
         Raises :class:`ModelError` naming the folder when a file is missing or unreadable.
         """
-        out = Path(out_dir)
+        out = Path(path)
         needed = [out / n for n in ("settings.json", "oof.parquet", "history.csv", "errors.csv")]
         missing = [p.name for p in needed if not p.is_file()]
         if missing:
@@ -304,7 +308,9 @@ class TrainResult:
 
         Needs ``final_model=True`` and an ``out_dir``. Fold models each embed in their own
         space, so their embeddings must not be mixed across folds; use this one for
-        patient-relative embedding features, and :attr:`oof` scores for stacking.
+        patient-relative embedding features, and :attr:`oof` scores for stacking. ``kwargs`` go
+        to :class:`~dermctx.Embedder` (``device=``, ``batch_size=``, ``n_jobs=`` decoding
+        threads...).
         """
         final = [p for p in self.checkpoints if p.name == "all.safetensors"]
         if not final:
@@ -435,9 +441,14 @@ def train_lesion_cnn(
     final_model : bool
         Also train one model on every patient (and ``external``): its checkpoint
         ``all.safetensors`` gives embeddings in one space (:meth:`TrainResult.embedder`).
-    device, amp, compile, num_workers
+    device, amp, compile
         ``"cpu"``, ``"cuda"``... (default: CUDA if available); mixed precision and channels_last
-        on CUDA; ``torch.compile``; DataLoader worker processes.
+        on CUDA; ``torch.compile``.
+    num_workers : int
+        The torch ``DataLoader``'s worker *processes* that decode and augment images (0 = in the
+        training process). This is torch's name for torch's setting; it is not a thread count
+        (dermctx calls thread counts ``n_jobs``, e.g. :class:`~dermctx.Embedder`'s decoding
+        threads).
     random_state : int
         Seeds the split, the weights of new layers, the shuffling and the augmentations: a CPU
         run with ``num_workers=0`` repeats exactly.

@@ -161,7 +161,7 @@ def what_boxes_hold(ranked: pd.DataFrame, truth: pd.DataFrame, truth_px: pd.Data
 
 
 def embedder_for(args: argparse.Namespace, tr: dict[str, Any]) -> tuple[dermctx.Embedder, str]:
-    common = {"image_size": args.image_size, "device": "cpu", "batch_size": 16, "num_workers": 1,
+    common = {"image_size": args.image_size, "device": "cpu", "batch_size": 16, "n_jobs": 1,
               "aspect": "pad"}  # pad: a clipped crop is not square, and nothing of it is cut
     if not args.quick and not args.random_weights:
         checkpoint = tr["lite0_imagenet_checkpoint"](args.out)

@@ -62,7 +62,7 @@ def embed_real_images(args: argparse.Namespace, work: Path) -> None:
 
     # 1. embeddings: one float32 row per image, columns emb_0000..., indexed by image_id
     embedder = dermctx.Embedder(args.model, pretrained=False, checkpoint=args.weights,
-                                image_size=args.image_size, device="cpu", batch_size=8, num_workers=1)
+                                image_size=args.image_size, device="cpu", batch_size=8, n_jobs=1)
     emb, errors = embedder.embed(table, progress=True)
     weights = args.weights if args.weights else "random weights (pretrained=False)"
     print(f"\nembedded {len(emb)} of {len(table)} images with {args.model} ({weights}): "
@@ -100,15 +100,16 @@ def ugly_duckling_demo(args: argparse.Namespace) -> None:
         model.fit(train, train["target"])
         scores[name] = model.predict_proba(test)[:, 1]
         row = {"model": name}
-        for metric, label in (("auc", "AUC"), ("within_patient_auc", "within-patient AUC"), ("topk_rate", "top-1")):
-            r = metrics.patient_bootstrap(metric, y, scores[name], pid, n_boot=args.n_boot, seed=args.seed)
-            row[label] = f"{r.estimate:.3f} ({r.low:.3f}-{r.high:.3f})"
+        for metric in ("auc", "within_patient_auc", "top1"):  # keys of metrics.METRICS
+            r = metrics.patient_bootstrap(metric, y, scores[name], pid, n_boot=args.n_boot,
+                                          random_state=args.seed)
+            row[metrics.METRICS[metric].label] = f"{r.estimate:.3f} ({r.low:.3f}-{r.high:.3f})"
         rows.append(row)
     print(f"held-out synthetic patients; 95% CI from {args.n_boot} patient resamples:")
     print(pd.DataFrame(rows).to_string(index=False))
     gain = metrics.paired_bootstrap("auc", y, scores["in context: SetRanker"],
                                     scores["per lesion: SetRanker(context=False)"], pid,
-                                    n_boot=args.n_boot, seed=args.seed)
+                                    n_boot=args.n_boot, random_state=args.seed)
     print(f"AUC gain of context (SetRanker - per lesion): {gain.estimate:+.3f} "
           f"(95% CI {gain.low:+.3f} to {gain.high:+.3f})")
 

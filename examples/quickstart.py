@@ -86,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     # 5. the two rankings on the same lesions, CIs from resampling patients
     y, pid, cnn = table["target"].to_numpy(), table["patient_id"].to_numpy(), table["cnn_score"].to_numpy()
     rows = []
-    for name, label in (("auc", "AUC"), ("within_patient_auc", "within-patient AUC"), ("topk_rate", "top-1")):
+    for name in ("auc", "within_patient_auc", "top1"):  # keys of metrics.METRICS
         ci = {}
         for who, s in (("CNN alone", cnn), ("ContextRanker", context)):
-            ci[who] = metrics.patient_bootstrap(name, y, s, pid, n_boot=args.n_boot, seed=args.seed)
-        diff = metrics.paired_bootstrap(name, y, context, cnn, pid, n_boot=args.n_boot, seed=args.seed)
+            ci[who] = metrics.patient_bootstrap(name, y, s, pid, n_boot=args.n_boot,
+                                                random_state=args.seed)
+        diff = metrics.paired_bootstrap(name, y, context, cnn, pid, n_boot=args.n_boot,
+                                        random_state=args.seed)
         rows.append({
-            "metric": label,
+            "metric": metrics.METRICS[name].label,
             **{who: f"{r.estimate:.3f} ({r.low:.3f}-{r.high:.3f})" for who, r in ci.items()},
             "difference": f"{diff.estimate:+.3f} ({diff.low:+.3f} to {diff.high:+.3f})",
         })

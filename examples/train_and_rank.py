@@ -128,9 +128,9 @@ def train(table: pd.DataFrame, args: argparse.Namespace) -> tuple[dermctx.TrainR
     return result, "random weights (pretrained=False)"
 
 
-def ci(y: np.ndarray, s: np.ndarray, pid: np.ndarray, n_boot: int, seed: int) -> str:
+def ci(y: np.ndarray, s: np.ndarray, pid: np.ndarray, n_boot: int, random_state: int) -> str:
     """AUC with a patient-bootstrap 95% CI, as text."""
-    r = metrics.patient_bootstrap("auc", y, s, pid, n_boot=n_boot, seed=seed)
+    r = metrics.patient_bootstrap("auc", y, s, pid, n_boot=n_boot, random_state=random_state)
     return f"{r.estimate:.3f} ({r.low:.3f}-{r.high:.3f})"
 
 
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(p.name for p in result.checkpoints)} in {result.checkpoints[0].parent} {clock()}")
 
     # 3. embeddings from the final model: one space for all patients (in-sample for these images)
-    # Embedder's num_workers are decoding threads (>= 1), the trainer's are DataLoader processes (0 = none)
-    embedder = result.embedder(device="cpu", batch_size=32, num_workers=max(1, args.workers))
+    # Embedder's n_jobs are decoding threads (>= 1), the trainer's num_workers DataLoader processes (0 = none)
+    embedder = result.embedder(device="cpu", batch_size=32, n_jobs=max(1, args.workers))
     emb, emb_errors = embedder.embed(table, store=args.out / "embeddings", progress=args.progress)
     print(f"final-model embeddings: {emb.shape[0]} images x {emb.shape[1]} features, {len(emb_errors)} "
           f"errors (in-sample: the final model was trained on these images) {clock()}")

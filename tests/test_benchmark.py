@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from dermctx import DermctxError, benchmark
-from dermctx.benchmarking import METRICS, BenchmarkResult
+from dermctx.benchmarking import BENCHMARK_METRICS, BenchmarkResult
 from dermctx.metrics import auc, paired_bootstrap, patient_bootstrap, topk_rate
 
 
@@ -120,12 +120,12 @@ def test_raw_score_metrics_match_dermctx_metrics():
     y, s, pid = t["target"], t["cnn_score"], t["patient_id"]
     assert m.loc["auc", "estimate"] == pytest.approx(auc(y, s))
     assert m.loc["top3", "estimate"] == pytest.approx(topk_rate(y, s, pid, k=3))
-    boot = patient_bootstrap("auc", y, s, pid, n_boot=200, seed=7)
+    boot = patient_bootstrap("auc", y, s, pid, n_boot=200, random_state=7)
     assert m.loc["auc", "ci_low"] == pytest.approx(boot.low)
     assert m.loc["auc", "ci_high"] == pytest.approx(boot.high)
     assert m.loc["auc", "n_patients"] == 60
     assert m.loc["auc", "n_melanomas"] == 30
-    assert list(r.metrics["metric"]) == list(METRICS)
+    assert list(r.metrics["metric"]) == list(BENCHMARK_METRICS)
     assert len(r.differences) == 0
     for row in r.metrics.itertuples():
         assert row.ci_low <= row.estimate <= row.ci_high
@@ -155,7 +155,7 @@ def test_differences_are_paired_bootstrap_against_the_reference():
     assert r.reference == "cnn"
     d = r.differences.set_index("metric")
     want = paired_bootstrap("auc", t["target"], t["worse"], t["cnn_score"], t["patient_id"],
-                            n_boot=300, seed=5)
+                            n_boot=300, random_state=5)
     assert d.loc["auc", "difference"] == pytest.approx(want.estimate)
     assert d.loc["auc", "ci_low"] == pytest.approx(want.low)
     assert d.loc["auc", "difference"] < 0
@@ -187,12 +187,12 @@ def test_json_and_markdown(tmp_path):
     r.to_json(tmp_path / "m.json")
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["reference"] == "cnn"
-    assert {d["metric"] for d in data["metrics"]} == set(METRICS)
+    assert {d["metric"] for d in data["metrics"]} == set(BENCHMARK_METRICS)
     assert data["config"]["folds"] == 3 and data["config"]["fitted_models"] == ["lr"]
     md = r.to_markdown()
     assert md.count("| lr |") == 2 and "| cnn |" in md
     assert "AUC" in md and "[" in md
-    assert r.summary().shape == (2, len(METRICS))
+    assert r.summary().shape == (2, len(BENCHMARK_METRICS))
 
 
 def test_bad_input_raises_naming_the_problem():
@@ -257,3 +257,31 @@ def test_how_the_diagnosis_was_made_never_reaches_the_estimator():
     assert len(ColumnSpy.fitted_on) == 3
     for cols in ColumnSpy.fitted_on:
         assert not {"dx_type", "dx"} & set(cols)
+
+
+def test_metric_keys_and_labels_come_from_the_one_registry():
+    from dermctx.metrics import METRICS
+
+    t = _table(seed=7)
+    t["p"] = t["cnn_score"]
+    r = benchmark(t, {"cnn": None, "p": "p"}, score_col="cnn_score", n_boot=30,
+                  metrics=["brier_score", "pauc80", "auc"], progress=False)
+    assert list(r.metrics["metric"].unique()) == ["auc", "pauc80", "brier_score"]  # registry order
+    md = r.to_markdown()
+    assert "| model | AUC | pAUC (TPR > 0.8) | Brier score |" in md
+    assert set(BENCHMARK_METRICS) <= set(METRICS)
+    with pytest.raises(DermctxError, match="unknown metric"):
+        benchmark(t, {"cnn": None}, score_col="cnn_score", metrics=["partial_auc"], progress=False)
+
+
+def test_the_old_benchmarking_metrics_dict_is_deprecated():
+    import dermctx.benchmarking as B
+
+    with pytest.warns(FutureWarning, match="dermctx.benchmarking: METRICS is deprecated, use "
+                                           "dermctx.metrics.METRICS"):
+        old = B.METRICS
+    assert list(old) == list(BENCHMARK_METRICS)
+    assert old["pauc80"] == ("pAUC (TPR > 0.8)", True)  # the old form: (label, higher is better)
+    with pytest.warns(FutureWarning):
+        from dermctx.benchmarking import METRICS  # noqa: F401
+    assert "METRICS" not in B.__all__

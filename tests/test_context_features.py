@@ -168,7 +168,6 @@ def test_save_load_keeps_context_and_refuses_wrong_types(ranker, measured, tmp_p
     ranker.save(tmp_path / "m")
     back = ContextRanker.load(tmp_path / "m")
     assert back.context_features_ == COLS and back.outlier_groups_ == {"context": COLS}
-    assert back.lesion_model_ is not None and (tmp_path / "m" / "lesion_model.txt").is_file()
     np.testing.assert_allclose(back.decision_function(measured), ranker.decision_function(measured))
     meta_path = tmp_path / "m" / "context_ranker.json"
     meta = json.loads(meta_path.read_text())
@@ -236,18 +235,26 @@ def test_folder_without_manifest_or_digests_is_refused(ranker, tmp_path):
         ContextRanker.load(tmp_path / "r")
 
 
-def test_lesion_model_stands_in_for_a_missing_cnn(ranker, measured):
+def test_lesion_model_stands_in_for_a_missing_cnn(ranker, measured, tmp_path):
     # no CNN score: a per-lesion GBM's out-of-fold logit is the offset, and the gate orders by it
-    assert ranker.lesion_model_ is not None and ranker.offset_coef_[1] > 0
-    assert list(ranker.lesion_model_.feature_names_in_) == ["age", "sex", "site", *COLS]
-    assert [g["weight"] for g in ranker.gate_scores_] == list(GATE_WEIGHTS)
-    plain = ContextRanker(score_col=None, context_features=COLS, lesion_model=False, **FAST).fit(
+    staged = ContextRanker(score_col=None, context_features=COLS, lesion_model=True, **FAST).fit(
         measured, measured["target"])
-    assert plain.lesion_model_ is None and plain.within_patient_weight_ == 1.0 and plain.offset_coef_[1] == 0
+    assert staged.lesion_model_ is not None and staged.offset_coef_[1] > 0
+    assert list(staged.lesion_model_.feature_names_in_) == ["age", "sex", "site", *COLS]
+    assert [g["weight"] for g in staged.gate_scores_] == list(GATE_WEIGHTS)
+    test = _measured(40, seed=5)
+    np.testing.assert_allclose(staged.feature_contributions(test).sum(axis=1), staged.decision_function(test),
+                               atol=1e-9)
+    staged.save(tmp_path / "m")
+    back = ContextRanker.load(tmp_path / "m")
+    assert back.lesion_model_ is not None and (tmp_path / "m" / "lesion_model.txt").is_file()
+    np.testing.assert_allclose(back.decision_function(test), staged.decision_function(test), atol=1e-12)
+    # the default: no lesion model, the correction alone orders the lesions
+    assert ranker.lesion_model_ is None and ranker.within_patient_weight_ == 1.0 and ranker.offset_coef_[1] == 0
     t = measured.assign(cnn_score=0.1)
     assert ContextRanker(context_features=COLS, **FAST).fit(t, t["target"]).lesion_model_ is None
     with pytest.raises(TableError, match="lesion_model=True needs score_col=None"):
         ContextRanker(context_features=COLS, lesion_model=True, **FAST).fit(t, t["target"])
-    with pytest.raises(ModelError, match="lesion_model='yes'"):
-        ContextRanker(score_col=None, context_features=COLS, lesion_model="yes", **FAST).fit(
+    with pytest.raises(ModelError, match="lesion_model='auto'"):
+        ContextRanker(score_col=None, context_features=COLS, lesion_model="auto", **FAST).fit(
             measured, measured["target"])

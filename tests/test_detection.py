@@ -174,7 +174,7 @@ def test_yolo_ambiguous_photo_and_bad_arguments(photos: Path, tmp_path: Path) ->
     boxes, errors = read_yolo(labels, photos)
     assert SMALL not in set(boxes["photo_id"])
     assert len(errors) == 1 and "several photos share the name" in errors["message"].iloc[0]
-    with pytest.raises(TableError, match=r"labels_dir: .* is not a folder"):
+    with pytest.raises(TableError, match=r"read_yolo: path \(the label files\): .* is not a folder"):
         read_yolo(tmp_path / "nowhere", photos)
     with pytest.raises(TableError, match="class_names"):
         read_yolo(labels, photos, class_names=3.5)  # type: ignore[arg-type]
@@ -525,7 +525,7 @@ def test_crops_go_to_embedder_and_context_ranker(photos: Path, tmp_path: Path, o
     memory, _ = crop_lesions(boxes)
     disk, _ = crop_lesions(boxes, out_dir=tmp_path / "crops")
     embedder = dermctx.Embedder("test_efficientnet", pretrained=False, image_size=32, batch_size=4,
-                                num_workers=1, device="cpu")
+                                n_jobs=1, device="cpu")
     emb, errors = embedder.embed(disk, progress=False)
     assert len(emb) == 3 and len(errors) == 0  # the photo WIDE has no box: no crop
     same, errors = embed_crops(memory, embedder, progress=False)  # in memory: the same numbers

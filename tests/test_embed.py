@@ -21,7 +21,7 @@ from dermctx.embed import (
 from dermctx.errors import ModelError, TableError
 
 TINY = {"model": "test_efficientnet", "pretrained": False, "image_size": 32, "batch_size": 2,
-        "num_workers": 1}
+        "n_jobs": 1}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,6 +62,19 @@ def test_construction_is_cheap_and_params_are_kept() -> None:
         Embedder(**{**TINY, "aspect": "stretch"}).fit()
     with pytest.raises(ModelError, match="tta"):
         Embedder(**{**TINY, "tta": 3}).fit()
+
+
+def test_num_workers_is_a_deprecated_alias_of_n_jobs() -> None:
+    with pytest.warns(FutureWarning, match="Embedder: num_workers= is deprecated, use n_jobs="):
+        emb = Embedder("resnet18", pretrained=False, num_workers=3)
+    assert emb.n_jobs == 3 and "num_workers" not in emb.get_params()
+    assert "n_jobs=3" in repr(emb)
+    with pytest.warns(FutureWarning, match="num_workers is deprecated"):
+        assert emb.num_workers == 3
+    with pytest.raises(TypeError, match="both num_workers= and n_jobs="):
+        Embedder(num_workers=2, n_jobs=3)
+    with pytest.raises(ModelError, match="n_jobs must be a positive integer"):
+        Embedder(**{**TINY, "n_jobs": 0}).fit()
 
 
 def test_embed_shapes_order_and_error_accounting(image_table: pd.DataFrame) -> None:

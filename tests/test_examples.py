@@ -10,6 +10,7 @@ import re
 import runpy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -69,7 +70,8 @@ def test_score_one_patient_fit_save_and_load(shared_data, tmp_path, capsys):
 
 
 def test_examples_exit_clearly_without_data(tmp_path):
-    for name in ("score_one_patient.py", "dicom_workflow.py", "quickstart.py", "embed_and_rank.py"):
+    for name in ("score_one_patient.py", "dicom_workflow.py", "quickstart.py", "embed_and_rank.py",
+                 "score_patient_folder.py"):
         if not (EXAMPLES / name).is_file():
             continue
         with pytest.raises(SystemExit, match="data not found"):
@@ -101,8 +103,8 @@ def test_quickstart_small(shared_data, capsys):
     assert "with melanoma" in out and "without melanoma" in out  # the cohort table
     assert "no patient, lesion, image or duplicate pair on both sides of any of the 3 splits" in out
     rows = _ci_rows(out)
-    assert {"AUC", "within-patient AUC", "top-1"} <= set(rows)
-    for label in ("AUC", "within-patient AUC", "top-1"):
+    assert {"AUC", "within-patient AUC", "top-1 rate"} <= set(rows)
+    for label in ("AUC", "within-patient AUC", "top-1 rate"):
         for est, low, high in rows[label]:  # CNN alone, ContextRanker
             assert 0.0 <= low <= est <= high <= 1.0
     assert rows["AUC"][0][0] > 0.8  # the real CNN's scores rank melanomas well
@@ -130,3 +132,16 @@ def test_train_and_rank_quick(shared_data, tmp_path, capsys):
     assert "out-of-fold scores: 139 images, 0 errors" in out
     assert "plumbing, not accuracy" in out
     assert (tmp_path / "run" / "report" / "report.html").exists()
+
+
+@pytest.mark.slow  # about 40 s on 2 CPU cores (training the CNN): run by hand (pytest -m slow)
+def test_score_patient_folder(shared_data, tmp_path, capsys):
+    rc = _main("score_patient_folder.py")(["--data-dir", str(shared_data), "--out", str(tmp_path / "run"),
+                                           "--image-size", "64"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("PLUMBING, NOT ACCURACY") == 2
+    assert "is held out" in out and "$ dermctx score-patient" in out
+    assert re.search(r"patient IP_\d+: 3 images ranked in context", out)
+    assert (tmp_path / "run" / "page" / "patient.html").is_file()
+    assert len(pd.read_csv(tmp_path / "run" / "page" / "scores.csv")) == 3

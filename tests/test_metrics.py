@@ -207,7 +207,7 @@ def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw, decimals):
     y, s, pid = _cohort()
     if decimals is not None:
         s = np.round(s, decimals)  # many ties, within and across patients and classes
-    fast = M.patient_bootstrap(metric, y, s, pid, n_boot=200, seed=3, **kw)
+    fast = M.patient_bootstrap(metric, y, s, pid, n_boot=200, random_state=3, **kw)
 
     if metric in (M.within_patient_auc, M.topk_rate):
 
@@ -218,7 +218,7 @@ def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw, decimals):
         def wrapped(y, s, **kw):
             return metric(y, s, **kw)
 
-    slow = M.patient_bootstrap(wrapped, y, s, pid, n_boot=200, seed=3, **kw)
+    slow = M.patient_bootstrap(wrapped, y, s, pid, n_boot=200, random_state=3, **kw)
     assert fast.estimate == pytest.approx(slow.estimate)
     assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high), abs=1e-12)
     assert fast.n_valid == slow.n_valid
@@ -228,24 +228,24 @@ def test_vectorised_bootstrap_equals_the_generic_loop(metric, kw, decimals):
 def test_large_input_fallback_gives_the_same_ci(metric, monkeypatch):
     y, s, pid = _cohort()
     s = np.round(s, 1)
-    blocks = M.patient_bootstrap(metric, y, s, pid, n_boot=100, seed=2)
+    blocks = M.patient_bootstrap(metric, y, s, pid, n_boot=100, random_state=2)
     monkeypatch.setattr(M, "_BLOCK_LIMIT", 0)  # weighted ROCs over all lesions instead
-    lesions = M.patient_bootstrap(metric, y, s, pid, n_boot=100, seed=2)
+    lesions = M.patient_bootstrap(metric, y, s, pid, n_boot=100, random_state=2)
     assert (blocks.low, blocks.high) == pytest.approx((lesions.low, lesions.high), abs=1e-12)
 
 
 def test_bootstrap_is_deterministic_for_a_seed_and_brackets_the_estimate():
     y, s, pid = _cohort()
-    a = M.patient_bootstrap("auc", y, s, pid, n_boot=300, seed=7)
-    b = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, seed=7)
-    c = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, seed=8)
+    a = M.patient_bootstrap("auc", y, s, pid, n_boot=300, random_state=7)
+    b = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, random_state=7)
+    c = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, random_state=8)
     assert (a.low, a.high) == (b.low, b.high)
     assert (a.low, a.high) != (c.low, c.high)
     assert a.low < a.estimate < a.high
     assert a.estimate == pytest.approx(M.auc(y, s))
     assert a.n_patients == 60 and a.n_boot == 300
     assert "95% CI" in repr(a)
-    narrow = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, seed=7, level=0.5)
+    narrow = M.patient_bootstrap(M.auc, y, s, pid, n_boot=300, random_state=7, level=0.5)
     assert a.low < narrow.low < narrow.high < a.high
 
 
@@ -253,13 +253,13 @@ def test_paired_bootstrap_difference_and_share():
     y, s, pid = _cohort()
     rng = np.random.default_rng(1)
     worse = s + rng.normal(scale=0.3, size=len(s))
-    res = M.paired_bootstrap(M.auc, y, s, worse, pid, n_boot=300, seed=0)
+    res = M.paired_bootstrap(M.auc, y, s, worse, pid, n_boot=300, random_state=0)
     assert res.estimate == pytest.approx(M.auc(y, s) - M.auc(y, worse))
     assert res.low < res.estimate < res.high
     assert res.p_le_0 < 0.05
-    same = M.paired_bootstrap(M.auc, y, s, s, pid, n_boot=50, seed=0)
+    same = M.paired_bootstrap(M.auc, y, s, s, pid, n_boot=50, random_state=0)
     assert same.estimate == 0 and same.low == 0 and same.high == 0 and same.p_le_0 == 1.0
-    again = M.paired_bootstrap(M.auc, y, s, worse, pid, n_boot=300, seed=0)
+    again = M.paired_bootstrap(M.auc, y, s, worse, pid, n_boot=300, random_state=0)
     assert (again.low, again.high, again.p_le_0) == (res.low, res.high, res.p_le_0)
 
 
@@ -268,7 +268,7 @@ def test_bootstrap_skips_undefined_resamples():
     y = np.r_[1, 0, np.zeros(18)]
     s = np.arange(20.0)
     pid = np.repeat(np.arange(10), 2)
-    res = M.patient_bootstrap(M.auc, y, s, pid, n_boot=200, seed=0)
+    res = M.patient_bootstrap(M.auc, y, s, pid, n_boot=200, random_state=0)
     assert 0 < res.n_valid < 200
 
 
@@ -323,7 +323,7 @@ def test_real_oof_scores_bootstrap_fast_and_sane(isic_dir):
     oof = pd.read_csv(isic_dir / "oof_effnet_b1_dev.csv")
     y, s, pid = oof["target"].to_numpy(), oof["pred"].to_numpy(), oof["patient_id"].to_numpy()
     start = time.perf_counter()
-    res = M.patient_bootstrap(M.auc, y, s, pid, n_boot=500, seed=0)
+    res = M.patient_bootstrap(M.auc, y, s, pid, n_boot=500, random_state=0)
     assert time.perf_counter() - start < 10
     assert res.estimate == pytest.approx(roc_auc_score(y, s))
     assert 0.85 < res.low < res.estimate < res.high < 0.95
@@ -354,6 +354,63 @@ def test_topk_sensitivity_counts_the_share_of_each_patients_melanomas():
     # the bootstrap's vectorised path agrees with the function on every resample's estimate
     rng = np.random.default_rng(0)
     yy, ss, pp = rng.random(300) < 0.2, rng.random(300), rng.integers(0, 20, 300).astype(str)
-    res = patient_bootstrap("topk_sensitivity", yy.astype(int), ss, pp, n_boot=200, seed=0)
+    res = patient_bootstrap("top15_sensitivity", yy.astype(int), ss, pp, n_boot=200, random_state=0)
     assert res.estimate == pytest.approx(topk_sensitivity(yy.astype(int), ss, pp))
     assert res.low <= res.estimate <= res.high
+
+
+# --- the metric registry and the deprecated names --------------------------------------------
+
+
+def test_the_registry_has_one_key_and_one_label_per_metric():
+    assert list(M.METRICS)[:7] == ["auc", "pauc80", "within_patient_auc", "top1", "top3",
+                                   "top15_sensitivity", "fold_auc"]
+    labels = [m.label for m in M.METRICS.values()]
+    assert len(set(labels)) == len(labels)  # no display name shared by two keys
+    assert all(key == m.key for key, m in M.METRICS.items())
+    assert M.METRICS["pauc80"].label == "pAUC (TPR > 0.8)"
+    assert not M.METRICS["brier_score"].higher_is_better and M.METRICS["auc"].higher_is_better
+    y, s, pid = _cohort()
+    assert M.METRICS["pauc80"](y, s) == M.partial_auc(y, s, min_tpr=0.8)
+    assert M.METRICS["top3"](y, s, pid) == M.topk_rate(y, s, pid, k=3)
+    # a key picks the metric with its settings; the result carries the key
+    res = M.patient_bootstrap("pauc80", y, s, pid, n_boot=50)
+    assert res.metric == "pauc80" and res.estimate == pytest.approx(M.partial_auc(y, s))
+    with pytest.raises(DermctxError, match=r"'pauc80' fixes min_tpr=0\.8"):
+        M.patient_bootstrap("pauc80", y, s, pid, n_boot=50, min_tpr=0.9)
+    with pytest.raises(DermctxError, match=r"computed by dermctx\.benchmark"):
+        M.patient_bootstrap("fold_auc", y, s, pid, n_boot=50)
+    with pytest.raises(DermctxError, match="unknown metric 'nope'"):
+        M.patient_bootstrap("nope", y, s, pid, n_boot=50)
+
+
+def test_seed_is_a_deprecated_alias_of_random_state():
+    y, s, pid = _cohort()
+    new = M.patient_bootstrap("auc", y, s, pid, n_boot=100, random_state=3)
+    with pytest.warns(FutureWarning, match="seed= is deprecated, use random_state=") as record:
+        old = M.patient_bootstrap("auc", y, s, pid, n_boot=100, seed=3)
+    assert record[0].filename == __file__  # the warning points at the caller
+    assert (old.low, old.high) == (new.low, new.high)
+    with pytest.warns(FutureWarning, match="seed= is deprecated"):
+        d = M.paired_bootstrap("auc", y, s, s[::-1], pid, n_boot=100, seed=3)
+    assert d == M.paired_bootstrap("auc", y, s, s[::-1], pid, n_boot=100, random_state=3)
+    table = pd.DataFrame({"patient_id": pid, "target": y, "score": s, "sex": "male"})
+    with pytest.warns(FutureWarning, match="subgroup_table: seed= is deprecated"):
+        a = M.subgroup_table(table, "score", by=["sex"], n_boot=20, seed=4)
+    pd.testing.assert_frame_equal(a, M.subgroup_table(table, "score", by=["sex"], n_boot=20,
+                                                      random_state=4))
+    with pytest.raises(TypeError, match="both seed= and random_state="):
+        M.patient_bootstrap("auc", y, s, pid, seed=1, random_state=1)
+
+
+def test_function_names_as_metric_names_are_deprecated():
+    y, s, pid = _cohort()
+    with pytest.warns(FutureWarning, match="'partial_auc' is deprecated, use the key 'pauc80'"):
+        old = M.patient_bootstrap("partial_auc", y, s, pid, n_boot=50)
+    assert old.estimate == M.patient_bootstrap("pauc80", y, s, pid, n_boot=50).estimate
+    with pytest.warns(FutureWarning, match="'topk_rate' is deprecated"):
+        assert M.METRICS["topk_rate"] is M.topk_rate  # the old registry's value: the function
+    table = pd.DataFrame({"patient_id": pid, "target": y, "score": s})
+    with pytest.warns(FutureWarning, match="'topk_sensitivity' is deprecated") as record:
+        M.subgroup_table(table, "score", by=[], metrics=["topk_sensitivity"], n_boot=20)
+    assert len(record) == 1 and record[0].filename == __file__

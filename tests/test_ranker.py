@@ -241,9 +241,30 @@ def test_stacked_set_model_saves_with_safetensors(tmp_path):
                            **fast).fit(train, train["target"])
     assert ranker.set_model_ is not None and ranker.offset_coef_[2] != 0
     ranker.save(tmp_path)
-    assert (tmp_path / "set_model.safetensors").is_file()
+    # the set model's files carry SetRanker's own names, as SetRanker.save writes them
+    assert (tmp_path / "set_ranker.safetensors").is_file() and (tmp_path / "set_ranker.json").is_file()
+    assert not (tmp_path / "set_model.safetensors").exists()
+    listed = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    assert {"set_ranker.safetensors", "set_ranker.json"} <= set(listed)
     loaded = ContextRanker.load(tmp_path)
     np.testing.assert_allclose(loaded.predict_proba(train), ranker.predict_proba(train), rtol=1e-6)
+
+    # a folder saved before the rename (set_model.*, listed in its manifest) still loads
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("context_ranker.json", "gbm.txt"):
+        (old / name).write_bytes((tmp_path / name).read_bytes())
+    for new_name, old_name in (("set_ranker.safetensors", "set_model.safetensors"),
+                               ("set_ranker.json", "set_model.json")):
+        (old / old_name).write_bytes((tmp_path / new_name).read_bytes())
+    write_manifest(old, ["context_ranker.json", "gbm.txt", "set_model.safetensors", "set_model.json"],
+                   "ContextRanker")
+    again = ContextRanker.load(old)
+    np.testing.assert_allclose(again.predict_proba(train), ranker.predict_proba(train), rtol=1e-6)
+    # a manifest that lists no set model's files is refused by name
+    write_manifest(old, ["context_ranker.json", "gbm.txt"], "ContextRanker")
+    with pytest.raises(ModelError, match=r"has a set model, but no set_ranker\.safetensors"):
+        ContextRanker.load(old)
 
 
 def test_cli_fit_and_score(clinic, tmp_path):
@@ -394,3 +415,14 @@ def test_edited_model_json_is_refused_by_name(clinic, tmp_path, key, value, mess
     write_manifest(tmp_path / "m", ["context_ranker.json", "gbm.txt"], "ContextRanker")
     with pytest.raises(ModelError, match=message):
         ContextRanker.load(tmp_path / "m")
+
+
+def test_label_derived_is_a_deprecated_alias_of_label_columns():
+    import dermctx.models.ranker as ranker_module
+    from dermctx.label_guard import LABEL_COLUMNS
+
+    with pytest.warns(FutureWarning, match="LABEL_DERIVED is deprecated, use "
+                                           "dermctx.label_guard.LABEL_COLUMNS"):
+        old = ranker_module.LABEL_DERIVED
+    assert old == frozenset(LABEL_COLUMNS)
+    assert "LABEL_DERIVED" not in ranker_module.__all__

@@ -127,6 +127,13 @@ def test_report_tables(tmp_path):
     assert "unknown" in set(sub[sub["by"] == "site"]["group"])  # missing sites kept, not dropped
     site_rows = sub[(sub["by"] == "site") & (sub["model"] == "cnn")]
     assert site_rows["n_images"].sum() == len(t)
+    # one key per metric in every file (dermctx.metrics.METRICS), one label in the page
+    assert {"auc", "pauc80", "within_patient_auc", "top1"} <= set(sub.columns)
+    assert not {"partial_auc", "topk_rate"} & set(sub.columns)
+    assert {m["metric"] for m in data["metrics"]} >= {"pauc80", "top1"}
+    html = (out / "report.html").read_text()
+    subgroups = html[html.index('<section id="subgroups">'):html.index('<section id="patients">')]
+    assert "pAUC (TPR &gt; 0.8)" in subgroups and "top-1 rate" in subgroups and "pAUC80" not in html
     calib = pd.read_csv(out / "calibration.csv")
     assert set(calib["group"]) == {"all", "isic2020", "clinic"}
     brier = calib[(calib.model == "cnn") & (calib.group == "all")]["brier_score"].iloc[0]

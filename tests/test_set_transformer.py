@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -175,8 +176,31 @@ def test_fit_is_deterministic_and_leaves_global_rng_alone(data):
     c = SetRanker(**{**FAST, "max_epochs": 3}, random_state=8).fit(train).decision_function(test)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
-    SetRanker(**{**FAST, "max_epochs": 1}, n_threads=2).fit(train.iloc[:200])
-    assert torch.get_num_threads() == threads  # n_threads is set only inside fit
+    SetRanker(**{**FAST, "max_epochs": 1}, n_jobs=2).fit(train.iloc[:200])
+    assert torch.get_num_threads() == threads  # n_jobs is set only inside fit
+
+
+def test_n_threads_is_a_deprecated_alias_of_n_jobs(fitted):
+    with pytest.warns(FutureWarning, match="SetRanker: n_threads= is deprecated, use n_jobs=") as rec:
+        old = SetRanker(n_threads=2)
+    assert rec[0].filename == __file__
+    assert old.n_jobs == 2 and "n_threads" not in old.get_params()
+    assert clone(old).get_params() == SetRanker(n_jobs=2).get_params()
+    with pytest.warns(FutureWarning, match="n_threads= is deprecated"):
+        assert old.set_params(n_threads=3).n_jobs == 3
+    with pytest.warns(FutureWarning, match="n_threads is deprecated, use n_jobs"):
+        assert old.n_threads == 3
+    with pytest.raises(TypeError, match="both n_threads= and n_jobs="):
+        SetRanker(n_threads=2, n_jobs=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_thread'"):
+        SetRanker(n_thread=2)
+    # a model saved before the rename loads without a warning
+    tensors, meta = fitted.to_state()
+    params = {k: v for k, v in meta["params"].items() if k != "n_jobs"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        again = SetRanker.from_state(tensors, {**meta, "params": {**params, "n_threads": 1}})
+    assert again.get_params() == fitted.get_params()
 
 
 def test_sklearn_contract_clone_params_and_cross_validation(data):

@@ -147,3 +147,14 @@ def test_read_table_csv_parquet_and_errors(tmp_path):
     bad.write_text("image_id,age\nx,3\n")
     with pytest.raises(TableError, match=r"bad\.csv: missing column\(s\) \['patient_id'\]"):
         read_table(bad)
+
+
+def test_the_tables_own_label_columns_have_their_own_name():
+    import dermctx.table as table_module
+    from dermctx.label_guard import LABEL_COLUMNS
+
+    assert set(table_module.TABLE_LABEL_COLUMNS) <= set(LABEL_COLUMNS)  # one source's share
+    with pytest.warns(FutureWarning, match="dermctx.table: LABEL_COLUMNS is deprecated, use "
+                                           "dermctx.table.TABLE_LABEL_COLUMNS"):
+        old = table_module.LABEL_COLUMNS
+    assert old == table_module.TABLE_LABEL_COLUMNS

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import ImageError, TableError, error_record, errors_frame
 from dermctx.io._common import require_path
 
@@ -207,15 +208,16 @@ def _photos_in(images_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
+@renamed_parameters(labels_dir="path", images_dir="image_dir")
 def read_yolo(
-    labels_dir: str | PathLike[str],
-    images_dir: str | PathLike[str],
+    path: str | PathLike[str],
+    image_dir: str | PathLike[str],
     *,
     class_names: Sequence[str] | Mapping[int, str] | str | PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read YOLO label files (ground truth or a detector's ``--save-txt --save-conf`` output).
 
-    Each ``labels_dir/<sub>/<name>.txt`` belongs to the photo ``images_dir/<sub>/<name>.<ext>``
+    Each ``path/<sub>/<name>.txt`` belongs to the photo ``image_dir/<sub>/<name>.<ext>``
     (any of :data:`IMAGE_SUFFIXES`, case-blind). Each non-blank line is one box::
 
         class cx cy w h [confidence]
@@ -224,14 +226,16 @@ def read_yolo(
     in (0, 1], normalised by the width and height of the photo as a viewer shows it (after its
     EXIF orientation), and an optional confidence in [0, 1]. A photo with no label file, or an
     empty one, holds no box (YOLO's convention for a negative photo) and is listed as a row with
-    no box. LabelImg's ``classes.txt`` at the top of ``labels_dir`` is not a label file.
+    no box. LabelImg's ``classes.txt`` at the top of ``path`` is not a label file.
 
     Parameters
     ----------
-    labels_dir : path
-        Folder of ``.txt`` label files (searched recursively).
-    images_dir : path
-        Folder of the photos, with the same sub-folders.
+    path : path
+        Folder of ``.txt`` label files (searched recursively). (``labels_dir=`` is a deprecated
+        alias.)
+    image_dir : path
+        Folder of the photos, with the same sub-folders. (``images_dir=`` is a deprecated
+        alias.)
     class_names : list, dict or path, optional
         Names of the classes: a list (class 0 first), a dict index -> name, or a text file with
         one name per line (``classes.txt``). A class outside it is an error record. Default: the
@@ -252,13 +256,13 @@ def read_yolo(
     Raises
     ------
     TableError
-        ``labels_dir`` or ``images_dir`` is not a folder, or ``class_names`` is malformed.
+        ``path`` or ``image_dir`` is not a folder, or ``class_names`` is malformed.
     """
-    labels = Path(labels_dir)
-    images = Path(images_dir)
-    for name, folder in (("labels_dir", labels), ("images_dir", images)):
+    labels = Path(path)
+    images = Path(image_dir)
+    for name, folder in (("path (the label files)", labels), ("image_dir", images)):
         if not folder.is_dir():
-            raise TableError(f"{name}: {folder} is not a folder")
+            raise TableError(f"read_yolo: {name}: {folder} is not a folder")
     names = _class_names(class_names)
     photos = _photos_in(images)
     label_files = {
@@ -344,9 +348,10 @@ def _finite(value: Any) -> bool:
             and math.isfinite(float(value)))
 
 
+@renamed_parameters(images_dir="image_dir")
 def read_coco(
     path: str | PathLike[str],
-    images_dir: str | PathLike[str] | None = None,
+    image_dir: str | PathLike[str] | None = None,
     *,
     images_from: str | PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -369,8 +374,9 @@ def read_coco(
     ----------
     path : path
         The dataset JSON or the results list.
-    images_dir : path, optional
+    image_dir : path, optional
         Folder the ``file_name`` entries are relative to; default the folder of the dataset JSON.
+        (``images_dir=`` is a deprecated alias.)
     images_from : path, optional
         With a results list: the dataset JSON with ``images`` and ``categories``.
 
@@ -420,7 +426,7 @@ def read_coco(
     if not isinstance(annotations, list):
         raise TableError(f"read_coco: {source}: 'annotations' is a {type(annotations).__name__}; "
                          "expected a list")
-    folder = Path(images_dir) if images_dir is not None else dataset_path.parent
+    folder = Path(image_dir) if image_dir is not None else dataset_path.parent
     errors: list[dict[str, Any]] = []
 
     categories: dict[int, str] = {}

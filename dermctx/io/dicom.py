@@ -80,6 +80,7 @@ from pydicom.uid import (
 )
 from tqdm.auto import tqdm
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import (
     DermctxError,
     DermctxWarning,
@@ -597,9 +598,9 @@ def _scan(directory: Path, recursive: bool) -> list[Path]:
             path = Path(root) / name
             if not name.startswith(".") and path.is_file():
                 files.append(path)
-    if unreadable:
+    if unreadable:  # stack: _scan < read_dicom_dir < its renamed_parameters wrapper < the caller
         warnings.warn(f"{directory}: {len(unreadable)} folder(s) could not be read and were skipped "
-                      f"(e.g. {unreadable[:3]})", DermctxWarning, stacklevel=3)
+                      f"(e.g. {unreadable[:3]})", DermctxWarning, stacklevel=4)
     return sorted(files)
 
 
@@ -833,12 +834,14 @@ def _match_report(
         if best is not None and counts[best]:
             message += (f". {counts[best]} of {n} files would match by "
                         f"{_ID_SOURCES.get(best, best)}: pass id_from={best!r}")
-    warnings.warn(message, DermctxWarning, stacklevel=3)
+    # stack: _match_report < read_dicom_dir < its renamed_parameters wrapper < the caller
+    warnings.warn(message, DermctxWarning, stacklevel=4)
     return k
 
 
+@renamed_parameters(directory="path")
 def read_dicom_dir(
-    directory: str | PathLike[str],
+    path: str | PathLike[str],
     labels: str | PathLike[str] | pd.DataFrame | None = None,
     *,
     id_from: str = "auto",
@@ -848,9 +851,9 @@ def read_dicom_dir(
 
     Parameters
     ----------
-    directory : path
+    path : path
         Folder to scan. Every regular file (names starting with "." skipped) is tried, whatever
-        its extension, in sorted path order.
+        its extension, in sorted path order. (``directory=`` is a deprecated alias.)
     labels : path or DataFrame, optional
         Labels joined by image id: a lesion table, an ISIC 2020 or HAM10000 CSV, or any CSV or
         frame with ``image_id`` (or ``image_name``) and e.g. ``target``, ``diagnosis``. Values
@@ -892,7 +895,7 @@ def read_dicom_dir(
     Raises
     ------
     ImageError
-        ``directory`` is not a folder (or not a path).
+        ``path`` is not a folder (or not a path).
     TableError
         ``id_from`` is not a valid choice, ``labels`` cannot be read or lacks ``image_id``, or the
         joined labels are invalid.
@@ -901,7 +904,7 @@ def read_dicom_dir(
     a row of ``errors``. Sub-folders that cannot be listed are skipped with a
     :class:`~dermctx.errors.DermctxWarning` naming them.
     """
-    id_from, directory = _check_id_from(id_from), _path(directory, "a folder of DICOM files")
+    id_from, directory = _check_id_from(id_from), _path(path, "a folder of DICOM files")
     require_path(directory, "folder: not a folder of DICOM files", folder=True)
     label_frame, label_name = _read_labels(labels) if labels is not None else (None, "")
     files = _scan(directory, recursive)

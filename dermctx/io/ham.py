@@ -21,6 +21,7 @@ from os import PathLike
 
 import pandas as pd
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.io.source import DiagnosisTarget, Source, read_source
 
 __all__ = ["DIAGNOSES", "SOURCE", "read_ham10000"]
@@ -45,17 +46,19 @@ SOURCE = Source(
 )
 
 
+@renamed_parameters(csv="path")
 def read_ham10000(
-    csv: str | PathLike[str] | pd.DataFrame,
+    path: str | PathLike[str] | pd.DataFrame,
     image_dir: str | PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Read the HAM10000 metadata CSV into a validated lesion table.
 
     Parameters
     ----------
-    csv : path or DataFrame
+    path : path or DataFrame
         ``HAM10000_metadata.csv`` (or a frame read from it). Needs ``lesion_id``, ``image_id``
         and ``dx``; ``dx_type``, ``age``, ``sex`` and ``localization`` are used when present.
+        (``csv=`` is a deprecated alias.)
     image_dir : path, optional
         Folder of the images, named ``<image_id>.jpg``. When given, ``path`` is set per row and
         ``image_error`` says why a row's image is unusable (missing where it is fine).
@@ -73,4 +76,4 @@ def read_ham10000(
         Missing file or column, a blank ``lesion_id`` or ``image_id`` (naming the rows), or a
         ``dx`` outside :data:`DIAGNOSES`.
     """
-    return read_source(SOURCE, csv, image_dir=image_dir)
+    return read_source(SOURCE, path, image_dir=image_dir)

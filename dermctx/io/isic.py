@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import TableError
 from dermctx.io._common import read_csv_frame
 from dermctx.io.source import BinaryTarget, Source, read_source
@@ -49,8 +50,9 @@ SOURCE = Source(
 )
 
 
+@renamed_parameters(csv="path")
 def read_isic2020(
-    csv: str | PathLike[str] | pd.DataFrame,
+    path: str | PathLike[str] | pd.DataFrame,
     image_dir: str | PathLike[str] | None = None,
     *,
     unknown_patients: Literal["error", "own"] = "error",
@@ -64,8 +66,9 @@ def read_isic2020(
 
     Parameters
     ----------
-    csv : path or DataFrame
+    path : path or DataFrame
         The ISIC CSV (or a frame read from one). Needs ``image_name`` and ``patient_id``.
+        (``csv=`` is a deprecated alias.)
     image_dir : path, optional
         Folder of the JPEGs, named ``<image_name>.jpg``. When given, ``path`` is set per row and
         an ``image_error`` column says, per row, why the image is unusable (file not found, or a
@@ -90,7 +93,7 @@ def read_isic2020(
     ImageError
         ``image_dir`` is not a folder.
     """
-    return read_source(SOURCE, csv, image_dir=image_dir, unknown_patients=unknown_patients,
+    return read_source(SOURCE, path, image_dir=image_dir, unknown_patients=unknown_patients,
                        lesion_ids=lesion_ids)
 
 

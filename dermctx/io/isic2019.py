@@ -17,6 +17,7 @@ from os import PathLike
 
 import pandas as pd
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.io.source import OneHotTarget, Source, read_source
 
 __all__ = ["CLASSES", "SOURCE", "read_isic2019"]
@@ -39,21 +40,23 @@ SOURCE = Source(
 )
 
 
+@renamed_parameters(csv="path", ground_truth="labels")
 def read_isic2019(
-    csv: str | PathLike[str] | pd.DataFrame,
-    ground_truth: str | PathLike[str] | pd.DataFrame | None = None,
+    path: str | PathLike[str] | pd.DataFrame,
+    labels: str | PathLike[str] | pd.DataFrame | None = None,
     image_dir: str | PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Read ISIC 2019 metadata (with its ground truth) into a validated lesion table.
 
     Parameters
     ----------
-    csv : path or DataFrame
+    path : path or DataFrame
         ``ISIC_2019_Training_Metadata.csv`` or ``ISIC_2019_Test_Metadata.csv``, the ground-truth
-        file alone, or the two merged.
-    ground_truth : path or DataFrame, optional
-        ``ISIC_2019_Training_GroundTruth.csv`` when it is a separate file; every metadata row
-        needs its ground-truth row (joined by ``image``).
+        file alone, or the two merged. (``csv=`` is a deprecated alias.)
+    labels : path or DataFrame, optional
+        ``ISIC_2019_Training_GroundTruth.csv`` when it is a separate file (as ``labels=`` of
+        :func:`dermctx.read_table`); every metadata row needs its ground-truth row (joined by
+        ``image``). (``ground_truth=`` is a deprecated alias.)
     image_dir : path, optional
         Folder of the images, named ``<image>.jpg``; sets ``path`` and ``image_error``.
 
@@ -69,4 +72,4 @@ def read_isic2019(
         Unreadable files, a metadata row with no ground-truth row, one-hot values that are not
         a single 1, values outside the table's vocabulary; naming the rows.
     """
-    return read_source(SOURCE, csv, image_dir=image_dir, labels=ground_truth)
+    return read_source(SOURCE, path, image_dir=image_dir, labels=labels)

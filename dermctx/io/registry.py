@@ -23,7 +23,7 @@ from dermctx.errors import TableError
 from dermctx.io import ham, isic, isic2018, isic2019, isic2024, isic_archive, pad_ufes20
 from dermctx.io._common import read_csv_frame
 from dermctx.io.source import BinaryTarget, Source, read_source
-from dermctx.table import COLUMNS, LABEL_COLUMNS, REQUIRED_COLUMNS
+from dermctx.table import COLUMNS, REQUIRED_COLUMNS, TABLE_LABEL_COLUMNS
 
 __all__ = ["CANONICAL", "SOURCES", "detect_source", "label_columns", "read_table"]
 
@@ -35,7 +35,7 @@ CANONICAL = Source(
     title="dermctx lesion table",
     signatures=(frozenset(REQUIRED_COLUMNS),),
     targets=(BinaryTarget("target"),),
-    label_columns={c: "holds, derives from or leaks the label" for c in LABEL_COLUMNS},
+    label_columns={c: "holds, derives from or leaks the label" for c in TABLE_LABEL_COLUMNS},
 )
 
 #: Every registered source. A header matching several is read as the one whose matching

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 import numpy as np
 import pandas as pd
 
+from dermctx._deprecation import renamed_parameters
 from dermctx.errors import DermctxWarning, TableError
 from dermctx.io._common import IMAGE_EXTENSIONS, attach_image_paths, read_csv_frame
 from dermctx.table import (
@@ -353,9 +354,10 @@ def _patients(frame: pd.DataFrame, source: Source, name: str,
         frame["patient_id"] = None
 
 
+@renamed_parameters(csv="path")
 def read_source(
     source: Source,
-    csv: str | PathLike[str] | pd.DataFrame,
+    path: str | PathLike[str] | pd.DataFrame,
     *,
     image_dir: str | PathLike[str] | None = None,
     labels: str | PathLike[str] | pd.DataFrame | None = None,
@@ -369,8 +371,9 @@ def read_source(
     ----------
     source : Source
         The layout (see :mod:`dermctx.io.registry` for the registered ones).
-    csv : path or DataFrame
-        A CSV (also ``.csv.gz``), Parquet file, or a frame read from one.
+    path : path or DataFrame
+        A CSV (also ``.csv.gz``), Parquet file, or a frame read from one. (``csv=`` is a
+        deprecated alias.)
     image_dir : path, optional
         Folder of the images: ``path`` is set per row and ``image_error`` says why a row's image
         is unusable (not found, or a name escaping the folder); rows are never dropped. Refused
@@ -402,7 +405,7 @@ def read_source(
     ImageError
         ``image_dir`` is not a folder.
     """
-    frame, read_name = read_csv_frame(csv, id_columns=source.id_columns, what=source.title)
+    frame, read_name = read_csv_frame(path, id_columns=source.id_columns, what=source.title)
     name = name or read_name
     if not source.match(frame.columns):
         raise TableError(f"{name}: missing column(s) {source.missing(frame.columns)}; the "
@@ -449,10 +452,10 @@ def read_source(
                              f"({describe_rows(table, given)}); pass no image folder, or drop the column")
         table = attach_image_paths(table, image_dir, name=name, extensions=source.image_extensions)
     table.attrs.update(format=source.name, target_meaning=source.target_meaning)
-    if source.target_meaning != "melanoma" and target is not None:
+    if source.target_meaning != "melanoma" and target is not None:  # stack: past the wrapper
         warnings.warn(f"{name}: in the {source.title} layout target = 1 means "
                       f"{source.target_meaning}, not melanoma alone; dermctx's counts and metrics "
-                      "of 'melanoma' on this table mean that", DermctxWarning, stacklevel=2)
+                      "of 'melanoma' on this table mean that", DermctxWarning, stacklevel=3)
     if not source.patient_context:
         table.attrs["patient_context"] = False
     return table

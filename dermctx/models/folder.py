@@ -21,9 +21,20 @@ from typing import Any
 
 from dermctx.errors import ModelError
 
-__all__ = ["MANIFEST", "JsonFields", "load_tensors", "read_json", "verify_folder", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "SET_RANKER_FILES",
+    "JsonFields",
+    "load_tensors",
+    "read_json",
+    "verify_folder",
+    "write_manifest",
+]
 
 MANIFEST = "manifest.json"
+#: The files of a :class:`~dermctx.SetRanker` (weights, description): written by
+#: ``SetRanker.save`` and, under the same names, by ``ContextRanker.save`` for its set model.
+SET_RANKER_FILES: tuple[str, str] = ("set_ranker.safetensors", "set_ranker.json")
 _FORMAT = "dermctx.model-folder/1"
 #: JSON files larger than this are refused before parsing (a model's JSON is a few hundred KB).
 MAX_JSON_BYTES = 64 * 2**20

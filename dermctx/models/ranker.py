@@ -6,9 +6,8 @@ patient's other lesions*:
 
 1. **offset**: a logistic stage on the raw CNN logit (and, with embeddings, the out-of-fold logit
    of a :class:`~dermctx.SetRanker`): the CNN keeps its full resolution, nothing is binned.
-   Without a CNN score, a per-lesion :class:`~dermctx.MetadataGBM` on the raw measurements
-   (``lesion_model``, out of fold) takes the CNN's place, so that what is known of each lesion
-   alone is learnt once, in full, and the context stage only corrects it;
+   Optionally, without a CNN score, a per-lesion :class:`~dermctx.MetadataGBM` on the raw
+   measurements (``lesion_model=True``, out of fold) takes the CNN's place;
 2. **correction**: a :class:`~dermctx.MetadataGBM` boosted *from* that offset (LightGBM
    ``init_score``) on age, sex, site, the patient's lesion count and patient-relative features
    (:func:`~dermctx.patient_context_features`) of the declared inputs, with fixed conservative
@@ -43,6 +42,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from dermctx._deprecation import warn_renamed
 from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import (
     context_scales,
@@ -51,7 +51,15 @@ from dermctx.features import (
     patient_outlier_features,
 )
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
-from dermctx.models.folder import JsonFields, load_tensors, read_json, verify_folder, write_manifest
+from dermctx.models.folder import (
+    MANIFEST,
+    SET_RANKER_FILES,
+    JsonFields,
+    load_tensors,
+    read_json,
+    verify_folder,
+    write_manifest,
+)
 from dermctx.models.gbm import MetadataGBM
 from dermctx.table import (
     SEXES,
@@ -67,12 +75,23 @@ from dermctx.table import (
     to_numbers,
 )
 
-__all__ = ["LABEL_DERIVED", "ContextRanker"]
+__all__ = ["ContextRanker"]
 
-#: Columns refused as inputs (:data:`dermctx.label_guard.LABEL_COLUMNS`): the label and what is
-#: derived from it or from the data split, for every registered source.
-LABEL_DERIVED: frozenset[str] = frozenset(LABEL_COLUMNS)
+
+def __getattr__(name: str) -> Any:
+    # deprecated: LABEL_DERIVED was this module's copy of the refused names, as a frozenset
+    if name == "LABEL_DERIVED":
+        warn_renamed("dermctx.models.ranker", "LABEL_DERIVED", "dermctx.label_guard.LABEL_COLUMNS",
+                     kind="", stacklevel=3)
+        return frozenset(LABEL_COLUMNS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _FORMAT = "dermctx.ContextRanker/1"
+#: The set model's files in a ContextRanker folder: SetRanker's own names.
+_SET_FILES = SET_RANKER_FILES
+#: ... and their names in folders saved before that (still read).
+_OLD_SET_FILES: tuple[str, str] = ("set_model.safetensors", "set_model.json")
 _EPS = 1e-12  # probabilities are clipped here before the logit: ties only below 1e-12
 #: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
 GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -179,7 +198,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         when boosted from the logit offset (docs/ranking.md); set False for the plain model.
     extra_features : sequence of str
         Further per-lesion columns to use as they are (numeric or categorical). Label-derived
-        names (:data:`LABEL_DERIVED`) are refused.
+        names (:data:`dermctx.label_guard.LABEL_COLUMNS`) are refused.
     context_features : sequence of str or "auto"
         Per-lesion numeric columns (ISIC 2024's ``tbp_lv_*`` colour, size, border and symmetry
         measurements, or a clinic's own) used raw **and** relative to the patient's other
@@ -197,15 +216,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         distance and local outlier factor (:func:`dermctx.features.patient_outlier_features`).
         None: one group ``"context"`` of all the context features when there are two or more;
         ``{}``: none.
-    lesion_model : bool or "auto"
+    lesion_model : bool
         Without a CNN score: fit a per-lesion :class:`~dermctx.MetadataGBM` (its default
         settings, unweighted classes) on age, sex, site, the raw context features and
         ``extra_features``, and use its out-of-fold logit as the offset, as a CNN's logit is
-        used. ``"auto"``: whenever there is no CNN score and there are context features. On
-        generated patients whose melanomas carry no patient-relative signal this kept the
-        ranker level with a per-lesion LightGBM, where boosting everything from a constant
-        with the correction's conservative settings lost AUC (docs/ranking.md). False: the
-        correction alone.
+        used. A trade-off, measured on generated ISIC 2024-style patients (docs/ranking.md):
+        where melanomas carry no patient-relative signal it keeps the ranker level with a
+        per-lesion LightGBM (the default loses about 0.01 AUC there), but where they are
+        outliers of their own patient it keeps only about half of the default's gain.
     within_patient : "auto" or float in [0, 1]
         Weight of the part of the correction that reorders a patient's lesions (its deviation
         from the patient's mean correction). ``"auto"`` picks it from :data:`GATE_WEIGHTS` on
@@ -268,7 +286,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         extra_features: Sequence[str] = (),
         context_features: Sequence[str] | str = (),
         outlier_groups: dict[str, Sequence[str]] | None = None,
-        lesion_model: str | bool = "auto",
+        lesion_model: bool = False,
         within_patient: str | float = "auto",
         n_estimators: int = 150,
         learning_rate: float = 0.02,
@@ -311,7 +329,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             prefix = self.embedding_prefix or "\0"
             return [str(c) for c in X.columns
                     if c not in taken and not str(c).startswith(prefix)
-                    and str(c).lower() not in LABEL_DERIVED
+                    and str(c).lower() not in LABEL_COLUMNS
                     and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
                     and X[c].nunique(dropna=True) > 1]
         return [str(c) for c in self.context_features]
@@ -331,7 +349,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """The input columns this configuration reads from ``X`` (checked against the labels)."""
         offered = [c for c in [self.score_col, *self.extra_features, *self.context_features_]
                    if c is not None]
-        if self.embedding_prefix and self.embedding_prefix.lower().rstrip("_") in LABEL_DERIVED:
+        if self.embedding_prefix and self.embedding_prefix.lower().rstrip("_") in LABEL_COLUMNS:
             offered.append(self.embedding_prefix)
         refuse_label_columns(offered, who="ContextRanker")
         cols = ["patient_id"]
@@ -634,13 +652,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         return self
 
     def _uses_lesion_model(self) -> bool:
-        if self.lesion_model not in ("auto", True, False):
-            raise ModelError(f"ContextRanker: lesion_model={self.lesion_model!r}; expected True, False or 'auto'")
+        if self.lesion_model not in (True, False):
+            raise ModelError(f"ContextRanker: lesion_model={self.lesion_model!r}; expected True or False")
         if self.lesion_model is True and (self.uses_cnn_ or not (self.context_features_ or self.extra_features)):
             raise TableError("ContextRanker: lesion_model=True needs score_col=None (no CNN score) and "
                              "context_features or extra_features to learn from")
-        return bool(self.lesion_model) and not self.uses_cnn_ and bool(
-            self.context_features_ or (self.lesion_model is True and self.extra_features))
+        return self.lesion_model is True
 
     def _lesion_columns(self) -> list[str]:
         """The lesion model's inputs, as named in the correction GBM's feature frame."""
@@ -710,8 +727,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _stages(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
         """The GBM's features, the offset design (n, 3), the offset (n,) and patient codes (n,)."""
         frame, logit = self._features(X)
-        if getattr(self, "lesion_model_", None) is not None:
-            logit = self.lesion_model_.decision_function(frame[self._lesion_columns()])
+        lesion = getattr(self, "lesion_model_", None)
+        if lesion is not None:
+            logit = lesion.decision_function(frame[self._lesion_columns()])
         set_logit = None
         if self.set_model_ is not None:
             set_logit = self.set_model_.decision_function(X[list(self.feature_names_in_)])
@@ -769,8 +787,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if self.set_model_ is not None:
             out["set_model"] = a * (design[:, 2] - centre[2]) * self.offset_coef_[2]
         sources: dict[str, np.ndarray] = {}
-        if getattr(self, "lesion_model_", None) is not None:  # its trees' terms, by source column
-            lphi = self.lesion_model_.contributions(frame[self._lesion_columns()])
+        lesion = getattr(self, "lesion_model_", None)
+        if lesion is not None:  # its trees' terms, by source column
+            lphi = lesion.contributions(frame[self._lesion_columns()])
             out["baseline"] = out["baseline"] + a * self.offset_coef_[1] * (lphi.pop("bias").to_numpy() - centre[1])
             for name in lphi.columns:
                 key = source_of(str(name))
@@ -949,9 +968,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
 
         Files: ``context_ranker.json`` (settings, inputs, offset, gate and calibration weights),
         ``gbm.txt`` (LightGBM text model), with a lesion model ``lesion_model.txt``, with a set
-        model ``set_model.safetensors`` and ``set_model.json``, and ``manifest.json`` (each file's size and SHA-256,
-        :mod:`dermctx.models.folder`). No pickle: :meth:`load` parses data and executes no
-        stored code.
+        model the files of :meth:`SetRanker.save <dermctx.SetRanker.save>`
+        (``set_ranker.safetensors`` and ``set_ranker.json``), and ``manifest.json`` (each file's
+        size and SHA-256, :mod:`dermctx.models.folder`). No pickle: :meth:`load` parses data and
+        executes no stored code.
         """
         check_is_fitted(self, "gbm_")
         folder = Path(path)
@@ -992,15 +1012,19 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             from safetensors.torch import save_file
 
             tensors, set_meta = self.set_model_.to_state()
-            save_file(tensors, str(folder / "set_model.safetensors"))
-            (folder / "set_model.json").write_text(json.dumps(set_meta))
-            files += ["set_model.safetensors", "set_model.json"]
+            weights, description = _SET_FILES
+            save_file(tensors, str(folder / weights))
+            (folder / description).write_text(json.dumps(set_meta))
+            files += list(_SET_FILES)
         (folder / "context_ranker.json").write_text(json.dumps(meta, indent=1))
         write_manifest(folder, files, "ContextRanker")
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> ContextRanker:
         """Read a folder written by :meth:`save` (JSON, LightGBM text, safetensors; no pickle).
+
+        Folders saved before the set model's files were named ``set_ranker.*`` (with
+        ``set_model.safetensors`` and ``set_model.json``) are read too.
 
         Every file is checked against ``manifest.json`` before it is parsed, every JSON value's
         type and length is checked, and the inputs are checked against the label-derived names
@@ -1092,9 +1116,28 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if est.uses_set_:
             from dermctx.models.set_transformer import SetRanker
 
-            set_path = folder / "set_model.safetensors"
-            est.set_model_ = SetRanker.from_state(load_tensors(set_path), read_json(folder / "set_model.json"))
+            weights, description = _set_files(folder)
+            est.set_model_ = SetRanker.from_state(load_tensors(folder / weights),
+                                                  read_json(folder / description))
         return est
+
+
+def _set_files(folder: Path) -> tuple[str, str]:
+    """The set model's files (weights, description) in a saved ContextRanker folder:
+    ``set_ranker.*``, or ``set_model.*`` in a folder saved before the rename; whichever pair its
+    manifest lists (without a manifest: whichever pair it holds)."""
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        listed = set(JsonFields(read_json(manifest), manifest).mapping("files"))
+        where = f"listed in {MANIFEST}"
+    else:
+        listed = {p.name for p in folder.iterdir() if p.is_file()}
+        where = "in the folder"
+    for names in (_SET_FILES, _OLD_SET_FILES):
+        if set(names) <= listed:
+            return names
+    raise ModelError(f"{folder}: the model has a set model, but no {' and '.join(_SET_FILES)} "
+                     f"{where}; copy the whole folder, or save the model again")
 
 
 def _legacy_digests(folder: Path) -> None:
@@ -1103,7 +1146,7 @@ def _legacy_digests(folder: Path) -> None:
     if not isinstance(meta, dict):
         raise ModelError(f"{folder / 'context_ranker.json'}: expected a JSON object")
     digests = meta.get("sha256")
-    needed = {"gbm.txt", *(["set_model.safetensors", "set_model.json"] if meta.get("uses_set") else [])}
+    needed = {"gbm.txt", *(_set_files(folder) if meta.get("uses_set") else [])}
     if not isinstance(digests, dict) or not needed <= set(digests):
         raise ModelError(f"{folder}: no manifest.json and no SHA-256 digests of {sorted(needed)} in "
                          "context_ranker.json, so its files cannot be checked; save the model again")

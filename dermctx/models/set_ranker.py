@@ -29,9 +29,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
+from dermctx._deprecation import renamed_kwargs, warn_renamed
 from dermctx.errors import ModelError, TableError
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
-from dermctx.models.folder import load_tensors, read_json, verify_folder, write_manifest
+from dermctx.models.folder import (
+    SET_RANKER_FILES,
+    load_tensors,
+    read_json,
+    verify_folder,
+    write_manifest,
+)
 from dermctx.models.set_modules import SetTransformer, SetTransformerConfig
 from dermctx.table import describe_rows, embedding_columns, refuse_duplicate_columns
 
@@ -39,7 +46,8 @@ __all__ = ["SetRanker"]
 
 _STATE_FORMAT = "dermctx.SetRanker/1"
 _MIN_STEPS = 20  # optimisation steps per epoch, at least: early stopping needs epochs that learn
-_FILES = ("set_ranker.safetensors", "set_ranker.json")  # what save writes and load reads
+_FILES = SET_RANKER_FILES  # what save writes and load reads
+_RENAMED = {"n_threads": "n_jobs"}  # deprecated parameter names -> their new names
 
 
 # --- sets of rows: splitting, batching, padding -----------------------------------------------
@@ -181,11 +189,11 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         Seed of weights, batches, dropout and the inner split: the same seed and data give the
         same model (on the same torch build and thread count). The global torch RNG is left as
         it was.
-    n_threads : int or None
+    n_jobs : int or None
         Torch intra-op threads while fitting and predicting (the previous setting is restored
         afterwards). The default 1 is as fast as more threads for these small models, does not
         fight other processes for cores, and makes results independent of the core count.
-        None leaves torch's setting alone.
+        None leaves torch's setting alone. (``n_threads=`` is a deprecated alias.)
     verbose : bool
         Print one line per epoch.
 
@@ -231,8 +239,9 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.2,
         n_iter_no_change: int = 6,
         random_state: int = 0,
-        n_threads: int | None = 1,
+        n_jobs: int | None = 1,
         verbose: bool = False,
+        **deprecated: Any,
     ) -> None:
         self.embedding_prefix = embedding_prefix
         self.features = features
@@ -253,8 +262,36 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.verbose = verbose
+        if deprecated:  # n_threads= (deprecated): not a parameter, so get_params has n_jobs only
+            if n_jobs != 1 and deprecated.get("n_threads", n_jobs) != n_jobs:
+                raise TypeError("SetRanker: got both n_threads= and n_jobs=; n_threads= is "
+                                "deprecated, pass n_jobs= only")
+            self.n_jobs = renamed_kwargs("SetRanker", deprecated, _RENAMED, strict=True)["n_jobs"]
+
+    def set_params(self, **params: Any) -> SetRanker:
+        """Set parameters, as scikit-learn's ``set_params`` (``n_threads=`` is a deprecated alias
+        of ``n_jobs=``)."""
+        params.update(renamed_kwargs("SetRanker.set_params", params, _RENAMED))
+        return super().set_params(**params)
+
+    @property
+    def n_threads(self) -> int | None:
+        """Deprecated alias of :attr:`n_jobs`."""
+        warn_renamed("SetRanker", "n_threads", "n_jobs", kind="", stacklevel=3)
+        return self.n_jobs
+
+    @n_threads.setter
+    def n_threads(self, value: int | None) -> None:
+        warn_renamed("SetRanker", "n_threads", "n_jobs", kind="", stacklevel=3)
+        self.n_jobs = value
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "n_threads" in state:  # pickled before the rename
+            state = {**state}
+            state.setdefault("n_jobs", state.pop("n_threads"))
+        super().__setstate__(state)
 
     # -- input handling ------------------------------------------------------------------------
 
@@ -410,7 +447,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
 
         rng = np.random.default_rng(self.random_state)
         train_sets, val_sets = self._inner_split(self._sets(codes), y_arr, rng)
-        with torch.random.fork_rng(devices=[]), _torch_threads(self.n_threads):
+        with torch.random.fork_rng(devices=[]), _torch_threads(self.n_jobs):
             torch.manual_seed(int(self.random_state))
             self._train(z, y_arr, train_sets, val_sets, rng)
         return self
@@ -529,7 +566,7 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         if n == 0:
             return np.zeros(0)
         sets = self._prediction_sets(X, codes)
-        with _torch_threads(self.n_threads):
+        with _torch_threads(self.n_jobs):
             logits = self._logits(self.model_, _with_pad_row(z), sets, n)
         return logits - math.log(self.pos_weight_)
 
@@ -599,7 +636,10 @@ class SetRanker(ClassifierMixin, BaseEstimator):
         try:
             if not isinstance(meta["params"], dict) or not isinstance(meta["config"], dict):
                 raise TypeError("params and config must be JSON objects")
-            est = cls(**meta["params"])
+            params = dict(meta["params"])
+            if "n_threads" in params:  # saved before the rename to n_jobs
+                params.setdefault("n_jobs", params.pop("n_threads"))
+            est = cls(**params)
             est.config_ = SetTransformerConfig(**meta["config"])
             est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
             est.n_features_in_ = len(est.feature_names_in_)
