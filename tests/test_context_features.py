@@ -258,3 +258,11 @@ def test_lesion_model_stands_in_for_a_missing_cnn(ranker, measured, tmp_path):
     with pytest.raises(ModelError, match="lesion_model='auto'"):
         ContextRanker(score_col=None, context_features=COLS, lesion_model="auto", **FAST).fit(
             measured, measured["target"])
+
+
+def test_fit_warns_when_a_declared_input_is_missing_on_every_row(measured):
+    from dermctx.errors import DermctxWarning
+
+    t = measured.assign(age=np.nan, sex=None, site=None)
+    with pytest.warns(DermctxWarning, match=r"\['age', 'sex', 'site'\] are missing on all"):
+        ContextRanker(score_col=None, context_features=COLS, **FAST).fit(t, t["target"])

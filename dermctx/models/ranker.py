@@ -31,6 +31,7 @@ not the patient's skin); they are read only with ``use_image_size=True``.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -43,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from dermctx._deprecation import warn_renamed
-from dermctx.errors import LeakageError, ModelError, TableError, error_record, errors_frame
+from dermctx.errors import DermctxWarning, LeakageError, ModelError, TableError, error_record, errors_frame
 from dermctx.features import (
     context_scales,
     outlier_scales,
@@ -603,6 +604,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             raise TableError(f"use_set_model=True needs embedding columns '{self.embedding_prefix}*' "
                              "or context_features")
         self._raise_problems(X)
+        self._warn_empty_inputs(X, cols)
         self.classes_ = np.array([0, 1])
 
         # one canonical row order (by patient, lesion id, then content): the model does not
@@ -662,6 +664,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _lesion_columns(self) -> list[str]:
         """The lesion model's inputs, as named in the correction GBM's feature frame."""
         return list(dict.fromkeys(["age", "sex", "site", *self.context_features_, *self.extra_features]))
+
+    @staticmethod
+    def _warn_empty_inputs(X: pd.DataFrame, cols: list[str]) -> None:
+        """A declared input missing on every training row teaches the model nothing: say so."""
+        empty = [c for c in cols if c != "patient_id" and X[c].isna().all()]
+        if empty:
+            warnings.warn(f"ContextRanker.fit: column(s) {empty} are missing on all {len(X)} training rows; "
+                          "the model learns nothing from them (fill them in, or leave them out of the "
+                          "settings)", DermctxWarning, stacklevel=3)
 
     def _check_params(self) -> None:
         w = self.within_patient
