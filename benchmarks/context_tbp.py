@@ -17,7 +17,8 @@ patient, so a deviation from one's own lesions is nearly a deviation from everyo
 Models, each fitted out of fold by :func:`dermctx.benchmark` (5-fold PatientKFold, every figure on
 patients never used for fitting, patient-bootstrap 95% CIs): a per-lesion LightGBM on the raw
 columns (plus age, sex, site); ``ContextRanker(score_col=None, context_features=COLUMNS)``;
-``SetRanker`` on the raw columns. Goals: on ``outlier``, both context models beat the per-lesion
+``SetRanker`` on the raw columns; and ``ContextRanker(..., lesion_model=True)`` (a per-lesion
+LightGBM's out-of-fold logit as the offset), reported beside them. Goals: on ``outlier``, both context models beat the per-lesion
 LightGBM by >= 5% relative pAUC80 and >= 0.05 within-patient AUC; on ``null``, the paired-bootstrap
 95% lower bound of their AUC difference to it is >= -0.005. Then ``score_patient`` on the held-out
 outlier melanomas: how often its explanation names the planted feature in the planted direction.
@@ -57,6 +58,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PER_LESION = "LightGBM per lesion (raw columns)"
 CONTEXT = "ContextRanker (context_features)"
 SET = "SetRanker (raw columns)"
+STAGED = "ContextRanker (lesion_model=True)"
 
 
 def measured_columns(table: pd.DataFrame) -> list[str]:
@@ -69,6 +71,7 @@ def models(cols: list[str]) -> dict[str, object]:
         PER_LESION: Columns(MetadataGBM(), [*cols, "age", "sex", "site"]),
         CONTEXT: ContextRanker(score_col=None, context_features=cols),
         SET: SetRanker(embedding_prefix=None, features=cols),
+        STAGED: ContextRanker(score_col=None, context_features=cols, lesion_model=True),
     }
 
 
@@ -77,7 +80,7 @@ def goals(result, mode: str, n_boot: int) -> dict[str, object]:
     pred = result.predictions
     summary = result.summary()
     out: dict[str, object] = {}
-    for name in (CONTEXT, SET):
+    for name in (CONTEXT, SET, STAGED):
         row: dict[str, object] = {}
         for metric in ("auc", "pauc80", "within_patient_auc"):
             r = paired_bootstrap(metric, pred["target"], pred[name], pred[PER_LESION], pred["patient_id"],

@@ -472,7 +472,7 @@ def patient_cards_html(
 
 _LABELS = {
     "patient_id": "Patient", "age": "Age", "sex": "Sex", "n_images": "Images",
-    "model": "Model", "trained_on": "Trained on", "held_out_auc": "Held-out AUC (95% CI)",
+    "model": "Model", "trained_on": "Trained on", "held_out_auc": "AUC on patients it was not fitted on (out of fold, 95% CI)",
     "created": "Model created", "cnn": "Lesion CNN", "version": "dermctx version",
 }
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime
-import hashlib
 import json
 import math
 import re
@@ -47,7 +46,14 @@ from dermctx.errors import (
     error_record,
     errors_frame,
 )
-from dermctx.models.folder import JsonFields, load_tensors, read_json, verify_folder, write_manifest
+from dermctx.models.folder import (
+    JsonFields,
+    load_tensors,
+    read_json,
+    sha256_file,
+    verify_folder,
+    write_manifest,
+)
 from dermctx.table import embedding_column_names, validate_table
 
 __all__ = ["SCORE_COLUMNS", "LesionPipeline"]
@@ -491,7 +497,7 @@ class LesionPipeline(BaseEstimator):
                     "classes": c.classes, "melanoma_idx": c.melanoma_idx,
                     "colour_constancy": c.colour_constancy, "aspect": "crop",
                     "folds": names[:len(c.folds)], "final": _FINAL_FILE if c.final is not None else None},
-            "ranker": {"folder": _RANKER_DIR, "manifest_sha256": _sha256(folder / _RANKER_DIR / "manifest.json")},
+            "ranker": {"folder": _RANKER_DIR, "manifest_sha256": sha256_file(folder / _RANKER_DIR / "manifest.json")},
             "provenance": self.provenance_,
         }
         (folder / "pipeline.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
@@ -565,7 +571,7 @@ class LesionPipeline(BaseEstimator):
         if r.text("folder") != _RANKER_DIR:
             raise ModelError(f"{meta_path}: ranker.folder is {r.text('folder')!r}; expected {_RANKER_DIR!r}")
         ranker_manifest = folder / _RANKER_DIR / "manifest.json"
-        if not ranker_manifest.is_file() or _sha256(ranker_manifest) != r.text("manifest_sha256"):
+        if not ranker_manifest.is_file() or sha256_file(ranker_manifest) != r.text("manifest_sha256"):
             raise ModelError(f"{ranker_manifest}: missing, or not the ranker this pipeline was saved with "
                              "(its SHA-256 differs from pipeline.json); copy the whole folder")
         pipe.cnn_, pipe.ranker_ = cnn_, ContextRanker.load(folder / _RANKER_DIR)
@@ -917,14 +923,6 @@ def _trained_date(cnn: Any) -> str | None:
         return None
     stamp = max(p.stat().st_mtime for p in paths)
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provenance_lines(provenance: Mapping[str, Any]) -> list[str]:

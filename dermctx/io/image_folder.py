@@ -42,6 +42,7 @@ from dermctx.errors import (
     error_record,
     errors_frame,
 )
+from dermctx.io.images import is_dicom_file
 from dermctx.table import SITES, normalise_site, validate_table
 
 __all__ = ["NOT_IMAGE_SUFFIXES", "table_from_folder"]
@@ -55,7 +56,6 @@ NOT_IMAGE_SUFFIXES: frozenset[str] = frozenset({
     ".db", ".sqlite", ".lnk", ".url", ".mp3", ".wav", ".mp4", ".mov", ".avi",
     ".safetensors", ".pth", ".pt", ".pkl",
 })
-_DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _SITE_ID_COLUMNS = ("image_id", "image_name", "image", "file", "filename", "file_name", "isic_id")
 _SITE_COLUMNS = ("site", "anatom_site_general_challenge", "anatom_site_general", "localization",
                  "anatomic_site")
@@ -226,19 +226,6 @@ def _walk(folder: Path) -> list[Path]:
     return _scan(folder, recursive=True)
 
 
-def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in _DICOM_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def _check_age_sex(age: Any, sex: Any) -> tuple[float | None, str | None]:
     if age is not None:
         if isinstance(age, bool) or not isinstance(age, (int, float, np.integer, np.floating)) \
@@ -355,7 +342,7 @@ def _scan_files(files: list[tuple[Path, str | None]], *, name: str, patient_id: 
         try:
             if not path.is_file():
                 raise ImageError(f"{path}: no such file")
-            if _is_dicom(path):
+            if is_dicom_file(path):
                 head = _header_record(_dcmread(path, stop_before_pixels=True), path, "stem")
                 record.update(
                     patient_id=_agree(head["patient_id"], patient_id, "patient id", path) or owner,

@@ -62,7 +62,8 @@ def _source_path(source: Any) -> tuple[Path, str]:
     )
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM file: a DICOM suffix, or no suffix and the ``DICM`` marker at byte 128."""
     if path.suffix.lower() in _DICOM_SUFFIXES:
         return True
     if path.suffix:  # a named image format: do not sniff
@@ -121,7 +122,7 @@ def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -
         raise ImageError(f"{where[:300]}: not a usable file name ({type(exc).__name__}: {exc.args[-1]})") from exc
     if not exists:
         raise ImageError(f"{where}: no such file")
-    if _is_dicom(path):
+    if is_dicom_file(path):
         from dermctx.io.dicom import read_dicom  # lazy: pydicom only when needed
 
         try:

@@ -41,7 +41,8 @@ MAX_JSON_BYTES = 64 * 2**20
 _REQUIRED = object()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -51,7 +52,7 @@ def _sha256(path: Path) -> str:
 
 def write_manifest(folder: Path, files: Sequence[str], kind: str) -> None:
     """Write ``folder/manifest.json``: the format, the model ``kind`` and each file's size and SHA-256."""
-    entries = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+    entries = {name: {"size": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
                for name in files}
     (folder / MANIFEST).write_text(json.dumps({"format": _FORMAT, "kind": kind, "files": entries}, indent=1))
 
@@ -111,7 +112,7 @@ def verify_folder(folder: Path, kind: str, required: Sequence[str]) -> bool:
         file = folder / name
         if not file.is_file():
             raise ModelError(f"{file}: missing (listed in {MANIFEST}); copy the whole folder")
-        if file.stat().st_size != size or _sha256(file) != digest:
+        if file.stat().st_size != size or sha256_file(file) != digest:
             raise ModelError(f"{file}: damaged or changed since it was saved (its size or SHA-256 differs "
                              f"from {MANIFEST}); save the model again")
     return True

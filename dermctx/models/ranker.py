@@ -44,7 +44,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from dermctx._deprecation import warn_renamed
-from dermctx.errors import DermctxWarning, LeakageError, ModelError, TableError, error_record, errors_frame
+from dermctx.errors import (
+    DermctxWarning,
+    LeakageError,
+    ModelError,
+    TableError,
+    error_record,
+    errors_frame,
+)
 from dermctx.features import (
     context_scales,
     outlier_scales,
@@ -58,6 +65,7 @@ from dermctx.models.folder import (
     JsonFields,
     load_tensors,
     read_json,
+    sha256_file,
     verify_folder,
     write_manifest,
 )
@@ -120,12 +128,6 @@ def _show(value: Any) -> str:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return repr(value.item() if hasattr(value, "item") else value)
     return repr(_cell_text(value)[:40])
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -1163,6 +1165,6 @@ def _legacy_digests(folder: Path) -> None:
                          "context_ranker.json, so its files cannot be checked; save the model again")
     for name, digest in digests.items():
         path = folder / str(name)
-        if not isinstance(digest, str) or not path.is_file() or _sha256(path) != digest:
+        if not isinstance(digest, str) or not path.is_file() or sha256_file(path) != digest:
             raise ModelError(f"{path}: missing, damaged or changed since it was saved (its "
                              "SHA-256 differs from context_ranker.json); save the model again")
