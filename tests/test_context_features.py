@@ -266,3 +266,24 @@ def test_fit_warns_when_a_declared_input_is_missing_on_every_row(measured):
     t = measured.assign(age=np.nan, sex=None, site=None)
     with pytest.warns(DermctxWarning, match=r"\['age', 'sex', 'site'\] are missing on all"):
         ContextRanker(score_col=None, context_features=COLS, **FAST).fit(t, t["target"])
+
+
+def test_score_patient_above_max_loo_leaves_out_the_most_atypical_lesions(ranker):
+    import warnings
+
+    rng = np.random.default_rng(7)
+    n = 60
+    big = pd.DataFrame({"image_id": [f"B{i:03d}" for i in range(n)], "patient_id": "BIG", "age": 50.0,
+                        "sex": "female", "site": "torso", **{c: rng.normal(0, 0.5, n) for c in COLS}})
+    big["hue"] = np.nan  # a measurement missing on every lesion of the patient
+    big.loc[7, "size_mm"] += 4.0  # one clear outlier
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ranker.score_patient(big, max_loo=10)
+        exact = ranker.score_patient(big.iloc[:10], max_loo=10)
+    assert len(out) == n and sorted(out["rank"]) == list(range(1, n + 1))
+    left_out = set(ranker._most_atypical(big, 10))
+    assert 7 in left_out and len(left_out) == 10
+    named = set(out["raised_by"].dropna()) | set(out["lowered_by"].dropna())
+    assert named and named <= {big["image_id"].iloc[i] for i in left_out}
+    assert len(exact) == 10 and exact["raised_by"].notna().any()

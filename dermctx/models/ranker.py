@@ -970,7 +970,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if not rel:
             return np.arange(k)
         v = frame[rel].to_numpy(dtype=float)
-        v = np.nan_to_num(v - np.nanmean(v, axis=0), nan=0.0)
+        counts = np.isfinite(v).sum(axis=0)  # a column missing on all of them centres at 0, silently
+        centre = np.nansum(v, axis=0) / np.maximum(counts, 1)
+        v = np.nan_to_num(v - centre, nan=0.0)
         sd = v.std(axis=0)
         norm = np.sqrt(((v / np.where(sd > 0, sd, 1.0)) ** 2).sum(axis=1))
         return np.sort(np.argsort(-norm, kind="stable")[:k])
