@@ -1139,11 +1139,11 @@ def tasks_cli(gen: Gen, n: int, model: dict[str, bytes], images: dict[str, bytes
             "describe": [["--by", gen.pick(("site", "nope", "patient_class", "age", "target"))],
                          ["--format", gen.pick(("md", "html", "tex", "pdf"))], ["--out", "@d/x.md"]],
             "split": [["--folds", gen.pick(("5", "0", "1", "-2", "x", "1000"))],
-                      ["--seed", gen.pick(("0", "x", "-1", "99999999999999999999"))],
+                      ["--random-state", gen.pick(("0", "x", "-1", "99999999999999999999"))],
                       ["--duplicates", gen.pick(("@missing.csv", "@t.csv", "@dups.csv"))]],
             "dedup": [["--threshold", gen.pick(("0.2", "-1", "x", "nan", "2"))], ["--exact-only"],
                       ["--embedding-threshold", gen.pick(("0.1", "x", "-1"))],
-                      ["--jobs", gen.pick(("1", "0", "-1", "x"))], ["--format", gen.pick(("training", "challenge", "x"))]],
+                      ["--jobs", gen.pick(("1", "0", "-1", "x"))], ["--layout", gen.pick(("training", "challenge", "x"))]],
             "fit": [["--out", "@model_out"], ["--score-col", gen.pick(("cnn_score", "nope", "age", "target"))],
                     ["--use-image-size"], ["--cnn", "@nowhere"]],
             "score": [["--model", gen.pick(("@model", "@model", "@nowhere", "@t.csv", "@empty"))],
@@ -1152,17 +1152,17 @@ def tasks_cli(gen: Gen, n: int, model: dict[str, bytes], images: dict[str, bytes
             "bench": [["--n-boot", gen.pick(("10", "0", "-1", "x"))], ["--folds", gen.pick(("2", "0", "x"))],
                       ["--models", gen.pick(("cnn", "nope", "", "cnn,context"))], ["--seeds", gen.pick(("0", "x", ""))],
                       ["--no-progress"], ["--out", "@bench"]],
-            "embed": [["--out", "@emb"], ["--no-pretrained"], ["--model", gen.pick(("resnet18", "nope_net"))],
-                      ["--size", gen.pick(("16", "0", "-5", "x"))], ["--batch-size", gen.pick(("2", "0", "x"))],
+            "embed": [["--out", "@emb"], ["--no-pretrained"], ["--backbone", gen.pick(("resnet18", "nope_net"))],
+                      ["--image-size", gen.pick(("16", "0", "-5", "x"))], ["--batch-size", gen.pick(("2", "0", "x"))],
                       ["--no-progress"], ["--image-dir", "@imgs"], ["--checkpoint", "@nowhere.safetensors"]],
             "train": [["--out", "@train"], ["--no-pretrained"], ["--epochs", gen.pick(("1", "0", "-1", "x"))],
-                      ["--folds", gen.pick(("2", "0", "x"))], ["--model", gen.pick(("resnet18", "nope_net"))],
+                      ["--folds", gen.pick(("2", "0", "x"))], ["--backbone", gen.pick(("resnet18", "nope_net"))],
                       ["--image-size", gen.pick(("16", "0", "x"))], ["--image-dir", "@imgs"], ["--no-progress"]],
             "explain": [["@imgs/ISIC_0000000.jpg"], ["@x.dcm"], ["--checkpoint", gen.pick(("@nowhere.safetensors", "@t.csv"))],
                         ["--out", "@expl"]],
         }.get(command or "", [])
         if command in ("embed", "train"):
-            argv += ["--no-pretrained", "--no-progress", "--model", "resnet18"]
+            argv += ["--no-pretrained", "--no-progress", "--backbone", "resnet18"]
         for opt in extra:
             if gen.chance(0.1 if opt[0] == "--cnn" else 0.4):
                 argv += opt

@@ -36,7 +36,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from dermctx._deprecation import warn_renamed
-from dermctx.errors import DermctxError, ModelError, TableError
+from dermctx.errors import DermctxError, MetricError, ModelError, TableError
 from dermctx.formatting import format_ci, plural
 
 # Columns never handed to an estimator as part of ``X``: the label and what is derived from it
@@ -46,6 +46,7 @@ from dermctx.label_guard import LABEL_COLUMNS
 
 # the metric registry, under a private name: this module's METRICS is the deprecated old one
 from dermctx.metrics import METRICS as _METRICS
+from dermctx.metrics import MIN_MELANOMAS as _MIN_MELANOMAS
 
 __all__ = [
     "BENCHMARK_METRICS",
@@ -53,6 +54,7 @@ __all__ = [
     "SCORE",
     "BenchmarkResult",
     "benchmark",
+    "melanoma_score",
 ]
 
 #: The model spec meaning "the raw ``score_col``, as it is" (also ``None``).
@@ -92,12 +94,15 @@ class BenchmarkResult:
         One row per (seed, image): ``image_id, patient_id, target, seed, fold`` and one column of
         out-of-fold scores per model (named as the model). Rows of one seed are in input order.
     metrics : DataFrame
-        Tidy: ``model, metric, estimate, ci_low, ci_high, n_images, n_patients, n_melanomas,
-        n_seeds``. ``estimate`` is the mean over seeds; the CI is a patient-bootstrap 95% interval
-        of that mean (the same patients resampled for every seed).
+        Tidy: ``model, metric, estimate, ci_low, ci_high, missing_reason, n_images, n_patients,
+        n_melanomas, n_seeds``. ``estimate`` is the mean over seeds; the CI is a
+        patient-bootstrap 95% interval of that mean (the same patients resampled for every seed).
+        A figure resting on too few melanomas is NaN, and a degenerate bootstrap's CI bounds are
+        NaN; ``missing_reason`` says why (:func:`dermctx.metrics.too_few_melanomas`,
+        :func:`dermctx.metrics.degenerate_ci`), empty when all is shown.
     differences : DataFrame
-        Tidy: ``model, reference, metric, difference, ci_low, ci_high`` (model minus reference,
-        paired bootstrap over patients).
+        Tidy: ``model, reference, metric, difference, ci_low, ci_high, p_le_0, missing_reason``
+        (model minus reference, paired bootstrap over patients).
     per_seed : DataFrame
         ``model, seed, metric, value``: each seed's own figure.
     reference : str
@@ -106,7 +111,11 @@ class BenchmarkResult:
         The metadata columns of the input table (``image_id, patient_id, age, sex, site, ...``),
         in input order, for reports.
     config : dict
-        The settings of the run (folds, seeds, n_boot, random_state, models, timings).
+        The settings of the run (folds, seeds, n_boot, random_state, min_melanomas, models,
+        timings).
+
+    ``print(result)`` shows the tables as aligned text, a notebook as an HTML table
+    (``_repr_html_``); :meth:`to_markdown` and :meth:`to_json` write them.
     """
 
     predictions: pd.DataFrame
@@ -155,50 +164,174 @@ class BenchmarkResult:
         return text
 
     def to_markdown(self, digits: int = 4) -> str:
-        """The model table (estimate [95% CI] per metric) and the differences, as Markdown."""
-        lines = []
-        cols = [m for m in _METRICS if m in set(self.metrics["metric"])]
-        lines.append("| model | " + " | ".join(_METRICS[m].label for m in cols) + " |")
-        lines.append("|---|" + "---|" * len(cols))
-        by = self.metrics.set_index(["model", "metric"])
+        """The model table (estimate [95% CI] per metric) and the differences, as Markdown.
+
+        A missing figure reads ``n/a`` and a figure without its CI ``(no CI)``; the reasons are
+        listed under the tables.
+        """
+        cols = self._metric_keys()
+        lines = ["| model | " + " | ".join(_METRICS[m].label for m in cols) + " |",
+                 "|---|" + "---|" * len(cols)]
         for model in self.models:
-            cells = []
-            for m in cols:
-                r = by.loc[(model, m)]
-                cells.append(format_ci(r["estimate"], r["ci_low"], r["ci_high"], digits))
+            cells = [_cell(self._row(self.metrics, model, m), digits) for m in cols]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         if len(self.differences):
-            lines.append("")
-            lines.append(f"Paired-bootstrap differences against **{self.reference}** "
-                         "(model minus reference, 95% CI):")
-            lines.append("")
-            lines.append("| model | " + " | ".join(_METRICS[m].label for m in cols) + " |")
-            lines.append("|---|" + "---|" * len(cols))
-            dby = self.differences.set_index(["model", "metric"])
-            for model in [m for m in self.models if m != self.reference]:
-                cells = []
-                for m in cols:
-                    if (model, m) in dby.index:
-                        r = dby.loc[(model, m)]
-                        cells.append(format_ci(r["difference"], r["ci_low"], r["ci_high"], digits,
-                                             signed=True))
-                    else:
-                        cells.append("")
+            lines += ["", f"Paired-bootstrap differences against **{self.reference}** "
+                      "(model minus reference, 95% CI):", "",
+                      "| model | " + " | ".join(_METRICS[m].label for m in cols) + " |",
+                      "|---|" + "---|" * len(cols)]
+            for model in self._others():
+                cells = [_cell(self._row(self.differences, model, m), digits, signed=True)
+                         for m in cols]
                 lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        c = self.config
-        how = (f"out-of-fold predictions of {c.get('folds')}-fold PatientKFold, seeds "
-               f"{list(c.get('seeds', []))}" if c.get("fitted_models") else "scores as given")
-        lines.append("")
-        lines.append(
-            f"{plural(c.get('n_images'), 'image')}, {plural(c.get('n_patients'), 'patient')}, "
-            f"{plural(c.get('n_melanomas'), 'melanoma')}; {how}; "
-            f"{plural(c.get('n_boot'), 'patient-bootstrap resample')} (95% CIs)."
-        )
+        lines += ["", self._describe_run() + "."]
+        notes = self._notes()
+        if notes:
+            lines += ["", *[f"- {n}" for n in notes]]
         return "\n".join(lines) + "\n"
 
+    def __str__(self) -> str:
+        """The model table and the differences as aligned text: a metric per line, a model per
+        column, estimates with their 95% CIs."""
+        cols = self._metric_keys()
+        labels = [_METRICS[m].label for m in cols]
+        lines = [f"BenchmarkResult: {self._describe_run()}", ""]
+        columns = [[model, *[_cell(self._row(self.metrics, model, m), 3) for m in cols]]
+                   for model in self.models]
+        lines += _aligned(["", *labels], columns)
+        others = self._others()
+        if others and len(self.differences):
+            lines += ["", f"Difference against {self.reference} (model minus reference, paired "
+                      "patient bootstrap, 95% CI):", ""]
+            columns = [[f"{model} - {self.reference}",
+                        *[_cell(self._row(self.differences, model, m), 3, signed=True)
+                          for m in cols]] for model in others]
+            lines += _aligned(["", *labels], columns)
+        notes = self._notes()
+        if notes:
+            lines += ["", *notes]
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
-        return f"BenchmarkResult(models={self.models}, reference={self.reference!r})\n" + \
-            self.summary().round(4).to_string()
+        c = self.config
+        return (f"BenchmarkResult(models={self.models}, reference={self.reference!r}, "
+                f"n_patients={c.get('n_patients')}, n_melanomas={c.get('n_melanomas')})")
+
+    def _repr_html_(self) -> str:
+        """A compact HTML table for notebooks: one row per model, then one per difference
+        against the reference (green / red where the CI is wholly on the better / worse side)."""
+        from html import escape
+
+        cols = self._metric_keys()
+        cell = "padding:2px 8px;text-align:right;white-space:nowrap;vertical-align:top"
+        head = "".join(f'<th style="{cell}">{escape(_METRICS[m].label)}</th>' for m in cols)
+        body = []
+        for model in self.models:
+            tds = "".join(f'<td style="{cell}">{_cell_html(self._row(self.metrics, model, m))}'
+                          "</td>" for m in cols)
+            body.append(f'<tr><th style="{cell};text-align:left">{escape(model)}</th>{tds}</tr>')
+        others = self._others()
+        if others and len(self.differences):
+            body.append(f'<tr><td colspan="{len(cols) + 1}" style="padding:6px 8px 2px;'
+                        'text-align:left;font-style:italic">difference against '
+                        f"{escape(self.reference)} (model minus reference, paired patient "
+                        "bootstrap)</td></tr>")
+            for model in others:
+                tds = "".join(
+                    f'<td style="{cell}">'
+                    f"{_cell_html(self._row(self.differences, model, m), _METRICS[m])}</td>"
+                    for m in cols)
+                body.append(f'<tr><th style="{cell};text-align:left">{escape(model)} &minus; '
+                            f"{escape(self.reference)}</th>{tds}</tr>")
+        notes = "".join(f"<br>{escape(n)}" for n in self._notes())
+        return (f'<div><table><thead><tr><th style="{cell}"></th>{head}</tr></thead>'
+                f"<tbody>{''.join(body)}</tbody></table>"
+                f'<div style="font-size:smaller">{escape(self._describe_run())}; 95% CIs '
+                f"under the estimates.{notes}</div></div>")
+
+    # -- helpers of the renderings -------------------------------------------------------------
+    def _metric_keys(self) -> list[str]:
+        return [m for m in _METRICS if m in set(self.metrics["metric"])]
+
+    def _others(self) -> list[str]:
+        return [m for m in self.models if m != self.reference]
+
+    @staticmethod
+    def _row(frame: pd.DataFrame, model: str, metric: str) -> dict[str, Any] | None:
+        hit = frame[(frame["model"] == model) & (frame["metric"] == metric)]
+        return None if hit.empty else hit.iloc[0].to_dict()
+
+    def _describe_run(self) -> str:
+        c = self.config
+        split = (f"{c.get('folds')} given folds" if c.get("folds_given")
+                 else f"{c.get('folds')}-fold PatientKFold, seeds {list(c.get('seeds', []))}")
+        how = f"out-of-fold predictions of {split}" if c.get("fitted_models") else "scores as given"
+        return (f"{plural(c.get('n_images'), 'image')}, {plural(c.get('n_patients'), 'patient')}, "
+                f"{plural(c.get('n_melanomas'), 'melanoma')}; {how}; "
+                f"{plural(c.get('n_boot'), 'patient-bootstrap resample')} (95% CIs)")
+
+    def _notes(self) -> list[str]:
+        """One line per reason a figure or CI is missing, naming the metrics (and the models,
+        when not all are concerned): ``"n/a (too few melanomas: 8; need >= 10): AUC"``."""
+        found: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for frame, value in ((self.metrics, "estimate"), (self.differences, "difference")):
+            if "missing_reason" not in frame.columns:
+                continue
+            for r in frame.to_dict(orient="records"):
+                if not str(r["missing_reason"] or ""):
+                    continue
+                what = "n/a" if not np.isfinite(r[value]) else "no CI"
+                who = r["model"] if value == "estimate" else f"{r['model']} - {r['reference']}"
+                by_metric = found.setdefault((what, r["missing_reason"]), {})
+                by_metric.setdefault(r["metric"], []).append(who)
+        lines = []
+        for (what, reason), by_metric in found.items():
+            parts = [_METRICS[m].label if set(self.models) <= set(who)  # every model
+                     else f"{_METRICS[m].label} of {', '.join(who)}" for m, who in by_metric.items()]
+            lines.append(f"{what} ({reason}): {'; '.join(parts)}")
+        return lines
+
+
+def _cell(row: dict[str, Any] | None, digits: int, signed: bool = False) -> str:
+    """An estimate with its CI as text; ``n/a`` when missing, ``(no CI)`` without its CI."""
+    if row is None:
+        return ""
+    est = row["estimate"] if "estimate" in row else row["difference"]
+    text = format_ci(est, row["ci_low"], row["ci_high"], digits, signed=signed)
+    if text != "n/a" and str(row.get("missing_reason") or ""):
+        text += " (no CI)"
+    return text
+
+
+def _cell_html(row: dict[str, Any] | None, metric: Any = None) -> str:
+    """:func:`_cell` as HTML: the CI under the estimate in smaller type, the reason of a missing
+    figure as its tooltip; with ``metric`` (a difference) green or red when the CI excludes 0."""
+    from html import escape
+
+    text = _cell(row, 3, signed=metric is not None)
+    value, _, ci = text.partition(" ")
+    out = escape(value) + (f'<br><span style="font-size:smaller;opacity:.75">{escape(ci)}</span>'
+                           if ci else "")
+    if row is not None and str(row.get("missing_reason") or ""):
+        out = f'<span title="{escape(str(row["missing_reason"]))}">{out}</span>'
+    if metric is not None and row is not None and np.isfinite(row["ci_low"]):
+        better = row["ci_low"] > 0 if metric.higher_is_better else row["ci_high"] < 0
+        worse = row["ci_high"] < 0 if metric.higher_is_better else row["ci_low"] > 0
+        if better or worse:
+            out = f'<span style="color:{"#0a7a2f" if better else "#b3261e"}">{out}</span>'
+    return out
+
+
+def _aligned(header: list[str], columns: list[list[str]]) -> list[str]:
+    """Text lines of a table given as ``header`` (the first column: row names) and
+    ``columns[j] = [title, cell, cell, ...]``: names left-aligned, cells right-aligned."""
+    width0 = max(len(h) for h in header)
+    widths = [max(len(c) for c in col) for col in columns]
+    lines = []
+    for i, name in enumerate(header):
+        cells = [col[i].rjust(w) for col, w in zip(columns, widths, strict=True)]
+        lines.append("  ".join([name.ljust(width0), *cells]).rstrip())
+    return lines
 
 
 def _json_value(v: Any) -> Any:
@@ -222,8 +355,19 @@ def _json_value(v: Any) -> Any:
 # --- out-of-fold predictions ------------------------------------------------------------------
 
 
-def _positive_score(estimator: Any, X: pd.DataFrame, name: str) -> np.ndarray:
-    """The melanoma score of ``estimator`` on ``X``: P(class 1), else decision_function."""
+def melanoma_score(estimator: Any, X: pd.DataFrame, name: str | None = None) -> np.ndarray:
+    """The melanoma score of a fitted ``estimator`` on the rows of ``X``, shape (n,).
+
+    The probability of class 1 (``predict_proba``), else ``decision_function``: the score
+    :func:`benchmark` ranks by and :mod:`dermctx.display` draws. ``name`` names the model in
+    errors (default the estimator's class name).
+
+    Raises
+    ------
+    ModelError
+        When the estimator has neither method, or returns a score per row of another length.
+    """
+    name = name if name is not None else type(estimator).__name__
     if hasattr(estimator, "predict_proba"):
         proba = np.asarray(estimator.predict_proba(X))
         if proba.ndim == 2:
@@ -243,6 +387,9 @@ def _positive_score(estimator: Any, X: pd.DataFrame, name: str) -> np.ndarray:
     if len(out) != len(X):
         raise ModelError(f"model {name!r} returned {len(out)} scores for {len(X)} rows")
     return out
+
+
+_positive_score = melanoma_score  # its old, private name (dermctx.demo)
 
 
 def _check_models(models: Mapping[str, Any], table: pd.DataFrame, score_col: str | None
@@ -309,12 +456,15 @@ def _oof_predictions(
     table: pd.DataFrame,
     specs: Mapping[str, Any],
     *,
-    folds: int,
+    folds: int | np.ndarray,
     seeds: Sequence[int],
     duplicates: pd.DataFrame | None,
     progress: bool,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Out-of-fold scores of every model, for every seed. Returns (predictions, fit seconds)."""
+    """Out-of-fold scores of every model, for every seed. Returns (predictions, fit seconds).
+
+    ``folds``: a fold count for :class:`PatientKFold`, or each row's fold (0..K-1, one seed).
+    """
     from dermctx.splits import PatientKFold
 
     y = table["target"].to_numpy(dtype=int)
@@ -322,11 +472,15 @@ def _oof_predictions(
     fitted = {name: spec for name, spec in specs.items() if not isinstance(spec, str)}
     seconds = {name: 0.0 for name in fitted}
     frames = []
-    bar = tqdm(total=len(seeds) * folds * max(len(fitted), 1), desc="benchmark: fitting",
+    given = not isinstance(folds, (int, np.integer))
+    n_folds = int(np.max(folds)) + 1 if given else int(folds)
+    bar = tqdm(total=len(seeds) * n_folds * max(len(fitted), 1), desc="benchmark: fitting",
                unit="fit", disable=not progress or not fitted, leave=False)
     for seed in seeds:
-        cv = PatientKFold(folds, shuffle=True, random_state=int(seed), duplicates=duplicates)
-        fold_of = cv.assign(table, y)
+        if given:
+            fold_of = np.asarray(folds)
+        else:
+            fold_of = PatientKFold(n_folds, shuffle=True, random_state=int(seed), duplicates=duplicates).assign(table, y)
         out = pd.DataFrame({
             "image_id": table["image_id"].to_numpy(),
             "patient_id": table["patient_id"].to_numpy(),
@@ -339,7 +493,7 @@ def _oof_predictions(
                 out[name] = _raw_score(table, spec, name)
                 continue
             scores = np.full(len(table), np.nan)
-            for k in range(folds):
+            for k in range(n_folds):
                 test = fold_of == k
                 train = ~test
                 if y[train].min() == y[train].max():
@@ -352,7 +506,7 @@ def _oof_predictions(
                 # positional frames (a fresh RangeIndex): estimators need not handle odd indexes
                 est.fit(X.iloc[np.flatnonzero(train)].reset_index(drop=True), y[train])
                 X_test = X.iloc[np.flatnonzero(test)].reset_index(drop=True)
-                scores[test] = _positive_score(est, X_test, name)
+                scores[test] = melanoma_score(est, X_test, name)
                 seconds[name] += time.perf_counter() - t0
                 bar.update(1)
             if not np.isfinite(scores).all():
@@ -364,6 +518,36 @@ def _oof_predictions(
         frames.append(out)
     bar.close()
     return pd.concat(frames, ignore_index=True), seconds
+
+
+def _given_folds(table: pd.DataFrame, folds: Any, seeds: Sequence[int], duplicates: pd.DataFrame | None
+                 ) -> tuple[int | np.ndarray, int]:
+    """``folds`` as a fold count, or as checked per-row fold codes 0..K-1; and K."""
+    from dermctx.splits import check_leakage
+
+    if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
+        return int(folds), int(folds)
+    if isinstance(folds, str):
+        if folds not in table.columns:
+            raise TableError(f"benchmark: folds={folds!r} is not a column of the table")
+        labels = table[folds]
+    else:
+        labels = pd.Series(np.asarray(folds, dtype=object))
+        if labels.ndim != 1 or len(labels) != len(table):
+            raise TableError(f"benchmark: folds has {len(labels)} labels; expected one per row ({len(table)})")
+    if labels.isna().any():
+        rows = np.flatnonzero(labels.isna().to_numpy())[:5].tolist()
+        raise TableError(f"benchmark: the given folds are missing at rows {rows}; every row needs a fold")
+    if len(seeds) != 1:
+        raise DermctxError(f"benchmark: given folds make one split; seeds={list(seeds)} would repeat "
+                           "it unchanged: give one seed")
+    codes, uniques = pd.factorize(labels.astype(str), sort=True)
+    if len(uniques) < 2:
+        raise TableError("benchmark: the given folds have one fold; need at least 2")
+    for k in range(len(uniques)):
+        test = codes == k
+        check_leakage(table[~test], table[test], duplicates=duplicates)
+    return codes, len(uniques)
 
 
 # --- metrics with patient-bootstrap CIs -------------------------------------------------------
@@ -388,7 +572,6 @@ class _FoldAUC:
         return (model * n + np.arange(n)).astype(float)
 
     def __call__(self, y: np.ndarray, s: np.ndarray) -> float:
-        from dermctx.errors import MetricError
         from dermctx.metrics import auc
 
         n = self.scores.shape[2]
@@ -418,6 +601,57 @@ class _FoldAUC:
         return float(np.mean(values))
 
 
+def _seed_figures(
+    name: str, i: int, ref: int | None, y: np.ndarray, pid: np.ndarray, scores: np.ndarray,
+    fold_auc: _FoldAUC, folds: np.ndarray, *, n_boot: int, random_state: int,
+) -> tuple[dict[str, Any], list[float], dict[str, Any] | None]:
+    """Model ``i``'s figure of metric ``name`` (mean over seeds, CI, missing reason), its value per
+    seed, and its paired difference to model ``ref`` (None for the reference itself)."""
+    from dermctx import metrics as M
+
+    boot = {"n_boot": n_boot, "random_state": random_state}
+    n_seeds = scores.shape[1]
+    if name == "fold_auc":  # all seeds at once, resampled exactly
+        res = [M.patient_bootstrap(fold_auc, y, fold_auc.codes(i), pid, **boot)]
+        seed_values = [_FoldAUC(scores[:, j:j + 1], folds[j:j + 1])(y.astype(float),
+                                                                      fold_auc.codes(i))
+                       for j in range(n_seeds)]
+    else:
+        # every seed is resampled with the same patients (same seed, same patient order); the
+        # seed-mean's interval is taken as the mean of the seeds' intervals
+        res = [M.patient_bootstrap(name, y, scores[i, j], pid, **boot) for j in range(n_seeds)]
+        seed_values = [r.estimate for r in res]
+    reason = next((why for why in map(M.degenerate_ci, res) if why), None)
+    figure = _figure(float(np.mean([r.estimate for r in res])),
+                     float(np.mean([r.low for r in res])), float(np.mean([r.high for r in res])),
+                     reason)
+    if ref is None:
+        return figure, seed_values, None
+    if name == "fold_auc":
+        ds = [M.paired_bootstrap(fold_auc, y, fold_auc.codes(i), fold_auc.codes(ref), pid, **boot)]
+    else:
+        ds = [M.paired_bootstrap(name, y, scores[i, j], scores[ref, j], pid, **boot)
+              for j in range(n_seeds)]
+    d_reason = next((why for why in map(M.degenerate_ci, ds) if why), None)
+    diff = _figure(float(np.mean([d.estimate for d in ds])), float(np.mean([d.low for d in ds])),
+                   float(np.mean([d.high for d in ds])), d_reason)
+    diff["difference"] = diff.pop("estimate")
+    diff["p_le_0"] = float(np.mean([d.p_le_0 for d in ds]))
+    return figure, seed_values, diff
+
+
+def _figure(estimate: float, low: float, high: float, reason: str | None,
+            *, missing: bool = False) -> dict[str, Any]:
+    """A table row's figure: the estimate and CI, NaN where ``reason`` says they are missing
+    (the whole figure with ``missing``, else only the CI)."""
+    nan = float("nan")
+    if missing:
+        estimate = nan
+    if reason:
+        low = high = nan
+    return {"estimate": estimate, "ci_low": low, "ci_high": high, "missing_reason": reason or ""}
+
+
 def _metric_tables(
     predictions: pd.DataFrame,
     model_names: Sequence[str],
@@ -427,6 +661,7 @@ def _metric_tables(
     metric_names: Sequence[str],
     n_boot: int,
     random_state: int,
+    min_melanomas: int,
     progress: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(metrics, differences, per_seed) tables; see :class:`BenchmarkResult`."""
@@ -436,10 +671,9 @@ def _metric_tables(
     first = by_seed[seeds[0]]
     y = first["target"].to_numpy(dtype=int)
     pid = first["patient_id"].to_numpy()
-    n_pat = int(pd.unique(pid).size)
     common = {
         "n_images": len(first),
-        "n_patients": n_pat,
+        "n_patients": int(pd.unique(pid).size),
         "n_melanomas": int(y.sum()),
         "n_seeds": len(seeds),
     }
@@ -450,49 +684,35 @@ def _metric_tables(
     fold_auc = _FoldAUC(scores, folds)
     ref = list(model_names).index(reference)
 
-    jobs = (2 * len(model_names) - 1) * len(metric_names)
-    bar = tqdm(total=jobs, desc="benchmark: bootstrap", unit="metric", disable=not progress,
-               leave=False)
+    bar = tqdm(total=len(model_names) * len(metric_names), desc="benchmark: bootstrap",
+               unit="metric", disable=not progress, leave=False)
     rows, diffs, per_seed = [], [], []
     for name in metric_names:
+        thin = M.too_few_melanomas(name, y, pid, min_melanomas=min_melanomas)
         for i, model in enumerate(model_names):
-            if name == "fold_auc":
-                r = M.patient_bootstrap(fold_auc, y, fold_auc.codes(i), pid, n_boot=n_boot,
-                                        random_state=random_state)
-                est, lo, hi = r.estimate, r.low, r.high
-                for j, s in enumerate(seeds):
-                    per_seed.append({"model": model, "seed": s, "metric": name,
-                                     "value": _FoldAUC(scores[:, j:j + 1], folds[j:j + 1])(
-                                         y.astype(float), fold_auc.codes(i))})
+            diff: dict[str, Any] | None
+            if thin:  # not computed: a figure from so few melanomas is not shown
+                figure = _figure(np.nan, np.nan, np.nan, thin, missing=True)
+                seed_values = [np.nan] * len(seeds)
+                diff = None if i == ref else {**_figure(np.nan, np.nan, np.nan, thin, missing=True),
+                                               "p_le_0": np.nan}
             else:
-                res = [M.patient_bootstrap(name, y, scores[i, j], pid, n_boot=n_boot,
-                                           random_state=random_state) for j in range(len(seeds))]
-                # every seed is resampled with the same patients (same seed, same patient order);
-                # the seed-mean's interval is taken as the mean of the seeds' intervals
-                est = float(np.mean([r.estimate for r in res]))
-                lo = float(np.mean([r.low for r in res]))
-                hi = float(np.mean([r.high for r in res]))
-                per_seed += [{"model": model, "seed": s, "metric": name, "value": r.estimate}
-                             for s, r in zip(seeds, res, strict=True)]
-            rows.append({"model": model, "metric": name, "estimate": est, "ci_low": lo,
-                         "ci_high": hi, **common})
-            bar.update(1)
-            if i == ref:
-                continue
-            if name == "fold_auc":
-                d = M.paired_bootstrap(fold_auc, y, fold_auc.codes(i), fold_auc.codes(ref), pid,
-                                       n_boot=n_boot, random_state=random_state)
-                dest, dlo, dhi, p = d.estimate, d.low, d.high, d.p_le_0
-            else:
-                ds = [M.paired_bootstrap(name, y, scores[i, j], scores[ref, j], pid,
-                                         n_boot=n_boot, random_state=random_state)
-                      for j in range(len(seeds))]
-                dest = float(np.mean([d.estimate for d in ds]))
-                dlo = float(np.mean([d.low for d in ds]))
-                dhi = float(np.mean([d.high for d in ds]))
-                p = float(np.mean([d.p_le_0 for d in ds]))
-            diffs.append({"model": model, "reference": reference, "metric": name,
-                          "difference": dest, "ci_low": dlo, "ci_high": dhi, "p_le_0": p})
+                try:
+                    figure, seed_values, diff = _seed_figures(
+                        name, i, None if i == ref else ref, y, pid, scores, fold_auc, folds,
+                        n_boot=n_boot, random_state=random_state)
+                except MetricError as exc:  # undefined on these lesions
+                    figure = _figure(np.nan, np.nan, np.nan, str(exc), missing=True)
+                    seed_values = [np.nan] * len(seeds)
+                    diff = None if i == ref else {
+                        **_figure(np.nan, np.nan, np.nan, str(exc), missing=True), "p_le_0": np.nan}
+            rows.append({"model": model, "metric": name, **figure, **common})
+            per_seed += [{"model": model, "seed": s, "metric": name, "value": v}
+                         for s, v in zip(seeds, seed_values, strict=True)]
+            if diff is not None:
+                if "estimate" in diff:
+                    diff["difference"] = diff.pop("estimate")
+                diffs.append({"model": model, "reference": reference, "metric": name, **diff})
             bar.update(1)
     bar.close()
 
@@ -503,7 +723,8 @@ def _metric_tables(
 
     metrics = in_order(pd.DataFrame(rows))
     differences = in_order(pd.DataFrame(
-        diffs, columns=["model", "reference", "metric", "difference", "ci_low", "ci_high", "p_le_0"]))
+        diffs, columns=["model", "reference", "metric", "difference", "ci_low", "ci_high", "p_le_0",
+                        "missing_reason"]))
     return metrics, differences, in_order(pd.DataFrame(per_seed))
 
 
@@ -512,13 +733,14 @@ def benchmark(
     models: Mapping[str, Any],
     *,
     score_col: str | None = None,
-    folds: int = 5,
+    folds: int | str | Sequence[Any] = 5,
     seeds: Sequence[int] = (0,),
     n_boot: int = 2000,
     random_state: int = 0,
     duplicates: pd.DataFrame | None = None,
     reference: str | None = None,
     metrics: Sequence[str] = BENCHMARK_METRICS,
+    min_melanomas: int = _MIN_MELANOMAS,
     progress: bool = True,
 ) -> BenchmarkResult:
     """Compare melanoma rankers side by side on out-of-fold, patient-grouped predictions.
@@ -538,9 +760,12 @@ def benchmark(
     score_col : str, optional
         The column of raw CNN scores (probabilities or logits; only their order matters for
         ranking metrics).
-    folds : int
-        Folds of :class:`dermctx.PatientKFold` (patients, lesions and duplicate groups kept
-        whole, melanomas balanced).
+    folds : int, str or array-like
+        A number of folds of :class:`dermctx.PatientKFold` (patients, lesions and duplicate
+        groups kept whole, melanomas balanced); or folds made before (e.g. by ``dermctx split``):
+        a column of ``table`` or one label per row. Given folds are checked: a patient, lesion or
+        duplicate pair on both sides of a fold is a :class:`~dermctx.LeakageError`; they make one
+        split, so ``seeds`` must then be one seed.
     seeds : sequence of int
         The repetitions of the cross-validation: each is the ``random_state`` of one
         :class:`dermctx.PatientKFold` split, and every figure is the mean over the repetitions
@@ -561,6 +786,10 @@ def benchmark(
         (default :data:`BENCHMARK_METRICS`: the ranking metrics). Leave out ``"fold_auc"`` when
         the scores do not come from fitted folds (ready-made score columns): its bootstrap is the
         slowest. ``"brier_score"`` and ``"expected_calibration_error"`` need probabilities.
+    min_melanomas : int
+        A ranking figure resting on fewer melanomas (patients, for the per-patient metrics; see
+        :func:`dermctx.metrics.too_few_melanomas`) is not computed: its row is NaN, with the
+        reason in ``missing_reason``. Default :data:`dermctx.metrics.MIN_MELANOMAS` (10).
     progress : bool
         Show tqdm progress bars.
 
@@ -603,21 +832,24 @@ def benchmark(
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*only .* melanoma.*for .* folds")
+        fold_arg, n_folds = _given_folds(table, folds, seeds, duplicates)
         predictions, seconds = _oof_predictions(
-            table, specs, folds=folds, seeds=seeds, duplicates=duplicates, progress=progress)
+            table, specs, folds=fold_arg, seeds=seeds, duplicates=duplicates, progress=progress)
     metrics, differences, per_seed = _metric_tables(
         predictions, list(specs), reference, seeds, metric_names=metric_names, n_boot=n_boot,
-        random_state=random_state, progress=progress)
+        random_state=random_state, min_melanomas=int(min_melanomas), progress=progress)
     config = {
         "models": {name: (f"column {spec!r}" if isinstance(spec, str) else repr(spec))
                    for name, spec in specs.items()},
         "fitted_models": [name for name, spec in specs.items() if not isinstance(spec, str)],
         "score_col": score_col,
-        "folds": int(folds),
+        "folds": n_folds,
+        "folds_given": not isinstance(fold_arg, int),
         "seeds": seeds,
         "metrics": metric_names,
         "n_boot": int(n_boot),
         "random_state": int(random_state),
+        "min_melanomas": int(min_melanomas),
         "n_images": len(table),
         "n_patients": int(table["patient_id"].nunique()),
         "n_melanomas": int(table["target"].sum()),

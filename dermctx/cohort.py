@@ -4,14 +4,19 @@
 ``(section, row)``, one column per group (patients with / without melanoma, the folds of a split,
 the sites, the sources, ...) plus ``"Total"``. Each cell is a display string: a count with its
 percentage where it is one (``"428 (20.8%)"``), or a statistic (``"16.1"``).
-:func:`cohort_counts` gives the same table as numbers, and :func:`to_markdown`, :func:`to_html`
-and :func:`to_latex` render a table for a paper or a report::
+:func:`cohort_counts` gives the same table as numbers, and :func:`to_text`, :func:`to_markdown`,
+:func:`to_html` and :func:`to_latex` render a table for a terminal, a paper or a report::
 
     from dermctx import cohort_table, read_table
-    from dermctx.cohort import to_markdown
+    from dermctx.cohort import to_markdown, to_text
 
     table = read_table("ISIC_2020_Training_GroundTruth.csv")
+    print(to_text(cohort_table(table)))          # aligned plain text, every column
     print(cohort_table(table).pipe(to_markdown))
+
+In a notebook the DataFrame shows as pandas shows any table (``display(IPython.display.HTML(
+to_html(t)))`` for the sectioned rendering); ``print(t)`` is pandas' own text, which elides
+columns that do not fit the terminal's width: :func:`to_text` never does.
 
 Counting rules (see ``docs/cohort.md``):
 
@@ -50,6 +55,7 @@ __all__ = [
     "to_html",
     "to_latex",
     "to_markdown",
+    "to_text",
 ]
 
 #: Group names of ``by="patient_class"``, in column order.
@@ -456,6 +462,36 @@ def _sections(frame: pd.DataFrame) -> list[tuple[str, list[tuple[str, list[str]]
             out.append((section, []))
         out[-1][1].append((str(row), ["" if pd.isna(c) else str(c) for c in cells]))
     return out
+
+
+def to_text(frame: pd.DataFrame) -> str:
+    """Render a :func:`cohort_table` as aligned plain text: a line per section, its rows indented
+    under it, every column (none elided, whatever the terminal's width), counts right-aligned.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p", "p", "q"],
+    ...                   "target": [1, 0, 0]})
+    >>> print(to_text(cohort_table(t)).splitlines()[1])
+    patients
+    """
+    sections = _sections(frame)
+    labels = [str(c) for c in frame.columns]
+    names = [s for s, _ in sections] + [f"  {row}" for _, rows in sections for row, _ in rows]
+    width0 = max([len(n) for n in names] + [0])
+    widths = [max([len(labels[j])] + [len(cells[j]) for _, rows in sections for _, cells in rows])
+              for j in range(len(labels))]
+
+    def line(name: str, cells: Sequence[str]) -> str:
+        return "  ".join([name.ljust(width0), *[c.rjust(w) for c, w in zip(cells, widths,
+                                                                           strict=True)]]).rstrip()
+
+    out = [line("", labels)]
+    for section, rows in sections:
+        out.append(section)
+        out += [line(f"  {row}", cells) for row, cells in rows]
+    return "\n".join(out) + "\n"
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

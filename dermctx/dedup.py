@@ -552,7 +552,8 @@ def find_duplicates(
     ------
     TableError
         ``table`` is not a DataFrame, names a column twice, lacks ``image_id`` (or ``path`` when
-        ``images=True``), has duplicate image ids, or has no embedding columns when
+        ``images=True``), has ``images=True`` and no path on any row (a table read without
+        ``image_dir=``), has duplicate image ids, or has no embedding columns when
         ``embedding_threshold`` is given.
     DermctxError
         An argument of the wrong type or out of range (``threshold="x"``, ``bands=1``,
@@ -600,6 +601,11 @@ def _checked_image_ids(table: Any, *, images: bool, embedding_threshold: float |
     missing = [c for c in need if c not in table.columns]
     if missing:
         raise TableError(f"find_duplicates needs column(s) {missing}; found {list(table.columns)[:20]}")
+    if images and len(table) and table["path"].isna().all():
+        raise TableError(
+            "find_duplicates compares pixels, but column 'path' is empty on every row: read the "
+            "table with its images (dermctx.read_table(..., image_dir=FOLDER)), or compare "
+            "embeddings only (images=False, embedding_threshold=...)")
     ids = _texts(table["image_id"]).str.strip()
     if ids.duplicated().any():
         dup = sorted(set(ids[ids.duplicated()]))[:5]

@@ -1,4 +1,4 @@
-"""``dermctx demo``: patient-context ranking on real data, offline, in about a minute.
+"""``dermctx demo``: patient-context ranking on real data, offline.
 
 The package embeds ``dermctx/data/isic2020_demo.parquet``: the SIIM-ISIC 2020 metadata of 1,440
 patients (23,299 images, 436 melanomas) with the out-of-fold melanoma probabilities of a real

@@ -10,7 +10,8 @@ Core metrics: :func:`auc`, :func:`partial_auc` (the ISIC 2024 score), :func:`wit
 :func:`topk_rate`. Operating points: :func:`roc_curve`, :func:`sensitivity_at_specificity`,
 :func:`specificity_at_sensitivity`. Multi-class: :func:`per_class_metrics`. Calibration:
 :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_curve`. Subgroups:
-:func:`subgroup_table`.
+:func:`subgroup_table`. Figures too thin to show: :data:`MIN_MELANOMAS`,
+:func:`too_few_melanomas`, :func:`degenerate_ci`.
 
 :data:`METRICS` is the one registry of the metrics dermctx reports: each has one key (``"auc"``,
 ``"pauc80"``, ``"top1"``...), used in every result table, JSON file and report, one display label
@@ -23,7 +24,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ from dermctx.errors import DermctxError, MetricError
 __all__ = [
     "AGE_BANDS",
     "METRICS",
+    "MIN_MELANOMAS",
     "BootstrapResult",
     "Metric",
     "MetricError",
@@ -46,16 +48,19 @@ __all__ = [
     "age_band",
     "auc",
     "brier_score",
+    "degenerate_ci",
     "expected_calibration_error",
     "paired_bootstrap",
     "partial_auc",
     "patient_bootstrap",
+    "patient_resamples",
     "per_class_metrics",
     "reliability_curve",
     "roc_curve",
     "sensitivity_at_specificity",
     "specificity_at_sensitivity",
     "subgroup_table",
+    "too_few_melanomas",
     "topk_rate",
     "topk_sensitivity",
     "within_patient_auc",
@@ -626,27 +631,70 @@ def _estimate(
     return _value(func(y, s, **kw))
 
 
+def _patient_weights(n_pat: int, n_boot: int, random_state: int | None) -> Iterator[np.ndarray]:
+    """The resamples of the bootstrap, in chunks: (r, n_pat) counts, how often each patient is
+    drawn (a multinomial draw of ``n_pat`` patients with replacement), ``n_boot`` rows in all.
+
+    Rows are drawn in chunks of about 4 million counts, so memory stays bounded; the chunking does
+    not change the draws.
+    """
+    rng = np.random.default_rng(random_state)
+    chunk = max(1, 4_000_000 // max(n_pat, 1))
+    for lo in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - lo)
+        yield rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=size).astype(float)
+
+
 def _resample(
     evaluators: Sequence[Callable[[np.ndarray], np.ndarray]],
     n_pat: int,
     n_boot: int,
     random_state: int | None,
 ) -> list[np.ndarray]:
-    """Each evaluator's (n_boot,) values on the same patient resamples.
-
-    A resample is a row of counts: how often each of the ``n_pat`` patients is drawn (a
-    multinomial draw of ``n_pat`` patients with replacement). Rows are drawn in chunks of about
-    4 million counts, so memory stays bounded; the chunking does not change the draws.
-    """
-    rng = np.random.default_rng(random_state)
-    chunk = max(1, 4_000_000 // max(n_pat, 1))
+    """Each evaluator's (n_boot,) values on the same patient resamples (:func:`_patient_weights`)."""
     out = [np.empty(n_boot) for _ in evaluators]
-    for lo in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - lo)
-        W = rng.multinomial(n_pat, np.full(n_pat, 1.0 / n_pat), size=size).astype(float)  # (r, P)
+    lo = 0
+    for W in _patient_weights(n_pat, n_boot, random_state):  # (r, P)
         for values, evaluate in zip(out, evaluators, strict=True):
-            values[lo : lo + size] = evaluate(W)
+            values[lo : lo + len(W)] = evaluate(W)
+        lo += len(W)
     return out
+
+
+def patient_resamples(
+    patient_id: Any, n_boot: int = 2000, random_state: int | None = 0, *,
+    max_cells: int = 4_000_000,
+) -> Iterator[np.ndarray]:
+    """The patient resamples of :func:`patient_bootstrap`, as lesion weights.
+
+    For a statistic the bootstrap has no fast path for (a curve, a band around it), computed
+    from weighted counts: each resample is a row of weights, how often each lesion is drawn (the
+    number of times its patient is drawn, all of a patient's lesions together).
+
+    Parameters
+    ----------
+    patient_id : array-like of shape (n,)
+        The patient of each lesion.
+    n_boot : int
+        Number of resamples.
+    random_state : int or None
+        Seed: with the same ``patient_id``, ``n_boot`` and ``random_state``, these are the
+        resamples :func:`patient_bootstrap` and :func:`paired_bootstrap` draw, so a curve's band
+        and the CI of its area rest on the same resamples.
+    max_cells : int
+        Largest chunk yielded (rows x lesions), to bound memory.
+
+    Yields
+    ------
+    ndarray of shape (r, n)
+        ``r`` resamples at a time (``n_boot`` rows in all), float counts >= 0.
+    """
+    _check_boot(n_boot, 0.95)
+    codes = _patients(patient_id, len(np.asarray(patient_id, dtype=object).reshape(-1)))
+    step = max(1, int(max_cells) // max(len(codes), 1))
+    for W in _patient_weights(int(codes.max()) + 1, n_boot, random_state):
+        for lo in range(0, len(W), step):
+            yield W[lo : lo + step][:, codes]
 
 
 def _check_boot(n_boot: int, level: float) -> None:
@@ -778,6 +826,120 @@ def paired_bootstrap(
         n_valid=len(ok),
         n_patients=n_pat,
     )
+
+
+# --- figures too thin to show ---------------------------------------------------------------
+
+#: The fewest melanomas a ranking figure of dermctx's tables rests on (:func:`subgroup_table`,
+#: :func:`dermctx.benchmark`, the report): below it the figure is shown as missing, with the
+#: reason ("too few melanomas: 2; need >= 10"). Per-patient metrics count their patients instead
+#: (:func:`too_few_melanomas`). Why 10: in simulated cohorts (``benchmarks/ci_min_melanomas.py``)
+#: the 95% patient-bootstrap CI of the AUC covered the true AUC in about half the datasets with 2
+#: melanomas, three quarters with 4-9 and 87% with 10-14 (93% from 50 on); below 10 the interval
+#: is not worth printing.
+MIN_MELANOMAS = 10
+
+_MELANOMAS = "melanomas"
+_MELANOMA_PATIENTS = "patients with a melanoma"
+_BOTH_CLASS_PATIENTS = "patients with a melanoma and another lesion"
+
+
+def _unit(metric: Any) -> str | None:
+    """What the figures of ``metric`` rest on, counted against :data:`MIN_MELANOMAS` (None: no
+    minimum, e.g. the Brier score or your own function)."""
+    key = metric.key if isinstance(metric, Metric) else metric if isinstance(metric, str) else None
+    if key == "fold_auc":
+        return _MELANOMAS
+    if isinstance(metric, str):
+        if metric in METRICS:
+            metric = METRICS[metric]
+        elif metric in _FUNCTION_NAMES:
+            metric = _FUNCTION_NAMES[metric]
+        else:
+            raise MetricError(f"unknown metric {metric!r}; expected a callable or one of "
+                              f"{list(METRICS)}")
+    func = metric.func if isinstance(metric, Metric) else metric
+    units: dict[Any, str] = {auc: _MELANOMAS, partial_auc: _MELANOMAS,
+                             within_patient_auc: _BOTH_CLASS_PATIENTS,
+                             topk_rate: _MELANOMA_PATIENTS, topk_sensitivity: _MELANOMA_PATIENTS}
+    return units.get(func)
+
+
+def too_few_melanomas(
+    metric: str | Callable[..., Any],
+    y: Any,
+    patient_id: Any = None,
+    *,
+    min_melanomas: int = MIN_MELANOMAS,
+) -> str | None:
+    """Why a figure of ``metric`` on these lesions is too thin to show, or None when it is not.
+
+    A ranking metric needs at least ``min_melanomas`` of what it rests on: melanomas for the
+    (partial, per-fold) AUC, patients with a melanoma for the top-k rates and the top-15
+    sensitivity, patients with a melanoma and another lesion for the within-patient AUC (the only
+    patients it averages over). Calibration metrics and your own functions have no minimum.
+
+    Parameters
+    ----------
+    metric : str or callable
+        A key of :data:`METRICS` (``"auc"``, ``"within_patient_auc"``, ...), a :class:`Metric`
+        or a function of this module.
+    y, patient_id : array-like of shape (n,)
+        Labels, and patient ids (needed by the per-patient metrics).
+    min_melanomas : int
+        The minimum, :data:`MIN_MELANOMAS` by default.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"too few melanomas: 2; need >= 10"`` or ``"too few patients with a melanoma and
+        another lesion: 1; need >= 10"``.
+
+    Examples
+    --------
+    >>> too_few_melanomas("auc", [0, 1, 0, 1, 0])
+    'too few melanomas: 2; need >= 10'
+    >>> too_few_melanomas("brier_score", [0, 1]) is None
+    True
+    """
+    unit = _unit(metric)
+    if unit is None:
+        return None
+    y = _labels(y)
+    if unit == _MELANOMAS:
+        n = int(y.sum())
+    else:
+        if patient_id is None:
+            raise MetricError(f"too_few_melanomas: metric {_metric_name(metric)!r} counts "
+                              "patients; pass patient_id")
+        codes = _patients(patient_id, len(y))
+        n_pat = int(codes.max()) + 1
+        mel = np.bincount(codes, weights=y, minlength=n_pat)
+        other = np.bincount(codes, minlength=n_pat) - mel
+        n = int(((mel > 0) if unit == _MELANOMA_PATIENTS else (mel > 0) & (other > 0)).sum())
+    return None if n >= min_melanomas else f"too few {unit}: {n}; need >= {min_melanomas}"
+
+
+def degenerate_ci(result: BootstrapResult | PairedBootstrapResult) -> str | None:
+    """Why the CI of a bootstrap result says nothing, or None when it is usable.
+
+    A CI is degenerate when fewer than half the resamples define the metric (the interval would
+    describe the lucky resamples only), or, for a single metric (:class:`BootstrapResult`), when
+    it has zero width: every central resample gives the same value (a top-1 rate of 1.000 because
+    each of a few patients has one lesion), which is no statement of uncertainty. A paired
+    difference of zero width stays: two models that agree on every resample do not differ.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"bootstrap degenerate: defined in 312 of 1000 resamples"`` or ``"bootstrap
+        degenerate: 95% of resamples give 1.000"`` (the central 95%, all equal).
+    """
+    if result.n_valid < result.n_boot / 2:
+        return f"bootstrap degenerate: defined in {result.n_valid} of {result.n_boot} resamples"
+    if isinstance(result, BootstrapResult) and result.low == result.high:
+        return f"bootstrap degenerate: {result.level:.0%} of resamples give {result.low:.3f}"
+    return None
 
 
 # --- operating points -----------------------------------------------------------------------
@@ -1136,6 +1298,72 @@ def age_band(age: Any) -> pd.Series:
     return pd.Series(out)
 
 
+def _cells(table: pd.DataFrame, by: Sequence[str], include_all: bool
+           ) -> list[tuple[str, str, np.ndarray]]:
+    """``(by, group, row mask)`` of every subgroup, in table order (see :func:`subgroup_table`)."""
+    columns: dict[str, pd.Series] = {}
+    for col in by:
+        if col == "age_band" and col not in table.columns:
+            if "age" not in table.columns:
+                raise MetricError("subgroup_table: by='age_band' needs an 'age' column")
+            columns[col] = age_band(table["age"].to_numpy())
+        elif col not in table.columns:
+            raise MetricError(f"subgroup_table: the table has no column {col!r} to group by")
+        else:
+            raw = table[col].astype(object).reset_index(drop=True)
+            blank = raw.isna() | (raw.astype(str).str.strip() == "")
+            columns[col] = raw.where(~blank, "unknown").astype(str)
+    cells: list[tuple[str, str, np.ndarray]] = []
+    if include_all:
+        cells.append(("all", "all", np.ones(len(table), dtype=bool)))
+    band_order = {name: i for i, (_, _, name) in enumerate(AGE_BANDS)}
+    for col, values in columns.items():
+        for group in sorted(
+            values.unique(), key=lambda g: (g == "unknown", band_order.get(g, -1), g)
+        ):
+            cells.append((col, group, (values == group).to_numpy()))
+    return cells
+
+
+def _subgroup_figure(
+    name: str, metric: tuple[Callable[..., Any], dict[str, Any]], unit_of: Any,
+    y: np.ndarray, s: np.ndarray, pid: np.ndarray, ref: np.ndarray | None, *,
+    min_melanomas: int, **boot: Any,
+) -> dict[str, Any]:
+    """One metric's columns of a :func:`subgroup_table` row (and its difference to ``ref``)."""
+    func, kw = metric
+    nan = float("nan")
+    out: dict[str, Any] = {name: nan, f"{name}_low": nan, f"{name}_high": nan}
+    diff = f"{name}_difference"
+    if ref is not None:
+        out.update({diff: nan, f"{diff}_low": nan, f"{diff}_high": nan})
+    try:
+        reason = too_few_melanomas(unit_of, y, pid, min_melanomas=min_melanomas)
+        if reason is None:
+            res = patient_bootstrap(func, y, s, pid, **boot, **kw)
+            out[name] = res.estimate
+            reason = degenerate_ci(res)
+            if reason is None:
+                out[f"{name}_low"], out[f"{name}_high"] = res.low, res.high
+    except DermctxError as exc:  # undefined here (one class, no melanoma patient)
+        reason = str(exc)
+    out[f"{name}_missing_reason"] = reason or ""
+    if ref is None:
+        return out
+    d_reason = reason if np.isnan(out[name]) else None
+    if d_reason is None:
+        try:
+            d = paired_bootstrap(func, y, s, ref, pid, **boot, **kw)
+            out[diff] = d.estimate
+            d_reason = degenerate_ci(d)
+            if d_reason is None:
+                out[f"{diff}_low"], out[f"{diff}_high"] = d.low, d.high
+        except DermctxError as exc:
+            d_reason = str(exc)
+    out[f"{diff}_missing_reason"] = d_reason or ""
+    return out
+
+
 @renamed_parameters(seed="random_state")
 def subgroup_table(
     table: pd.DataFrame,
@@ -1149,6 +1377,8 @@ def subgroup_table(
     random_state: int | None = 0,
     level: float = 0.95,
     include_all: bool = True,
+    reference_col: str | None = None,
+    min_melanomas: int = MIN_MELANOMAS,
 ) -> pd.DataFrame:
     """Every metric by subgroup, with image, patient and melanoma counts and patient-bootstrap CIs.
 
@@ -1172,19 +1402,30 @@ def subgroup_table(
         CI coverage.
     include_all : bool
         Add a first row ``by="all", group="all"`` with the whole table.
+    reference_col : str, optional
+        A second score column (the reference model): each metric then also gets its paired
+        difference ``score_col`` minus ``reference_col`` within the subgroup
+        (:func:`paired_bootstrap`, the same resamples for both).
+    min_melanomas : int
+        A ranking figure resting on fewer melanomas (or patients; see
+        :func:`too_few_melanomas`) is missing, with the reason. Default :data:`MIN_MELANOMAS`.
 
     Returns
     -------
     DataFrame, one row per (by, group)
         ``by, group, n_images, n_patients, n_melanomas`` and per metric ``<m>``, ``<m>_low``,
-        ``<m>_high``. A metric undefined in a subgroup (e.g. AUC without melanomas) is NaN.
+        ``<m>_high`` and ``<m>_missing_reason``; with ``reference_col`` also
+        ``<m>_difference``, ``<m>_difference_low``, ``<m>_difference_high`` and
+        ``<m>_difference_missing_reason``. A figure that is undefined (an AUC without melanomas)
+        or rests on too few melanomas is NaN, and so are a degenerate bootstrap's CI bounds
+        (:func:`degenerate_ci`); ``*_missing_reason`` then says why (empty when all is shown).
     """
     if not isinstance(table, pd.DataFrame):
         raise MetricError(
             f"subgroup_table: expected a lesion table (DataFrame), got {type(table).__name__}"
         )
-    for col in (score_col, target_col, patient_col):
-        if col not in table.columns:
+    for col in (score_col, target_col, patient_col, reference_col):
+        if col is not None and col not in table.columns:
             raise MetricError(
                 f"subgroup_table: the table has no column {col!r} (found {list(table.columns)[:20]})"
             )
@@ -1192,31 +1433,13 @@ def subgroup_table(
     funcs = {}
     for name, m in named.items():  # a loop, not a comprehension: the warning's stack level
         funcs[name] = _resolve(m, stacklevel=4)
-    columns: dict[str, pd.Series] = {}
-    for col in by:
-        if col == "age_band" and col not in table.columns:
-            if "age" not in table.columns:
-                raise MetricError("subgroup_table: by='age_band' needs an 'age' column")
-            columns[col] = age_band(table["age"].to_numpy())
-        elif col not in table.columns:
-            raise MetricError(f"subgroup_table: the table has no column {col!r} to group by")
-        else:
-            raw = table[col].astype(object).reset_index(drop=True)
-            blank = raw.isna() | (raw.astype(str).str.strip() == "")
-            columns[col] = raw.where(~blank, "unknown").astype(str)
+    cells = _cells(table, by, include_all)
     y = _labels(table[target_col].to_numpy(), target_col)
     s = _scores(table[score_col].to_numpy(), len(y), score_col)
+    ref = None if reference_col is None else _scores(table[reference_col].to_numpy(), len(y),
+                                                     reference_col)
     pid = table[patient_col].astype(str).to_numpy()
-
-    cells: list[tuple[str, str, np.ndarray]] = []
-    if include_all:
-        cells.append(("all", "all", np.ones(len(y), dtype=bool)))
-    for col, values in columns.items():
-        band_order = {name: i for i, (_, _, name) in enumerate(AGE_BANDS)}
-        for group in sorted(
-            values.unique(), key=lambda g: (g == "unknown", band_order.get(g, -1), g)
-        ):
-            cells.append((col, group, (values == group).to_numpy()))
+    boot = {"n_boot": n_boot, "random_state": random_state, "level": level}
 
     rows = []
     for col, group, mask in cells:
@@ -1227,14 +1450,10 @@ def subgroup_table(
             "n_patients": int(pd.unique(pid[mask]).size),
             "n_melanomas": int(y[mask].sum()),
         }
-        for name, (func, kw) in funcs.items():
-            try:
-                res = patient_bootstrap(
-                    func, y[mask], s[mask], pid[mask], n_boot=n_boot, random_state=random_state,
-                    level=level, **kw,
-                )
-                row[name], row[f"{name}_low"], row[f"{name}_high"] = res.estimate, res.low, res.high
-            except DermctxError:
-                row[name] = row[f"{name}_low"] = row[f"{name}_high"] = np.nan
+        for name, metric in funcs.items():
+            unit_of = named[name] if isinstance(named[name], (str, Metric)) else metric[0]
+            row.update(_subgroup_figure(
+                name, metric, unit_of, y[mask], s[mask], pid[mask],
+                None if ref is None else ref[mask], min_melanomas=min_melanomas, **boot))
         rows.append(row)
     return pd.DataFrame(rows)

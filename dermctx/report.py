@@ -8,39 +8,41 @@ ready-made score columns) and writes, into one folder:
                    opens anywhere, offline
 ``metrics.json``   the model table, paired differences, per-seed figures, calibration, subgroups
 ``metrics.md``     the model table and differences as Markdown
-``roc.png``        ROC curves of every model
-``pr.png``         precision-recall curves
+``roc.png``        ROC curves of every model, with patient-bootstrap bands (:mod:`dermctx.display`)
+``pr.png``         precision-recall curves, with bands
 ``reliability.png`` reliability (calibration) curves, for models whose scores are probabilities
 ``operating_points.csv`` sensitivity at fixed specificity and the reverse, with CIs
 ``calibration.csv`` Brier score and expected calibration error per model and data source, with CIs
-``subgroups.csv``  every ranking metric by sex, age band, anatomic site and source, with CIs
+``subgroups.csv``  every ranking metric by sex, age band, anatomic site and source, with CIs, and
+                   each model's paired difference to the reference model
 ``predictions.csv`` the out-of-fold scores behind every figure
 ================== ===============================================================================
 
-Plots are drawn with matplotlib's Agg canvas directly (no ``pyplot``, no global backend change).
+The work is done in three steps: compute the tables and plots (:func:`_compute`), write the
+files, render the page (:mod:`dermctx.report_html`). Plots are drawn with matplotlib's Agg
+canvas directly (no ``pyplot``, no global backend change).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from html import escape
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from dermctx import report_html as H
 from dermctx.benchmarking import BENCHMARK_METRICS, BenchmarkResult, _json_value
-from dermctx.errors import DermctxError, error_record, errors_frame
-from dermctx.formatting import format_ci, format_number, plural
-from dermctx.metrics import METRICS
-from dermctx.patient_page import PATIENT_CARDS_CSS
+from dermctx.errors import DermctxError, errors_frame
+from dermctx.formatting import format_number
+from dermctx.metrics import METRICS, MIN_MELANOMAS
 
 __all__ = ["REPORT_SECTIONS", "write_report"]
 
@@ -77,74 +79,67 @@ def _figure(width: float = 5.0, height: float = 4.2):
     return fig
 
 
-def _png(fig, path: Path) -> bytes:
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    data = buf.getvalue()
-    path.write_bytes(data)
-    return data
+    return buf.getvalue()
 
 
-def _plot_roc(frame: pd.DataFrame, models: Sequence[str], path: Path) -> bytes:
-    from dermctx.metrics import auc, roc_curve
+def _curve_figure(kind: str, frame: pd.DataFrame, models: Sequence[str], *, n_boot: int,
+                  random_state: int, min_melanomas: int):
+    """ROC (``kind="roc"``) or precision-recall curves of every model on one axes, drawn by the
+    display objects of :mod:`dermctx.display` (patient-bootstrap bands, CIs in the legend)."""
+    from dermctx.display import PrecisionRecallDisplay, RocCurveDisplay
 
+    display = RocCurveDisplay if kind == "roc" else PrecisionRecallDisplay
     fig = _figure()
     ax = fig.add_subplot()
-    y = frame["target"].to_numpy()
+    y, pid = frame["target"].to_numpy(), frame["patient_id"].to_numpy()
     for i, m in enumerate(models):
-        curve = roc_curve(y, frame[m].to_numpy())
-        ax.plot(curve.fpr, curve.tpr, color=_COLOURS[i % len(_COLOURS)], lw=1.4,
-                label=f"{m} (AUC {auc(y, frame[m].to_numpy()):.3f})")
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    ax.axhline(0.8, color="0.85", lw=0.8)
-    ax.set(xlabel="1 - specificity (false-positive rate)", ylabel="sensitivity",
-           title="ROC", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
-    return _png(fig, path)
+        display.from_predictions(
+            y, frame[m].to_numpy(dtype=float), patient_id=pid, n_boot=n_boot,
+            random_state=random_state, min_melanomas=min_melanomas, name=m, ax=ax,
+            curve_kwargs={"color": _COLOURS[i % len(_COLOURS)]},
+            plot_chance_level=i == len(models) - 1)
+    if kind == "roc":
+        ax.axhline(0.8, color="0.85", lw=0.8, zorder=0)
+    ax.set_title("ROC" if kind == "roc" else "Precision-recall")
+    return fig
 
 
-def _plot_pr(frame: pd.DataFrame, models: Sequence[str], path: Path) -> bytes:
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+def _reliability_figure(frame: pd.DataFrame, models: Sequence[str]
+                        ) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """Reliability curves (decile bins, log axes) and, per model, (bins left out, bins).
 
-    fig = _figure()
-    ax = fig.add_subplot()
-    y = frame["target"].to_numpy()
-    for i, m in enumerate(models):
-        precision, recall, _ = precision_recall_curve(y, frame[m].to_numpy())
-        ap = average_precision_score(y, frame[m].to_numpy())
-        ax.step(recall, precision, where="post", color=_COLOURS[i % len(_COLOURS)], lw=1.4,
-                label=f"{m} (AP {ap:.3f})")
-    ax.axhline(y.mean(), color="0.7", lw=0.8, ls="--", label=f"prevalence {y.mean():.3f}")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall",
-           xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="upper right", fontsize=8)
-    return _png(fig, path)
-
-
-def _plot_reliability(frame: pd.DataFrame, models: Sequence[str], path: Path) -> bytes:
+    A bin is drawn only where it can be: bins without lesions are never drawn, and a bin without
+    a melanoma (observed rate 0) has no place on a log axis, so it is left out and counted
+    instead of being pinned to the axis floor. The axes reach down to the smallest point drawn.
+    """
     from dermctx.metrics import reliability_curve
 
     fig = _figure()
     ax = fig.add_subplot()
     y = frame["target"].to_numpy()
-    lo = 1e-4
+    left_out, drawn = {}, []
     for i, m in enumerate(models):
         curve = reliability_curve(y, frame[m].to_numpy(), n_bins=10, strategy="quantile")
-        ax.plot(np.clip(curve["mean_predicted"], lo, 1), np.clip(curve["observed_rate"], lo, 1),
-                marker="o", ms=3.5, lw=1.2, color=_COLOURS[i % len(_COLOURS)], label=m)
+        shown = curve[(curve["n"] > 0) & (curve["observed_rate"] > 0)
+                      & (curve["mean_predicted"] > 0)]
+        left_out[m] = (len(curve) - len(shown), len(curve))
+        ax.plot(shown["mean_predicted"], shown["observed_rate"], marker="o", ms=3.5, lw=1.2,
+                color=_COLOURS[i % len(_COLOURS)], label=m)
+        drawn += [*shown["mean_predicted"], *shown["observed_rate"]]
+    lo = min([1e-3, *drawn])
+    lo = 10.0 ** np.floor(np.log10(lo))
     ax.plot([lo, 1], [lo, 1], color="0.7", lw=0.8, ls="--", label="perfect calibration")
     ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1),
            xlabel="mean predicted probability (decile bins)", ylabel="observed melanoma rate",
            title="Reliability")
     ax.legend(loc="upper left", fontsize=8)
-    return _png(fig, path)
+    return fig, left_out
 
 
 # --- tables -------------------------------------------------------------------------------
-
-
-def _is_probability(values: np.ndarray) -> bool:
-    return bool(np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0)
 
 
 def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int
@@ -154,7 +149,7 @@ def _calibration(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random
     parts = []
     several = "source" in frame.columns and frame["source"].nunique(dropna=False) > 1
     for m in models:
-        if not _is_probability(frame[m].to_numpy(dtype=float)):
+        if not H.is_probability(frame[m].to_numpy(dtype=float)):
             continue
         t = subgroup_table(frame, m, by=("source",), metrics=CALIBRATION_METRICS, n_boot=n_boot,
                            random_state=random_state, include_all=several)
@@ -180,16 +175,19 @@ def _field(func: Callable[..., Any], name: str) -> Callable[..., float]:
     return metric
 
 
-def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int
-                      ) -> pd.DataFrame:
+def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int,
+                      min_melanomas: int) -> pd.DataFrame:
     from dermctx.metrics import (
         OperatingPoint,
+        degenerate_ci,
         patient_bootstrap,
         sensitivity_at_specificity,
         specificity_at_sensitivity,
+        too_few_melanomas,
     )
 
     y, pid = frame["target"].to_numpy(), frame["patient_id"].to_numpy()
+    thin = too_few_melanomas("auc", y, min_melanomas=min_melanomas)  # a sensitivity: melanomas
     rows = []
     func: Callable[..., OperatingPoint]
     for m in models:
@@ -200,36 +198,26 @@ def _operating_points(frame: pd.DataFrame, models: Sequence[str], n_boot: int, r
             else:
                 func, kw, fixed = specificity_at_sensitivity, {"sensitivity": rate}, "sensitivity"
             point = func(y, s, **kw)
-            boot = patient_bootstrap(_field(func, kind), y, s, pid, n_boot=n_boot,
-                                     random_state=random_state, **kw)
-            rows.append({
-                "model": m, "measure": kind, "at": f"{fixed} >= {rate:.2f}",
-                "estimate": boot.estimate, "ci_low": boot.low, "ci_high": boot.high,
-                f"{fixed}_reached": getattr(point, fixed), "threshold": point.threshold,
-            })
+            row = {"model": m, "measure": kind, "at": f"{fixed} >= {rate:.2f}",
+                   "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                   "missing_reason": thin or "", f"{fixed}_reached": getattr(point, fixed),
+                   "threshold": point.threshold}
+            if not thin:
+                boot = patient_bootstrap(_field(func, kind), y, s, pid, n_boot=n_boot,
+                                         random_state=random_state, **kw)
+                why = degenerate_ci(boot)
+                row.update(estimate=boot.estimate, missing_reason=why or "")
+                if not why:
+                    row.update(ci_low=boot.low, ci_high=boot.high)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _operating_html(ops: pd.DataFrame) -> str:
-    rows = []
-    for r in ops.to_dict(orient="records"):
-        fixed = "specificity" if r["measure"] == "sensitivity" else "sensitivity"
-        rows.append([_e(r["model"]), _e(f"{r['measure']} at {r['at']}"),
-                     _ci_cell(r["estimate"], r["ci_low"], r["ci_high"], 3),
-                     _fmt(r[f"{fixed}_reached"]), format_number(r["threshold"], 4)])
-    return (
-        "<p>Operating points as Esteva et al. report them: the best sensitivity of a threshold "
-        "whose specificity is at least the given rate, and the reverse. Only thresholds a user "
-        "can apply count (no interpolation), so the rate reached may exceed the target. "
-        "Patient-bootstrap 95% CIs.</p>"
-        + _table_html(["model", "operating point", "value", "rate reached", "threshold"], rows,
-                      left=2)
-    )
-
-
-def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_state: int,
-               progress: bool) -> pd.DataFrame:
-    from dermctx.metrics import subgroup_table
+def _subgroups(frame: pd.DataFrame, models: Sequence[str], reference: str, n_boot: int,
+               random_state: int, min_melanomas: int, progress: bool) -> pd.DataFrame:
+    """:data:`SUBGROUP_METRICS` by subgroup for every model, and for each model but the
+    reference its paired difference to the reference (``<m>_difference*`` columns)."""
+    from dermctx.metrics import AGE_BANDS, subgroup_table
 
     by = [b for b in SUBGROUP_BY if b in frame.columns or (b == "age_band" and "age" in frame.columns)]
     if "source" in by and frame["source"].nunique(dropna=False) < 2:
@@ -237,13 +225,13 @@ def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_s
     parts = []
     for m in tqdm(models, desc="report: subgroups", unit="model", disable=not progress, leave=False):
         t = subgroup_table(frame, m, by=by, metrics=SUBGROUP_METRICS, n_boot=n_boot,
-                           random_state=random_state)
+                           random_state=random_state, min_melanomas=min_melanomas,
+                           reference_col=None if m == reference else reference)
         t.insert(0, "model", m)
+        t.insert(1, "reference", "" if m == reference else reference)
         parts.append(t)
     out = pd.concat(parts, ignore_index=True)
     # age bands in age order (not alphabetical), "unknown" last; other groups keep their order
-    from dermctx.metrics import AGE_BANDS
-
     rank = {name: i for i, (_, _, name) in enumerate(AGE_BANDS)}
     key = np.where(out["by"] == "age_band", out["group"].map(rank).fillna(len(rank)), 0)
     out["__pos"] = np.arange(len(out))
@@ -251,144 +239,6 @@ def _subgroups(frame: pd.DataFrame, models: Sequence[str], n_boot: int, random_s
     out = out.assign(__block=block, __key=key).sort_values(["__block", "__key", "__pos"],
                                                            kind="mergesort")
     return out.drop(columns=["__pos", "__block", "__key"]).reset_index(drop=True)
-
-
-# --- HTML ---------------------------------------------------------------------------------
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1100px;color:#222;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:middle;white-space:nowrap}
-th{background:#f4f4f4}td.l,th.l{text-align:left}
-tr.mel td{background:#fde8e8}.muted{color:#777}.plots img{max-width:32%;margin-right:1%}
-.patient{margin-bottom:1.6em}.note{color:#555;font-size:13px}.pos{color:#0a7a2f}.neg{color:#b3261e}
-.ci{font-size:11px;color:#666}
-""" + PATIENT_CARDS_CSS
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _text(value: Any) -> str:
-    """A table cell's text; missing values as a dash."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == "":
-        return "—"
-    return str(value)
-
-
-def _data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.{digits}f}"
-    return _e(v)
-
-
-def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: int | set[int] = 1,
-                row_class: Sequence[str] | None = None) -> str:
-    """An HTML table; columns in ``left`` (the first ``left``, or those indices) align left."""
-    lefts = set(range(left)) if isinstance(left, int) else left
-    th = "".join(f'<th class="l">{h}</th>' if i in lefts else f"<th>{h}</th>"
-                 for i, h in enumerate(header))
-    body = []
-    for r, cells in enumerate(rows):
-        cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
-        td = "".join(f'<td class="l">{c}</td>' if i in lefts else f"<td>{c}</td>"
-                     for i, c in enumerate(cells))
-        body.append(f"<tr{cls}>{td}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _ci_cell(est: float, lo: float, hi: float, digits: int, signed: bool = False) -> str:
-    """An estimate over its 95% CI in smaller type (two lines keep wide tables readable)."""
-    text = format_ci(est, lo, hi, digits, signed=signed)
-    value, _, ci = text.partition(" ")
-    return f'{_e(value)}<br><span class="ci">{_e(ci)}</span>' if ci else _e(value)
-
-
-def _models_html(result: BenchmarkResult) -> str:
-    cols = [m for m in METRICS if m in set(result.metrics["metric"])]
-    by = result.metrics.set_index(["model", "metric"])
-    rows = []
-    for model in result.models:
-        cells = [_e(model)]
-        for m in cols:
-            r = by.loc[(model, m)]
-            cells.append(_ci_cell(r["estimate"], r["ci_low"], r["ci_high"], 4))
-        rows.append(cells)
-    return _table_html(["model", *[_e(METRICS[m].label) for m in cols]], rows)
-
-
-def _differences_html(result: BenchmarkResult) -> str:
-    if len(result.differences) == 0:
-        return '<p class="muted">Only one model: no differences.</p>'
-    cols = [m for m in METRICS if m in set(result.differences["metric"])]
-    by = result.differences.set_index(["model", "metric"])
-    rows = []
-    for model in [m for m in result.models if m != result.reference]:
-        cells = [_e(model)]
-        for m in cols:
-            r = by.loc[(model, m)]
-            better, worse = (r["ci_low"] > 0, r["ci_high"] < 0)
-            if not METRICS[m].higher_is_better:
-                better, worse = worse, better
-            cls = "pos" if better else "neg" if worse else ""
-            text = _ci_cell(r["difference"], r["ci_low"], r["ci_high"], 4, signed=True)
-            cells.append(f'<span class="{cls}">{text}</span>')
-        rows.append(cells)
-    return (
-        f"<p>Model minus <b>{_e(result.reference)}</b>, on the same patients; 95% CI from a paired "
-        "patient bootstrap (green: the whole CI is on the better side of 0; red: on the worse "
-        "side).</p>"
-        + _table_html(["model", *[_e(METRICS[m].label) for m in cols]], rows)
-    )
-
-
-def _calibration_html(calib: pd.DataFrame) -> str:
-    if len(calib) == 0:
-        return '<p class="muted">No model gives probabilities in [0, 1]: calibration not shown.</p>'
-    rows = []
-    for r in calib.itertuples(index=False):
-        d = r._asdict()
-        rows.append([
-            _e(d["model"]), _e(d["group"]), _fmt(d["n_images"]), _fmt(d["n_patients"]),
-            _fmt(d["n_melanomas"]),
-            *[_ci_cell(d[m], d[f"{m}_low"], d[f"{m}_high"], 4) for m in CALIBRATION_METRICS],
-        ])
-    return (
-        "<p>Brier score (mean squared error of the probability) and expected calibration error "
-        "(10 equal-width bins), per data source, with patient-bootstrap 95% CIs. Lower is better. "
-        "Only models whose scores are probabilities are shown.</p>"
-        + _table_html(["model", "source", "images", "patients", "melanomas",
-                       *[_e(METRICS[m].label) for m in CALIBRATION_METRICS]], rows, left=2)
-    )
-
-
-def _subgroups_html(sub: pd.DataFrame) -> str:
-    parts = ["<p>Every ranking metric by subgroup (patient-bootstrap 95% CIs; n/a where a "
-             "subgroup lacks melanomas). Patients can fall in several site or age groups.</p>"]
-    for model, g in sub.groupby("model", sort=False):
-        rows = []
-        for r in g.to_dict(orient="records"):
-            cells = [_e(r["by"]), _e(r["group"]), _fmt(r["n_images"]), _fmt(r["n_patients"]),
-                     _fmt(r["n_melanomas"])]
-            for m in SUBGROUP_METRICS:
-                cells.append(_ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], 3))
-            rows.append(cells)
-        parts.append(f"<h3>{_e(model)}</h3>")
-        parts.append(_table_html(["by", "group", "images", "patients", "melanomas",
-                                  *[_e(METRICS[m].label) for m in SUBGROUP_METRICS]], rows,
-                                  left=2))
-    return "".join(parts)
 
 
 def _sample_patients(frame: pd.DataFrame, n: int, random_state: int) -> list[str]:
@@ -405,100 +255,171 @@ def _sample_patients(frame: pd.DataFrame, n: int, random_state: int) -> list[str
     return [str(p) for p in chosen]
 
 
-#: Columns of an ``explain(patient_id)`` frame that the patient cards show.
-CONTEXT_COLUMNS: tuple[str, ...] = (
-    "explanation", "raised_by", "raised_by_change", "lowered_by", "lowered_by_change",
-    "most_similar", "least_similar",
-)
-
-
-def _patients_html(frame: pd.DataFrame, models: Sequence[str], primary: str, patients: list[str],
-                   *, max_lesions: int, thumb_size: int, progress: bool,
-                   explain: Callable[[str], pd.DataFrame] | None = None,
-                   overlay: tuple[Callable[[Any], np.ndarray], int] | None = None,
-                   ) -> tuple[str, list[dict[str, Any]]]:
-    """The per-patient view: each sampled patient's lesions as the patient page's cards."""
-    from dermctx.patient_page import patient_cards_html
-
-    has_path = "path" in frame.columns and bool(
-        frame["path"].astype(object).map(lambda v: _text(v) != "—").any())
-    probs = {m for m in models if _is_probability(frame[m].to_numpy(dtype=float))}
-    others = [m for m in models if m != primary]
-    errors: list[dict[str, Any]] = []
-    parts = [f"<p>A sample of patients; each patient's lesions are ranked by <b>{_e(primary)}</b> "
-             "(#1 = most suspicious), with the rank each other model gives the lesion within the "
-             "patient. Melanomas are marked &#9733; and outlined in red. Click a thumbnail to "
-             "enlarge it."
-             + (" “Raised / lowered most by the presence of”: the change in probability caused by "
-                "another lesion of the patient (the score with and without it)."
-                if explain is not None else "")
-             + (f" Beside the thumbnails of the first {overlay[1]} lesions of each patient: the "
-                "lesion CNN's Grad-CAM map for the melanoma class (where the network looked; "
-                "evidence about the model, not a diagnosis)." if overlay is not None else "")
-             + "</p>"]
-    for n, pid in enumerate(tqdm(patients, desc="report: patients", unit="patient",
-                                 disable=not progress, leave=False)):
-        p = frame[frame["patient_id"] == pid].copy()
-        for m in models:
-            p[f"__rank_{m}"] = p[m].rank(ascending=False, method="min").astype(int)
-        p = p.sort_values(primary, ascending=False, kind="mergesort")
-        shown = p.head(max_lesions)
-        extra = p.iloc[max_lesions:]
-        shown = pd.concat([shown, extra[extra["target"] == 1]])
-        cards = pd.DataFrame({"image_id": shown["image_id"].astype(str).to_numpy(),
-                              "score": shown[primary].to_numpy(dtype=float),
-                              "rank": shown[f"__rank_{primary}"].to_numpy()})
-        for i, m in enumerate(others):
-            cards[f"__s{i}"] = shown[m].to_numpy(dtype=float)
-            cards[f"__r{i}"] = shown[f"__rank_{m}"].to_numpy()
-        for col in ("target", "site", "diagnosis"):
-            if col in shown.columns:
-                cards[col] = shown[col].to_numpy()
-        if explain is not None:
-            try:
-                ex = explain(pid)
-                ex = ex[["image_id", *[c for c in CONTEXT_COLUMNS if c in ex.columns]]]
-                cards = cards.merge(ex.assign(image_id=ex["image_id"].astype(str)), on="image_id",
-                                    how="left", validate="1:1")
-            except DermctxError as exc:
-                errors.append(error_record(None, None, None, "explain", f"patient {pid}: {exc}"))
-        images = overlays = None
-        if has_path:
-            paths = {str(i): str(v) for i, v in zip(shown["image_id"], shown["path"], strict=True)
-                     if _text(v) != "—"}
-            images = dict(paths)
-            if overlay is not None:
-                overlays = {}
-                for iid in list(cards["image_id"])[: overlay[1]]:
-                    if iid not in paths:
-                        continue
-                    try:
-                        overlays[iid] = overlay[0](paths[iid])
-                    except DermctxError as exc:
-                        errors.append(error_record(iid, None, paths[iid], "grad-cam", exc))
-        html_cards = patient_cards_html(
-            cards, images=images, thumb_size=thumb_size, overlays=overlays, n_lesions=len(p),
-            compare={m: (f"__s{i}", f"__r{i}") for i, m in enumerate(others)},
-            probability_cols=({"score"} if primary in probs else set())
-            | {f"__s{i}" for i, m in enumerate(others) if m in probs},
-            errors=errors, id_prefix=f"p{n}-")
-        n_mel = int(p["target"].sum())
-        age = p["age"].iloc[0] if "age" in p.columns else None
-        sex = p["sex"].iloc[0] if "sex" in p.columns else None
-        who = ", ".join(x for x in [
-            f"{sex}" if isinstance(sex, str) else "",
-            f"age {age:.0f}" if age is not None and np.isfinite(age) else ""] if x)
-        more = (f" (showing {len(shown)} of {len(p)})" if len(shown) < len(p) else "")
-        parts.append(
-            f'<div class="patient"><h3>{_e(pid)}</h3><p class="note">'
-            + (f"{_e(who)} &middot; " if who else "")
-            + f"{_e(plural(len(p), 'lesion'))}, {_e(plural(n_mel, 'melanoma'))}{more}</p>"
-            + html_cards + "</div>"
-        )
-    return "".join(parts), errors
-
-
 # --- the report -----------------------------------------------------------------------------
+
+
+class _Computed(NamedTuple):
+    """What the report shows, computed before anything is written."""
+
+    frame: pd.DataFrame  # first seed's predictions with the table's metadata
+    plots: dict[str, bytes]  # PNG of each plot, by name
+    reliability_left_out: dict[str, tuple[int, int]]  # (bins left out, bins) per model
+    operating: pd.DataFrame
+    calibration: pd.DataFrame
+    subgroups: pd.DataFrame
+
+
+def _as_result(result_or_scores: Any, score_cols: Sequence[str] | None, reference: str | None,
+               **bench: Any) -> BenchmarkResult:
+    """The BenchmarkResult to report: as given, or benchmarked from a table of scores."""
+    if isinstance(result_or_scores, BenchmarkResult):
+        return result_or_scores
+    if not isinstance(result_or_scores, pd.DataFrame):
+        raise DermctxError("write_report: expected a BenchmarkResult or a DataFrame of scores, got "
+                           f"{type(result_or_scores).__name__}")
+    if not score_cols:
+        raise DermctxError("write_report: with a table of scores, pass score_cols= naming the "
+                           "score columns to report")
+    missing = [c for c in score_cols if c not in result_or_scores.columns]
+    if missing:
+        raise DermctxError(f"write_report: score column(s) {missing} not in the table "
+                           f"(columns {list(result_or_scores.columns)[:20]})")
+    from dermctx.benchmarking import benchmark
+
+    # ready-made scores: no folds were fitted, so no per-fold AUC
+    return benchmark(result_or_scores, {c: c for c in score_cols}, reference=reference,
+                     metrics=[m for m in BENCHMARK_METRICS if m != "fold_auc"], **bench)
+
+
+def _compute(result: BenchmarkResult, *, n_boot: int, random_state: int, min_melanomas: int,
+             progress: bool) -> _Computed:
+    """Step 1: the plots and tables, from the first seed's predictions."""
+    models = result.models
+    seed0 = result.predictions["seed"].iloc[0]
+    pred = result.predictions[result.predictions["seed"] == seed0].reset_index(drop=True)
+    meta = result.table.drop(columns=["patient_id", "target"], errors="ignore")
+    frame = pred.merge(meta, on="image_id", how="left", validate="1:1")
+    probs = [m for m in models if H.is_probability(frame[m].to_numpy(dtype=float))]
+    boot = {"n_boot": n_boot, "random_state": random_state}
+    plots = {kind: _png(_curve_figure(kind, frame, models, min_melanomas=min_melanomas, **boot))
+             for kind in ("roc", "pr")}
+    left_out: dict[str, tuple[int, int]] = {}
+    if probs:
+        fig, left_out = _reliability_figure(frame, probs)
+        plots["reliability"] = _png(fig)
+    return _Computed(
+        frame=frame, plots=plots, reliability_left_out=left_out,
+        operating=_operating_points(frame, models, n_boot, random_state, min_melanomas),
+        calibration=_calibration(frame, models, n_boot, random_state),
+        subgroups=_subgroups(frame, models, result.reference, n_boot, random_state, min_melanomas,
+                             progress))
+
+
+def _write_files(out: Path, result: BenchmarkResult, c: _Computed, errors: list[dict[str, Any]],
+                 *, title: str, when: str) -> None:
+    """Step 2: every file but ``report.html``."""
+    from dermctx import __version__
+
+    for name, data in c.plots.items():
+        (out / f"{name}.png").write_bytes(data)
+    c.operating.to_csv(out / "operating_points.csv", index=False)
+    c.calibration.to_csv(out / "calibration.csv", index=False)
+    c.subgroups.to_csv(out / "subgroups.csv", index=False)
+    payload = result.to_dict()
+    for key, frame in (("operating_points", c.operating), ("calibration", c.calibration),
+                       ("subgroups", c.subgroups)):
+        payload[key] = [{k: _json_value(v) for k, v in r.items()}
+                        for r in frame.to_dict(orient="records")]
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "metrics.md").write_text(
+        f"# {title}\n\nWritten {when} by dermctx {__version__}.\n\n{result.to_markdown()}")
+    seed0 = result.predictions["seed"].iloc[0]
+    result.predictions[result.predictions["seed"] == seed0].to_csv(out / "predictions.csv",
+                                                                   index=False)
+    table = errors_frame(errors)
+    if len(table):
+        table.to_csv(out / "report.errors.csv", index=False)
+    else:  # never leave a previous run's errors beside this report
+        (out / "report.errors.csv").unlink(missing_ok=True)
+
+
+def _method_html(result: BenchmarkResult, when: str) -> str:
+    from dermctx import __version__
+
+    c = result.config
+    if c.get("fitted_models"):
+        how = (
+            f"<p>Out-of-fold predictions from {c.get('folds')}-fold <code>PatientKFold</code> "
+            f"(patients, lesions and duplicate groups kept whole), seeds {escape(str(c.get('seeds')))}; "
+            "every fitted model is cloned and fitted on the training patients of each fold, so no "
+            "score comes from a model that saw that patient. Figures in the model table are means "
+            "over seeds with "
+        )
+    else:
+        how = ("<p>Scores were given ready-made (no model was fitted in this benchmark). Figures "
+               "come with ")
+    n_min = c.get("min_melanomas", MIN_MELANOMAS)
+    return (
+        how + f"patient-bootstrap 95% CIs ({format_number(c.get('n_boot'))} resamples of patients, all "
+        f"of a patient's lesions together). {escape(METRICS['pauc80'].label)} is the ROC area above "
+        "80% sensitivity (ISIC 2024, range 0-0.2); within-patient AUC is the mean over patients "
+        "with both classes; top-k is the share of melanoma patients with a melanoma among their k "
+        "highest-scored lesions. "
+        f"A ranking figure resting on fewer than {n_min} melanomas (for the per-patient metrics: "
+        f"patients with a melanoma, and with a melanoma and another lesion) is not shown (n/a), "
+        "and a CI whose bootstrap degenerates (95% of resamples give one value, or most resamples "
+        "leave the metric undefined) is left out (no CI); each says why in a note. "
+        "Plots and per-patient views use the first seed; the curves' shaded bands are pointwise "
+        "patient-bootstrap 95% bands. Mean per-fold AUC does not rank lesions "
+        "of different fold models against each other (pooled AUC does, penalising calibration "
+        "drift).</p>"
+        + H.table_html(["model", "specification"],
+                        [[escape(k), f"<code>{escape(v)}</code>"] for k, v in c.get("models", {}).items()])
+        + f'<p class="muted">dermctx {__version__}, written {when}.</p>'
+    )
+
+
+def _render(result: BenchmarkResult, c: _Computed, patients_html: str, *, title: str,
+            intro: str | None, when: str) -> str:
+    """Step 3: the page."""
+    cfg = result.config
+    models = result.models
+    auc = result.metrics[result.metrics["metric"] == "auc"].set_index("model")["estimate"]
+    summary = (
+        f"<p>{format_number(cfg.get('n_images'))} images of {format_number(cfg.get('n_patients'))} patients "
+        f"({format_number(cfg.get('n_melanomas'))} melanomas). Models: "
+        + ", ".join(f"<b>{escape(m)}</b>" + (f" (AUC {auc[m]:.4f})" if np.isfinite(auc.get(m, np.nan))
+                                           else "") for m in models)
+        + f". Reference for differences: <b>{escape(result.reference)}</b>.</p>"
+    )
+    plot_imgs = "".join(f'<img alt="{name}" src="{H.data_uri(data)}">'
+                        for name, data in c.plots.items())
+    if c.reliability_left_out:
+        dropped = [f"{escape(m)} {n} of {k}" for m, (n, k) in c.reliability_left_out.items()
+                   if n]
+        reliability = ("Reliability: decile bins of predicted probability, log axes."
+                       + (" Bins without a melanoma (observed rate 0, which a log axis cannot "
+                          f"show) are left out: {', '.join(dropped)}." if dropped else ""))
+    else:
+        reliability = "No probabilities: reliability not shown."
+    sections = {
+        "summary": ("Summary", (f"<p>{escape(intro)}</p>" if intro else "") + summary),
+        "models": ("Models", H.models_html(result)),
+        "differences": ("Paired differences", H.differences_html(result)),
+        "plots": ("ROC, precision-recall and reliability",
+                  f'<div class="plots">{plot_imgs}</div>'
+                  "<p class=\"note\">ROC and precision-recall: shaded, the pointwise "
+                  "patient-bootstrap 95% band of each curve; in the legend, the area with its CI "
+                  f"(first seed). {reliability}</p>"),
+        "operating": ("Operating points", H.operating_html(c.operating)),
+        "calibration": ("Calibration by source",
+                        H.calibration_html(c.calibration, CALIBRATION_METRICS)),
+        "subgroups": ("Subgroups", H.subgroups_html(c.subgroups, SUBGROUP_METRICS,
+                                                    result.reference)),
+        "patients": ("Patients", patients_html),
+        "method": ("Method", _method_html(result, when)),
+    }
+    return H.page_html(title, sections)
 
 
 def write_report(
@@ -518,6 +439,7 @@ def write_report(
     explain: Callable[[str], pd.DataFrame] | None = None,
     checkpoint: str | PathLike[str] | None = None,
     n_overlays: int = 3,
+    min_melanomas: int = MIN_MELANOMAS,
     progress: bool = True,
 ) -> Path:
     """Write metrics, plots, tables and a self-contained ``report.html`` into ``out_dir``.
@@ -564,6 +486,11 @@ def write_report(
         patient's ``n_overlays`` top-ranked lesions. Needs image paths in the table.
     n_overlays : int
         Lesions per patient with an overlay.
+    min_melanomas : int
+        A ranking figure (a subgroup's, an operating point's, a curve's band and CI; with a
+        table of scores, the model table's) resting on fewer melanomas is shown as ``n/a`` with
+        the reason (:func:`dermctx.metrics.too_few_melanomas`). Default
+        :data:`dermctx.metrics.MIN_MELANOMAS`.
     progress : bool
         Show tqdm progress bars.
 
@@ -574,145 +501,35 @@ def write_report(
         model table and differences average all seeds.
     """
     out = Path(out_dir)
-    if isinstance(result_or_scores, BenchmarkResult):
-        result = result_or_scores
-    elif isinstance(result_or_scores, pd.DataFrame):
-        if not score_cols:
-            raise DermctxError("write_report: with a table of scores, pass score_cols= naming the "
-                               "score columns to report")
-        missing = [c for c in score_cols if c not in result_or_scores.columns]
-        if missing:
-            raise DermctxError(f"write_report: score column(s) {missing} not in the table "
-                               f"(columns {list(result_or_scores.columns)[:20]})")
-        from dermctx.benchmarking import benchmark
-
-        # ready-made scores: no folds were fitted, so no per-fold AUC
-        result = benchmark(result_or_scores, {c: c for c in score_cols}, reference=reference,
-                           metrics=[m for m in BENCHMARK_METRICS if m != "fold_auc"], n_boot=n_boot,
-                           random_state=random_state, progress=progress)
-    else:
-        raise DermctxError("write_report: expected a BenchmarkResult or a DataFrame of scores, got "
-                           f"{type(result_or_scores).__name__}")
+    result = _as_result(result_or_scores, score_cols, reference, n_boot=n_boot,
+                        random_state=random_state, min_melanomas=min_melanomas, progress=progress)
     models = result.models
     primary = primary if primary is not None else models[-1]
     if primary not in models:
         raise DermctxError(f"write_report: primary {primary!r} is not one of the models {models}")
     out.mkdir(parents=True, exist_ok=True)
 
-    seed0 = result.predictions["seed"].iloc[0]
-    pred = result.predictions[result.predictions["seed"] == seed0].reset_index(drop=True)
-    meta = result.table.drop(columns=["patient_id", "target"], errors="ignore")
-    frame = pred.merge(meta, on="image_id", how="left", validate="1:1")
-    probs = [m for m in models if _is_probability(frame[m].to_numpy(dtype=float))]
-
-    stages = tqdm(total=6, desc="report", unit="step", disable=not progress, leave=False)
-    plots = {
-        "roc": _plot_roc(frame, models, out / "roc.png"),
-        "pr": _plot_pr(frame, models, out / "pr.png"),
-    }
-    if probs:
-        plots["reliability"] = _plot_reliability(frame, probs, out / "reliability.png")
+    stages = tqdm(total=4, desc="report", unit="step", disable=not progress, leave=False)
+    computed = _compute(result, n_boot=n_boot, random_state=random_state,
+                        min_melanomas=min_melanomas, progress=progress)
     stages.update(1)
-    ops = _operating_points(frame, models, n_boot, random_state)
-    ops.to_csv(out / "operating_points.csv", index=False)
-    calib = _calibration(frame, models, n_boot, random_state)
-    calib.to_csv(out / "calibration.csv", index=False)
-    stages.update(1)
-    sub = _subgroups(frame, models, n_boot, random_state, progress)
-    sub.to_csv(out / "subgroups.csv", index=False)
-    stages.update(1)
-    patients = _sample_patients(frame, n_patients, random_state)
     overlay = None
     if checkpoint is not None:
         from dermctx.explain import gradcam_overlay, load_classifier
 
-        net, meta = load_classifier(checkpoint)
-        overlay = (lambda path: gradcam_overlay(net, meta, path), n_overlays)
-    patients_html, thumb_errors = _patients_html(
-        frame, models, primary, patients, max_lesions=max_lesions, thumb_size=thumb_size,
+        net, net_meta = load_classifier(checkpoint)
+        overlay = (lambda path: gradcam_overlay(net, net_meta, path), n_overlays)
+    patients = _sample_patients(computed.frame, n_patients, random_state)
+    patients_html, errors = H.patients_html(
+        computed.frame, models, primary, patients, max_lesions=max_lesions, thumb_size=thumb_size,
         progress=progress, explain=explain, overlay=overlay)
     stages.update(1)
-
-    payload = result.to_dict()
-    payload["operating_points"] = [{k: _json_value(v) for k, v in r.items()}
-                                   for r in ops.to_dict(orient="records")]
-    payload["calibration"] = [{k: _json_value(v) for k, v in r.items()}
-                              for r in calib.to_dict(orient="records")]
-    payload["subgroups"] = [{k: _json_value(v) for k, v in r.items()}
-                            for r in sub.to_dict(orient="records")]
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from dermctx import __version__
-
-    (out / "metrics.md").write_text(
-        f"# {title}\n\nWritten {when} by dermctx {__version__}.\n\n{result.to_markdown()}")
-    pred.to_csv(out / "predictions.csv", index=False)
-    errors = errors_frame(thumb_errors)
-    if len(errors):
-        errors.to_csv(out / "report.errors.csv", index=False)
-    else:  # never leave a previous run's errors beside this report
-        (out / "report.errors.csv").unlink(missing_ok=True)
+    _write_files(out, result, computed, errors, title=title, when=when)
     stages.update(1)
-
-    c = result.config
-    auc = result.metrics[result.metrics["metric"] == "auc"].set_index("model")["estimate"]
-    summary = (
-        f"<p>{_fmt(c.get('n_images'))} images of {_fmt(c.get('n_patients'))} patients "
-        f"({_fmt(c.get('n_melanomas'))} melanomas). Models: "
-        + ", ".join(f"<b>{_e(m)}</b>" + (f" (AUC {auc[m]:.4f})" if m in auc.index else "")
-                    for m in models)
-        + f". Reference for differences: <b>{_e(result.reference)}</b>.</p>"
-    )
-    plot_imgs = "".join(
-        f'<img alt="{name}" src="{_data_uri(data)}">' for name, data in plots.items())
-
-    if c.get("fitted_models"):
-        how = (
-            f"<p>Out-of-fold predictions from {c.get('folds')}-fold <code>PatientKFold</code> "
-            f"(patients, lesions and duplicate groups kept whole), seeds {_e(c.get('seeds'))}; "
-            "every fitted model is cloned and fitted on the training patients of each fold, so no "
-            "score comes from a model that saw that patient. Figures in the model table are means "
-            "over seeds with "
-        )
-    else:
-        how = ("<p>Scores were given ready-made (no model was fitted in this benchmark). Figures "
-               "come with ")
-    method = (
-        how + f"patient-bootstrap 95% CIs ({_fmt(c.get('n_boot'))} resamples of patients, all "
-        f"of a patient's lesions together). {_e(METRICS['pauc80'].label)} is the ROC area above "
-        "80% sensitivity (ISIC 2024, range 0-0.2); within-patient AUC is the mean over patients "
-        "with both classes; top-k is the share of melanoma patients with a melanoma among their k "
-        "highest-scored lesions. "
-        "Plots and per-patient views use the first seed. Mean per-fold AUC does not rank lesions "
-        "of different fold models against each other (pooled AUC does, penalising calibration "
-        "drift).</p>"
-        + _table_html(["model", "specification"],
-                      [[_e(k), f"<code>{_e(v)}</code>"] for k, v in c.get("models", {}).items()])
-        + f'<p class="muted">dermctx {__version__}, written {when}.</p>'
-    )
-    sections = {
-        "summary": ("Summary", (f"<p>{_e(intro)}</p>" if intro else "") + summary),
-        "models": ("Models", _models_html(result)),
-        "differences": ("Paired differences", _differences_html(result)),
-        "plots": ("ROC, precision-recall and reliability",
-                  f'<div class="plots">{plot_imgs}</div>'
-                  + ('<p class="note">Reliability: decile bins of predicted probability, log axes.</p>'
-                     if probs else '<p class="muted">No probabilities: reliability not shown.</p>')),
-        "operating": ("Operating points", _operating_html(ops)),
-        "calibration": ("Calibration by source", _calibration_html(calib)),
-        "subgroups": ("Subgroups", _subgroups_html(sub)),
-        "patients": ("Patients", patients_html),
-        "method": ("Method", method),
-    }
-    body = "".join(f'<section id="{sid}"><h2>{title_}</h2>{content}</section>'
-                   for sid, (title_, content) in sections.items())
-    page = (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_e(title)}</h1>{body}</body></html>\n"
-    )
     path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(_render(result, computed, patients_html, title=title, intro=intro, when=when),
+                    encoding="utf-8")
     stages.update(1)
     stages.close()
     return path

@@ -26,8 +26,8 @@ well anything works; the run shows that the steps fit together.
 
 ::
 
-    python examples/detect_and_rank.py                    # ~45 s on 2 shared CPU cores
-    python examples/detect_and_rank.py --quick            # random weights, 32 px, 40 training images (~25 s)
+    python examples/detect_and_rank.py                    # ImageNet weights when installed
+    python examples/detect_and_rank.py --quick            # random weights, 32 px, 40 training images
 
 Run ``python examples/detect_and_rank.py --help`` for every option.
 """

@@ -12,7 +12,7 @@
 
 ::
 
-    python examples/quickstart.py                      # 5 folds, every scored patient (~20 s)
+    python examples/quickstart.py                      # 5 folds, every scored patient
     python examples/quickstart.py --max-patients 400 --n-boot 500   # a quick look
 
 Run ``python examples/quickstart.py --help`` for every option.

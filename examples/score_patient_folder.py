@@ -1,6 +1,6 @@
 """Build a LesionPipeline from real JPEGs, then score one new patient's folder with `dermctx score-patient`.
 
-**This demonstrates the plumbing, not accuracy.** The CNN trains for about a minute on the 139
+**This demonstrates the plumbing, not accuracy.** The CNN trains for one epoch on the 139
 real ISIC 2020 images of the shared folder, of which only 2 are melanomas: no score it prints
 means anything about those lesions.
 
@@ -19,7 +19,7 @@ means anything about those lesions.
 
 ::
 
-    python examples/score_patient_folder.py                 # ~1-2 min on 2 CPU cores
+    python examples/score_patient_folder.py                 # trains a CNN on CPU: minutes
     python examples/score_patient_folder.py --out run/ --image-size 128
 
 Run ``python examples/score_patient_folder.py --help`` for every option.

@@ -24,8 +24,8 @@ prints is a check that the steps fit together, not a measurement of how well any
 
 ::
 
-    python examples/train_and_rank.py --quick          # ~1 min on 2 CPU cores: 128 px, 3 folds, 1 epoch
-    python examples/train_and_rank.py --out run/       # 224 px, 5 folds, 3 epochs (~8.5 min)
+    python examples/train_and_rank.py --quick          # 128 px, 3 folds, 1 epoch
+    python examples/train_and_rank.py --out run/       # 224 px, 5 folds, 3 epochs (several times longer)
 
 Re-running with the same ``--out`` and settings resumes: finished folds are read back, not
 retrained. Run ``python examples/train_and_rank.py --help`` for every option.
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("train-and-rank"),
                         help="output folder: checkpoints, scores, embeddings, report (default train-and-rank/)")
     parser.add_argument("--quick", action="store_true",
-                        help="128 px, 3 folds, 1 epoch, 200 resamples (about a minute on 2 CPU cores)")
+                        help="128 px, 3 folds, 1 epoch, 200 resamples")
     parser.add_argument("--image-size", type=int, default=None, help="input side, pixels (default 224; quick 128)")
     parser.add_argument("--folds", type=int, default=None, help="patient folds (default 5; quick 3)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default 3; quick 1)")

@@ -128,7 +128,11 @@ def test_raw_score_metrics_match_dermctx_metrics():
     assert list(r.metrics["metric"]) == list(BENCHMARK_METRICS)
     assert len(r.differences) == 0
     for row in r.metrics.itertuples():
-        assert row.ci_low <= row.estimate <= row.ci_high
+        if row.missing_reason:  # no patient has over 15 lesions: every resample gives 1.000
+            assert row.metric == "top15_sensitivity" and row.estimate == 1.0
+            assert np.isnan(row.ci_low) and "bootstrap degenerate" in row.missing_reason
+        else:
+            assert row.ci_low <= row.estimate <= row.ci_high
 
 
 def test_fold_auc_is_the_mean_of_fold_aucs():
@@ -228,7 +232,8 @@ def test_dermctx_benchmark_stays_callable_after_importing_the_module():
         "from dermctx.benchmarking import BenchmarkResult\n"
         "t = pd.DataFrame({'image_id': list('abcdefgh'), 'patient_id': list('aabbccdd'),\n"
         "                  'target': [1, 0, 0, 1, 1, 0, 0, 1], 's': [.9, .1, .2, .8, .7, .3, .4, .6]})\n"
-        "r = dermctx.benchmark(t, {'s': 's'}, folds=2, n_boot=5, metrics=['auc'], progress=False)\n"
+        "r = dermctx.benchmark(t, {'s': 's'}, folds=2, n_boot=5, metrics=['auc'], min_melanomas=1,\n"
+        "                      progress=False)\n"
         "assert isinstance(r, BenchmarkResult)\n"
         "print(r.metrics['estimate'].iloc[0])\n"
     )
@@ -285,3 +290,79 @@ def test_the_old_benchmarking_metrics_dict_is_deprecated():
     with pytest.warns(FutureWarning):
         from dermctx.benchmarking import METRICS  # noqa: F401
     assert "METRICS" not in B.__all__
+
+
+# --- display and missing figures --------------------------------------------------------------
+
+
+def test_too_few_melanomas_leave_the_figure_missing_with_the_reason():
+    t = _table(n_patients=16)  # 8 melanomas, in 8 patients
+    r = benchmark(t, {"cnn": None, "same": "cnn_score"}, score_col="cnn_score", n_boot=50,
+                  metrics=["auc", "within_patient_auc", "top1"], progress=False)
+    m = r.metrics.set_index("metric")
+    assert m["estimate"].isna().all() and m["ci_low"].isna().all()
+    assert m.loc["auc", "missing_reason"].iloc[0] == "too few melanomas: 8; need >= 10"
+    assert m.loc["top1", "missing_reason"].iloc[0] == (
+        "too few patients with a melanoma: 8; need >= 10")
+    assert r.differences["difference"].isna().all()
+    assert (r.differences["missing_reason"] != "").all()
+    assert r.per_seed["value"].isna().all()
+    assert r.config["min_melanomas"] == 10
+    text = str(r)
+    assert "n/a (too few melanomas: 8; need >= 10): AUC" in text
+    assert "0.000 [0.000, 0.000]" not in text
+    assert "n/a (too few melanomas: 8; need >= 10): AUC" in r.to_markdown()
+    assert json.loads(r.to_json())["metrics"][0]["estimate"] is None
+    # with a lower minimum the figures are computed
+    low = benchmark(t, {"cnn": None}, score_col="cnn_score", n_boot=50, metrics=["auc"],
+                    min_melanomas=8, progress=False)
+    assert low.metrics["estimate"].iloc[0] == pytest.approx(auc(t["target"], t["cnn_score"]))
+
+
+def test_result_displays_in_a_terminal_and_a_notebook():
+    t = _table()
+    r = benchmark(t, {"CNN alone": None, "LR": ScoreLR()}, score_col="cnn_score", folds=3,
+                  n_boot=100, metrics=["auc", "pauc80", "top1"], progress=False)
+    assert repr(r) == ("BenchmarkResult(models=['CNN alone', 'LR'], reference='CNN alone', "
+                       "n_patients=60, n_melanomas=30)")
+    lines = str(r).splitlines()
+    m = r.metrics.set_index(["model", "metric"])
+    auc_line = next(line for line in lines if line.startswith("AUC "))
+    for model in ("CNN alone", "LR"):
+        row = m.loc[(model, "auc")]
+        assert f"{row['estimate']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in auc_line
+    header = next(line for line in lines if "CNN alone" in line and "LR" in line)
+    # columns line up: each model's figure ends where its name ends
+    assert auc_line.rstrip().endswith(
+        f"{m.loc[('LR', 'auc'), 'ci_high']:.3f}]") and len(auc_line) == len(header)
+    assert any(line.startswith("Difference against CNN alone") for line in lines)
+    assert "LR - CNN alone" in str(r)
+    d = r.differences.set_index("metric").loc["auc"]
+    assert f"{d['difference']:+.3f}" in str(r)
+    html = r._repr_html_()
+    assert html.startswith("<div><table>") and html.count("<tr>") == 1 + 2 + 1 + 1
+    assert "LR &minus; CNN alone" in html and "pAUC (TPR &gt; 0.8)" in html
+    assert f"[{m.loc[('LR', 'auc'), 'ci_low']:.3f}, {m.loc[('LR', 'auc'), 'ci_high']:.3f}]" in html
+
+
+def test_given_folds_are_used_as_they_are_and_checked_for_leaks():
+    import dermctx
+    from dermctx.errors import DermctxError, LeakageError
+
+    rng = np.random.default_rng(3)
+    pid = np.repeat([f"P{i:02d}" for i in range(40)], 5)
+    y = (rng.uniform(size=len(pid)) < 0.2).astype(int)
+    t = pd.DataFrame({"image_id": [f"I{i:03d}" for i in range(len(pid))], "patient_id": pid,
+                      "target": y, "cnn_score": np.clip(0.3 * y + rng.uniform(0, 0.7, len(pid)), 0, 1)})
+    t["fold"] = pd.factorize(t["patient_id"])[0] % 3
+    models = {"CNN": "cnn_score", "LR": ScoreLR()}
+    r = dermctx.benchmark(t, models, folds="fold", n_boot=50, min_melanomas=1, progress=False)
+    assert (r.predictions["fold"].to_numpy() == t["fold"].to_numpy()).all()
+    assert r.config["folds"] == 3 and r.config["folds_given"] and "3 given folds" in r.to_markdown()
+    same = dermctx.benchmark(t, models, folds=t["fold"].to_numpy(), n_boot=50, min_melanomas=1, progress=False)
+    np.testing.assert_allclose(same.predictions["LR"], r.predictions["LR"])
+    leaky = t.assign(fold=np.arange(len(t)) % 3)  # a patient's lesions in several folds
+    with pytest.raises(LeakageError):
+        dermctx.benchmark(leaky, models, folds="fold", n_boot=50, progress=False)
+    with pytest.raises(DermctxError, match="one split"):
+        dermctx.benchmark(t, models, folds="fold", seeds=(0, 1), n_boot=50, progress=False)

@@ -28,6 +28,7 @@ from dermctx.cohort import (
     to_html,
     to_latex,
     to_markdown,
+    to_text,
 )
 from dermctx.errors import TableError
 
@@ -288,6 +289,25 @@ def test_renderings_contain_the_numbers():
     assert tex.startswith(r"\begin{tabular}{lrrr}") and tex.rstrip().endswith(r"\end{tabular}")
 
 
+def test_to_text_shows_every_column_aligned_whatever_the_width():
+    import doctest
+
+    import dermctx.cohort
+
+    t = cohort_table(synthetic(), by="fold")
+    text = to_text(t)
+    lines = text.splitlines()
+    assert lines[0].split() == ["0", "1", "Total"]
+    assert len({len(line) for line in lines if line.startswith("  ")}) == 1  # one width
+    n_sections = len(t.index.get_level_values(0).unique())
+    assert len(lines) == 1 + n_sections + len(t)
+    total = next(line for line in lines if line.startswith("  total"))
+    assert total.split()[-1] == "3"  # the patients' total, right-aligned under "Total"
+    with pd.option_context("display.width", 40, "display.max_columns", 2):
+        assert "..." in str(t) and "..." not in to_text(t)  # pandas elides; to_text does not
+    assert doctest.testmod(dermctx.cohort).failed == 0
+
+
 def test_cli_describe(tmp_path, capsys):
     path = tmp_path / "t.csv"
     synthetic().to_csv(path, index=False)
@@ -297,5 +317,5 @@ def test_cli_describe(tmp_path, capsys):
     out_file = tmp_path / "cohort.html"
     assert main(["describe", str(path), "--format", "html", "--out", str(out_file)]) == 0
     assert "1 (33.3%)" in out_file.read_text()
-    assert main(["describe", str(path), "--by", "nosuch"]) == 1
+    assert main(["describe", str(path), "--by", "nosuch"]) == 2  # bad input
     assert "nosuch" in capsys.readouterr().err

@@ -221,6 +221,22 @@ def test_bad_tables_raise(image_table):
         find_duplicates(image_table, threshold=3, progress=False)
 
 
+def test_table_without_any_image_path_is_refused(image_table):
+    # a table read without image_dir= has a path column that is empty on every row: comparing its
+    # pixels would return no pairs and one error per row, which reads like "no duplicates"
+    no_paths = image_table.assign(path=None)
+    with pytest.raises(TableError, match=r"'path' is empty on every row.*image_dir="):
+        find_duplicates(no_paths, progress=False)
+    # comparing embeddings needs no path
+    emb = no_paths.assign(emb_0=1.0, emb_1=np.arange(len(no_paths), dtype=float))
+    pairs, _ = find_duplicates(emb, images=False, embedding_threshold=0.0, progress=False)
+    assert pairs.attrs["n_images"] == 0
+    # one row with a path is enough to compare pixels; the others go to the errors table
+    some = image_table.assign(path=[image_table["path"].iloc[0]] + [None] * (len(image_table) - 1))
+    _, errors = find_duplicates(some, progress=False)
+    assert len(errors) == len(image_table) - 1 and set(errors["stage"]) == {"path"}
+
+
 def test_embedding_pairs():
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(6, 16)).astype(np.float32)
@@ -264,7 +280,7 @@ def test_cli_dedup_writes_pairs(image_table, tmp_path, fmt, columns):
     src = tmp_path / "table.csv"
     table.to_csv(src, index=False)
     out = tmp_path / "pairs.csv"
-    assert main(["dedup", str(src), "--out", str(out), "--format", fmt, "--jobs", "1"]) == 0
+    assert main(["dedup", str(src), "--out", str(out), "--layout", fmt, "--jobs", "1"]) == 1  # "broken" failed
     written = pd.read_csv(out)
     assert list(written.columns) == columns
     assert {tuple(r) for r in written.iloc[:, :2].to_numpy()} == {("o0", "o0_copy"), ("o1", "o1_flip_lr")}

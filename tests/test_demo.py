@@ -77,7 +77,7 @@ def test_bench_cli(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "b" / "report.html").exists()
     assert "| CNN alone |" in capsys.readouterr().out
-    assert main(["bench", str(tmp_path / "t.parquet"), "--models", "svm", "--no-progress"]) == 1
+    assert main(["bench", str(tmp_path / "t.parquet"), "--models", "svm", "--no-progress"]) == 2
 
 
 def test_bench_cli_duplicates_keep_numeric_looking_ids(tmp_path):
@@ -99,5 +99,5 @@ def test_bench_cli_duplicates_keep_numeric_looking_ids(tmp_path):
     code = main(["bench", str(tmp_path / "t.csv"), "--out", str(tmp_path / "b"), "--models", "cnn",
                  "--folds", "2", "--n-boot", "20", "--duplicates", str(tmp_path / "dup.csv"),
                  "--no-progress"])
-    # every patient is linked to P00: one group, which cannot be cut into two folds
-    assert code == 1
+    # every patient is linked to P00: one group, which cannot be cut into two folds: bad input
+    assert code == 2

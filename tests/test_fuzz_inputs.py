@@ -455,13 +455,13 @@ def test_find_duplicates_names_the_bad_argument(tmp_path, arguments, match):
 @pytest.mark.parametrize("command", ["validate", "describe", "split", "dedup", "fit", "score"])
 @pytest.mark.parametrize("name", ["corrupt.parquet", "ragged_row.csv", "latin1_body.csv", "not_gzip.csv.gz",
                                   "width_1e400.csv", "duplicate_columns.csv", "empty.csv"])
-def test_cli_bad_table_is_one_line_and_exit_1(command, name, tmp_path, capsys):
+def test_cli_bad_table_is_one_line_and_exit_2(command, name, tmp_path, capsys):
     argv = [command, str(BAD / name)]
     if command == "fit":
         argv += ["--out", str(tmp_path / "m")]
     if command == "score":
         argv += ["--model", str(tmp_path / "no-model")]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -470,10 +470,10 @@ def test_cli_bad_table_is_one_line_and_exit_1(command, name, tmp_path, capsys):
         assert str(BAD / name) in lines[0]
 
 
-def test_cli_unwritable_output_is_one_line_and_exit_1(tmp_path, capsys):
+def test_cli_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys):
     table = tmp_path / "t.csv"
     pd.DataFrame({"image_id": ["a"], "patient_id": ["p"]}).to_csv(table, index=False)
-    assert main(["validate", str(table), "--out", str(table / "under-a-file.csv")]) == 1
+    assert main(["validate", str(table), "--out", str(table / "under-a-file.csv")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     errors = [ln for ln in err.splitlines() if "error" in ln]
@@ -497,7 +497,7 @@ def test_cli_writes_the_errors_table_when_every_image_fails(tmp_path, capsys):
 def test_cli_split_refuses_a_seed_numpy_cannot_take(seed, tmp_path, capsys):
     table = tmp_path / "t.csv"
     pd.DataFrame({"image_id": list("abcd"), "patient_id": list("abcd")}).to_csv(table, index=False)
-    assert main(["split", str(table), "--folds", "2", "--seed", seed]) == 1
+    assert main(["split", str(table), "--folds", "2", "--random-state", seed]) == 2
     err = capsys.readouterr().err
     assert f"dermctx split: error: PatientKFold: random_state={seed}; expected None, an int in [0, 2**32 - 1]" in err
 

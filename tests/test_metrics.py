@@ -414,3 +414,114 @@ def test_function_names_as_metric_names_are_deprecated():
     with pytest.warns(FutureWarning, match="'topk_sensitivity' is deprecated") as record:
         M.subgroup_table(table, "score", by=[], metrics=["topk_sensitivity"], n_boot=20)
     assert len(record) == 1 and record[0].filename == __file__
+
+
+# --- figures too thin to show -----------------------------------------------------------------
+
+
+def test_too_few_melanomas_counts_what_each_metric_rests_on():
+    # patient a: a melanoma and a nevus; b: a lone melanoma; c: two nevi
+    y = [1, 0, 1, 0, 0]
+    pid = ["a", "a", "b", "c", "c"]
+    assert M.MIN_MELANOMAS == 10
+    assert M.too_few_melanomas("auc", y, pid) == "too few melanomas: 2; need >= 10"
+    assert M.too_few_melanomas("pauc80", y) == "too few melanomas: 2; need >= 10"
+    assert M.too_few_melanomas("top1", y, pid) == "too few patients with a melanoma: 2; need >= 10"
+    assert M.too_few_melanomas(M.topk_sensitivity, y, pid, min_melanomas=2) is None
+    assert M.too_few_melanomas("within_patient_auc", y, pid, min_melanomas=2) == (
+        "too few patients with a melanoma and another lesion: 1; need >= 2")
+    assert M.too_few_melanomas("fold_auc", y, min_melanomas=2) is None
+    # calibration and your own functions have no minimum
+    assert M.too_few_melanomas("brier_score", y) is None
+    assert M.too_few_melanomas(lambda y, s: 0.0, y) is None
+    with pytest.raises(DermctxError, match="pass patient_id"):
+        M.too_few_melanomas("top1", y)
+    with pytest.raises(DermctxError, match="unknown metric"):
+        M.too_few_melanomas("nope", y)
+
+
+def test_degenerate_ci():
+    common = {"metric": "top1", "level": 0.95, "n_boot": 100, "n_patients": 12}
+    assert M.degenerate_ci(M.BootstrapResult(estimate=1.0, low=1.0, high=1.0, n_valid=100,
+                                             **common)) == (
+        "bootstrap degenerate: 95% of resamples give 1.000")
+    assert M.degenerate_ci(M.BootstrapResult(estimate=0.8, low=0.6, high=0.9, n_valid=40,
+                                             **common)) == (
+        "bootstrap degenerate: defined in 40 of 100 resamples")
+    assert M.degenerate_ci(M.BootstrapResult(estimate=0.8, low=0.6, high=0.9, n_valid=60,
+                                             **common)) is None
+    # two models that agree on every resample do not differ: a zero-width difference stays
+    paired = M.PairedBootstrapResult(estimate=0.0, low=0.0, high=0.0, p_le_0=1.0, estimate_1=1.0,
+                                     estimate_2=1.0, n_valid=100, **common)
+    assert M.degenerate_ci(paired) is None
+
+
+def test_patient_resamples_are_the_resamples_of_patient_bootstrap():
+    y, s, pid = _cohort()
+    values = []
+    for w in M.patient_resamples(pid, n_boot=120, random_state=5, max_cells=5_000):
+        assert w.shape[1] == len(y) and w.shape[0] <= max(1, 5_000 // len(y))
+        for row in w:  # each lesion as often as its patient was drawn
+            idx = np.repeat(np.arange(len(y)), row.astype(int))
+            values.append(M.auc(y[idx], s[idx]) if 0 < y[idx].sum() < len(idx) else np.nan)
+    assert len(values) == 120
+    boot = M.patient_bootstrap("auc", y, s, pid, n_boot=120, random_state=5)
+    low, high = np.quantile(np.array(values)[~np.isnan(values)], [0.025, 0.975])
+    assert (low, high) == pytest.approx((boot.low, boot.high))
+
+
+def test_subgroup_table_shows_too_few_melanomas_as_missing_with_the_reason():
+    # the case: a subgroup with 2 melanomas printed within-patient AUC 0.000 [0.000, 0.000]
+    y, s, pid = _cohort(n_patients=200)
+    site = np.where(np.isin(pid, np.unique(pid)[:150]), "torso", "head/neck")
+    mel_head = np.flatnonzero((site == "head/neck") & (y == 1))
+    y = y.copy()
+    y[mel_head[2:]] = 0  # two melanomas left at head/neck
+    table = pd.DataFrame({"patient_id": pid, "target": y, "score": s, "site": site})
+    out = M.subgroup_table(table, "score", by=["site"], metrics=["auc", "within_patient_auc"],
+                           n_boot=50)
+    head = out[out["group"] == "head/neck"].iloc[0]
+    assert head["n_melanomas"] == 2
+    for m in ("auc", "within_patient_auc"):
+        assert np.isnan(head[m]) and np.isnan(head[f"{m}_low"]) and np.isnan(head[f"{m}_high"])
+    assert head["auc_missing_reason"] == "too few melanomas: 2; need >= 10"
+    assert head["within_patient_auc_missing_reason"].startswith(
+        "too few patients with a melanoma and another lesion:")
+    whole = out[out["group"] == "all"].iloc[0]
+    assert whole["auc"] == pytest.approx(M.auc(y, s)) and whole["auc_missing_reason"] == ""
+    # the minimum is a parameter: with 2 allowed, the figure is back
+    low = M.subgroup_table(table, "score", by=["site"], metrics=["auc"], n_boot=50,
+                           include_all=False, min_melanomas=2)
+    assert np.isfinite(low.loc[low["group"] == "head/neck", "auc"].iloc[0])
+
+
+def test_subgroup_table_differences_against_a_reference_column():
+    y, s, pid = _cohort(n_patients=120)
+    rng = np.random.default_rng(3)
+    ref = np.clip(s + rng.normal(scale=0.2, size=len(s)), 0, 1)
+    sex = np.where(np.isin(pid, np.unique(pid)[::2]), "male", "female")
+    table = pd.DataFrame({"patient_id": pid, "target": y, "score": s, "ref": ref, "sex": sex})
+    out = M.subgroup_table(table, "score", by=["sex"], metrics=["auc", "top1"], n_boot=100,
+                           random_state=2, reference_col="ref")
+    assert {"auc_difference", "auc_difference_low", "auc_difference_high",
+            "auc_difference_missing_reason", "top1_difference"} <= set(out.columns)
+    for row in out.to_dict(orient="records"):
+        mask = np.ones(len(y), bool) if row["group"] == "all" else sex == row["group"]
+        d = M.paired_bootstrap("auc", y[mask], s[mask], ref[mask], pid[mask], n_boot=100,
+                               random_state=2)
+        assert row["auc_difference"] == pytest.approx(d.estimate)
+        assert (row["auc_difference_low"], row["auc_difference_high"]) == pytest.approx(
+            (d.low, d.high))
+    assert "auc_difference" not in M.subgroup_table(table, "score", by=["sex"], n_boot=20).columns
+    with pytest.raises(DermctxError, match="no column 'nope'"):
+        M.subgroup_table(table, "score", by=["sex"], n_boot=20, reference_col="nope")
+
+
+def test_too_few_melanomas_docstring_examples():
+    import doctest
+
+    globs = {"too_few_melanomas": M.too_few_melanomas}
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(M.too_few_melanomas, globs=globs):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries == 2

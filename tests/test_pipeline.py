@@ -353,7 +353,7 @@ def test_fit_cnn_run_writes_a_pipeline_folder(images, run_dir, tmp_path, capsys)
     assert rc == 0, err
     assert "trained on 24 patients, 24 lesions, 2 melanomas" in err and "out-of-fold AUC" in err
     assert LesionPipeline.load(tmp_path / "pipe").provenance_["ranker_auc"]["n_boot"] == 50
-    assert cli(["fit", str(csv), "--cnn-run", str(run_dir), "--use-image-size", "--out", str(tmp_path / "x")]) == 1
+    assert cli(["fit", str(csv), "--cnn-run", str(run_dir), "--use-image-size", "--out", str(tmp_path / "x")]) == 2
     assert "drop --use-image-size" in capsys.readouterr().err
 
 

@@ -276,13 +276,13 @@ def test_cli_fit_and_score(clinic, tmp_path):
     new.to_csv(tmp_path / "new.csv", index=False)
     assert main(["fit", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--use-image-size"]) == 0
     assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "m"),
-                 "--out", str(tmp_path / "scores.csv")]) == 0
+                 "--out", str(tmp_path / "scores.csv")]) == 1  # row 4 has no CNN score
     scores = pd.read_csv(tmp_path / "scores.csv")
     errors = pd.read_csv(tmp_path / "scores.errors.csv")
     assert len(scores) + len(errors) == len(new) and errors["row"].tolist() == [4]
     expected = ContextRanker.load(tmp_path / "m").rank(new)[0]
     np.testing.assert_allclose(scores["score"], expected["score"], rtol=1e-9)
-    assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "nope")]) == 1
+    assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "nope")]) == 2
 
 
 @pytest.mark.parametrize("check_name", [

@@ -50,7 +50,9 @@ def _decode(src: str) -> Image.Image:
     return img
 
 
-def _scores(tmp_path, n_patients: int = 16, with_images: bool = True) -> pd.DataFrame:
+def _scores(tmp_path, n_patients: int = 24, with_images: bool = True) -> pd.DataFrame:
+    """Patients of 3-7 lesions, a melanoma in every other one (12 melanomas by default: above
+    dermctx.metrics.MIN_MELANOMAS, so the whole-table figures are shown)."""
     rng = np.random.default_rng(0)
     rows = []
     for p in range(n_patients):
@@ -82,7 +84,7 @@ def test_report_html_has_every_section_and_every_image_decodes(tmp_path):
     t = _scores(tmp_path)
     t.loc[t["patient_id"] == "P03", "ranker"] = 9.425e-05  # f"{x:.4g}" would print 9.425e-05
     out = tmp_path / "rep"
-    path = write_report(t, out, score_cols=["cnn", "ranker"], n_patients=16, n_boot=50,
+    path = write_report(t, out, score_cols=["cnn", "ranker"], n_patients=24, n_boot=50,
                         progress=False)
     assert path == out / "report.html"
     page = _parse(path)
@@ -187,7 +189,7 @@ def test_patient_view_shows_the_context_explanation(tmp_path):
                              "raised_by_change": 0.25, "lowered_by": None,
                              "lowered_by_change": 0.0})
 
-    path = write_report(t, tmp_path / "rep", score_cols=["cnn", "ranker"], n_patients=16,
+    path = write_report(t, tmp_path / "rep", score_cols=["cnn", "ranker"], n_patients=24,
                         n_boot=20, explain=explain, progress=False)
     text = " ".join(_parse(path).text)
     assert "caused by another lesion" in text
@@ -195,3 +197,69 @@ def test_patient_view_shows_the_context_explanation(tmp_path):
     assert "Lowered most by the presence of" not in text  # lowered_by None: nothing to show
     errors = pd.read_csv(tmp_path / "rep" / "report.errors.csv")
     assert list(errors["stage"]) == ["explain"] and "P00" in errors["message"].iloc[0]
+
+
+def test_reliability_plot_draws_no_empty_bin_at_the_axis_floor():
+    from dermctx.metrics import reliability_curve
+    from dermctx.report import _reliability_figure
+
+    rng = np.random.default_rng(0)
+    p = np.sort(rng.uniform(0.0005, 0.5, 400))
+    y = np.zeros(400, dtype=int)
+    y[[250, 330, 360, 370, 390, 395, 399]] = 1  # the lowest deciles hold no melanoma
+    frame = pd.DataFrame({"target": y, "m": p})
+    fig, left_out = _reliability_figure(frame, ["m"])
+    curve = reliability_curve(y, p, n_bins=10, strategy="quantile")
+    ax = fig.axes[0]
+    points = ax.lines[0].get_xydata()  # the model's line; the diagonal comes after
+    assert (points > 0).all()
+    assert len(points) == int((curve["observed_rate"] > 0).sum()) < len(curve)
+    assert left_out == {"m": (int((curve["observed_rate"] == 0).sum()), len(curve))}
+    np.testing.assert_allclose(points[:, 1], curve.loc[curve["observed_rate"] > 0,
+                                                       "observed_rate"])
+    assert points[:, 1].min() > ax.get_ylim()[0]  # nothing pinned to the floor
+    assert ax.get_xlim()[0] <= points[:, 0].min()
+
+
+def test_report_subgroups_have_a_difference_column_and_missing_reasons(tmp_path):
+    t = _scores(tmp_path, n_patients=40, with_images=False)  # 20 melanomas
+    out = tmp_path / "rep"
+    write_report(t, out, score_cols=["cnn", "ranker"], n_patients=2, n_boot=50, progress=False)
+    sub = pd.read_csv(out / "subgroups.csv", keep_default_na=False, na_values=[""])
+    ranker = sub[sub["model"] == "ranker"]
+    assert set(ranker["reference"]) == {"cnn"}
+    assert {"auc_difference", "auc_difference_low", "auc_difference_high",
+            "auc_difference_missing_reason"} <= set(sub.columns)
+    whole = ranker[ranker["by"] == "all"].iloc[0]
+    from dermctx.metrics import paired_bootstrap
+
+    d = paired_bootstrap("auc", t["target"], t["ranker"], t["cnn"], t["patient_id"], n_boot=50)
+    assert whole["auc_difference"] == pytest.approx(d.estimate)
+    assert sub.loc[sub["model"] == "cnn", "auc_difference"].isna().all()  # the reference itself
+    # subgroups with fewer than 10 melanomas: missing, with the reason, never 0.000 [0.000, 0.000]
+    thin = sub[sub["n_melanomas"] < 10]
+    assert len(thin) and thin["auc"].isna().all()
+    assert (thin["auc_missing_reason"].str.startswith("too few melanomas: ")).all()
+    html = (out / "report.html").read_text()
+    section = html[html.index('<section id="subgroups">'):html.index('<section id="patients">')]
+    assert "difference to cnn" in section
+    n = int(thin["n_melanomas"].iloc[0])
+    assert f"n/a: too few melanomas: {n}; need ≥ 10" in section
+    for m in ("auc", "pauc80", "within_patient_auc", "top1"):  # no zero-width CI is shown
+        shown = sub[m].notna() & sub[f"{m}_low"].notna()
+        assert (sub.loc[shown, f"{m}_low"] < sub.loc[shown, f"{m}_high"]).all()
+        assert (sub.loc[sub[m].notna() & ~shown, f"{m}_missing_reason"] != "").all()
+    assert "reference" in pd.read_csv(out / "subgroups.csv").columns
+
+
+def test_report_of_too_few_melanomas_is_written_with_reasons(tmp_path):
+    t = _scores(tmp_path, n_patients=10, with_images=False)  # 5 melanomas
+    out = tmp_path / "few"
+    path = write_report(t, out, score_cols=["cnn", "ranker"], n_patients=2, n_boot=20,
+                        progress=False)
+    html = path.read_text()
+    models = html[html.index('<section id="models">'):html.index('<section id="differences">')]
+    assert "n/a" in models and "too few melanomas: 5; need ≥ 10" in models
+    ops = pd.read_csv(out / "operating_points.csv")
+    assert ops["estimate"].isna().all() and (ops["missing_reason"] != "").all()
+    assert "too few melanomas: 5" in (out / "metrics.md").read_text()

@@ -82,7 +82,7 @@ def test_cli_score_streams_parquet_in_chunks_and_explains(model, lesions, tmp_pa
     model.save(tmp_path / "m")
     lesions.to_parquet(tmp_path / "new.parquet", index=False)
     assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"),
-                 "--out", str(tmp_path / "s.parquet"), "--chunk-patients", "9", "--explain"]) == 0
+                 "--out", str(tmp_path / "s.parquet"), "--chunk-patients", "9", "--explain"]) == 1  # rows 5, 17
     out = pd.read_parquet(tmp_path / "s.parquet").sort_values("row")
     one, _ = model.rank(lesions, explain=True)
     np.testing.assert_allclose(out["score"], one["score"], rtol=0, atol=1e-12)
@@ -90,7 +90,7 @@ def test_cli_score_streams_parquet_in_chunks_and_explains(model, lesions, tmp_pa
     errors = pd.read_csv(tmp_path / "s.errors.csv")
     assert list(errors["row"]) == [5, 17]
     assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"),
-                 "--out", str(tmp_path / "s.csv"), "--backend", "ray"]) == 1  # ray needs Parquet out
+                 "--out", str(tmp_path / "s.csv"), "--backend", "ray"]) == 2  # ray needs Parquet out
 
 
 def test_ids_copies_and_outputs_that_would_mislead_are_refused(model, lesions, tmp_path):

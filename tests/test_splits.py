@@ -287,7 +287,7 @@ def test_cli_split_writes_one_fold_per_image(tmp_path, capsys):
     # the duplicate pair links the first and the last patient: same fold
     assert folds["fold"].iloc[0] == folds["fold"].iloc[-1]
     assert "fold 2:" in capsys.readouterr().err
-    assert main(["split", str(tmp_path / "table.csv"), "--folds", "50"]) == 1
+    assert main(["split", str(tmp_path / "table.csv"), "--folds", "50"]) == 2
 
 
 def test_folds_do_not_depend_on_row_order():

@@ -216,7 +216,7 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
     table.drop(columns="path").to_csv(tmp_path / "table.csv", index=False)
     run = tmp_path / "run"
     assert main(["train", str(tmp_path / "table.csv"), "--image-dir", str(tmp_path / "img"),
-                 "--model", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs", "1",
+                 "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs", "1",
                  "--folds", "2", "--batch-size", "16", "--out", str(run), "--no-progress"]) == 0
     assert "40 out-of-fold scores" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "table.csv"), "--cnn", str(run), "--out", str(tmp_path / "ranker")]) == 0
@@ -231,8 +231,9 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
     assert main(["score", str(tmp_path / "new.csv"), "--cnn", str(run),
                  "--model", str(tmp_path / "ranker"), "--out", str(tmp_path / "none.csv")]) == 1
     assert main(["explain", str(tmp_path / "img" / "img1.png"), str(tmp_path / "missing.png"),
-                 "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 0
+                 "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 1
     assert "1 of 2 item(s) failed" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "why" / "errors.csv")["path"].str.endswith("missing.png").all()
     assert any(p.name.endswith("_gradcam.png") for p in (tmp_path / "why").iterdir())
 
 
