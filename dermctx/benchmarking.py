@@ -144,12 +144,12 @@ class BenchmarkResult:
         def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             out = []
             for row in frame.to_dict(orient="records"):
-                out.append({k: _json_value(v) for k, v in row.items()})
+                out.append({k: json_value(v) for k, v in row.items()})
             return out
 
         return {
             "reference": self.reference,
-            "config": {k: _json_value(v) for k, v in self.config.items()},
+            "config": {k: json_value(v) for k, v in self.config.items()},
             "metrics": records(self.metrics),
             "differences": records(self.differences),
             "per_seed": records(self.per_seed),
@@ -334,7 +334,8 @@ def _aligned(header: list[str], columns: list[list[str]]) -> list[str]:
     return lines
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """``v`` as plain JSON data: numpy scalars as Python numbers, non-finite floats and missing values as None."""
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating, float)):
@@ -342,9 +343,9 @@ def _json_value(v: Any) -> Any:
     if isinstance(v, (np.bool_,)):
         return bool(v)
     if isinstance(v, Mapping):
-        return {str(k): _json_value(x) for k, x in v.items()}
+        return {str(k): json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, np.ndarray)):
-        return [_json_value(x) for x in v]
+        return [json_value(x) for x in v]
     if v is None or isinstance(v, (str, int, bool)):
         return v
     if pd.isna(v):
@@ -388,8 +389,6 @@ def melanoma_score(estimator: Any, X: pd.DataFrame, name: str | None = None) -> 
         raise ModelError(f"model {name!r} returned {len(out)} scores for {len(X)} rows")
     return out
 
-
-_positive_score = melanoma_score  # its old, private name (dermctx.demo)
 
 
 def _check_models(models: Mapping[str, Any], table: pd.DataFrame, score_col: str | None

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from dermctx.errors import ImageError, TableError, error_record, errors_frame
 from dermctx.io._common import require_path
-from dermctx.io.images import _to_rgb
+from dermctx.io.images import to_rgb
 from dermctx.table import COLUMNS, placeholder_patient_ids
 
 __all__ = ["CROP_COLUMNS", "MAX_CROP_PIXELS", "crop_lesions", "crop_region", "embed_crops"]
@@ -110,7 +110,7 @@ def _upright_rgb(path: str) -> np.ndarray:
         with Image.open(p) as src:
             im = ImageOps.exif_transpose(src)  # a loaded, upright copy
             im.load()
-        return np.asarray(_to_rgb(im), dtype=np.uint8)
+        return np.asarray(to_rgb(im), dtype=np.uint8)
     except Exception as exc:
         raise ImageError(f"{p}: cannot decode the photo ({type(exc).__name__}: {exc}); expected a "
                          "readable JPEG, PNG, TIFF, BMP or WebP file") from exc

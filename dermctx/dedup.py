@@ -38,7 +38,7 @@ from PIL import Image
 
 from dermctx.errors import DermctxError, TableError, error_record, errors_frame
 from dermctx.pairs import as_pairs, link_components
-from dermctx.table import _texts, embedding_columns, refuse_duplicate_columns, to_numbers
+from dermctx.table import as_texts, embedding_columns, refuse_duplicate_columns, to_numbers
 
 __all__ = [
     "CROP_LEVELS",
@@ -154,9 +154,9 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
 
 def _pixel_digest(path: str) -> str:
     """BLAKE2b digest of the fully decoded RGB pixels (with their shape) of an image file."""
-    from dermctx.io.images import _open  # full decode (no draft scaling), EXIF-upright, RGB
+    from dermctx.io.images import open_image  # full decode (no draft scaling), EXIF-upright, RGB
 
-    im = _open(Path(path), str(path), None, "squash")
+    im = open_image(Path(path), str(path), None, "squash")
     arr = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
     h = hashlib.blake2b(digest_size=20)
     h.update(np.array(arr.shape, dtype=np.int64).tobytes())
@@ -606,7 +606,7 @@ def _checked_image_ids(table: Any, *, images: bool, embedding_threshold: float |
             "find_duplicates compares pixels, but column 'path' is empty on every row: read the "
             "table with its images (dermctx.read_table(..., image_dir=FOLDER)), or compare "
             "embeddings only (images=False, embedding_threshold=...)")
-    ids = _texts(table["image_id"]).str.strip()
+    ids = as_texts(table["image_id"]).str.strip()
     if ids.duplicated().any():
         dup = sorted(set(ids[ids.duplicated()]))[:5]
         raise TableError(f"column 'image_id' has duplicate values {dup}; each image must appear once")

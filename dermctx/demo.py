@@ -107,10 +107,10 @@ def _explain(model: Any, patient: pd.DataFrame, score_name: str) -> pd.DataFrame
     if hasattr(model, "score_patient"):
         ranked = model.score_patient(X).copy()
     else:
-        from dermctx.benchmarking import _positive_score
+        from dermctx.benchmarking import melanoma_score
 
         ranked = pd.DataFrame({"image_id": patient["image_id"].to_numpy(),
-                               "score": _positive_score(model, X, score_name)})
+                               "score": melanoma_score(model, X, score_name)})
         ranked = ranked.sort_values("score", ascending=False, kind="mergesort")
         ranked["rank"] = np.arange(1, len(ranked) + 1)
     info = patient.set_index("image_id")
@@ -199,7 +199,7 @@ def run_demo(
     -------
     DemoResult
     """
-    from dermctx.benchmarking import _positive_score, benchmark
+    from dermctx.benchmarking import benchmark, melanoma_score
     from dermctx.label_guard import LABEL_COLUMNS
     from dermctx.report import write_report
     from dermctx.splits import PatientKFold
@@ -236,7 +236,7 @@ def run_demo(
     fit_seconds = time.perf_counter() - t_fit
     scored = test.copy()
     scored[CNN] = test["cnn_score"].to_numpy(dtype=float)
-    scored[model_name] = _positive_score(model, test.drop(columns=drop), model_name)
+    scored[model_name] = melanoma_score(model, test.drop(columns=drop), model_name)
     say(f"  done in {format_seconds(fit_seconds)}; held out: "
         f"{plural(test['patient_id'].nunique(), 'patient')} ({plural(len(test), 'image')}, "
         f"{plural(int(test['target'].sum()), 'melanoma')})")

@@ -44,10 +44,10 @@ from dermctx.embedding_store import read_embeddings, resume_store, settings_diff
 from dermctx.errors import ImageError, ModelError, TableError, error_record, errors_frame
 from dermctx.io.images import ASPECTS, COLOUR_CONSTANCY, load_image
 from dermctx.table import (
-    _cell_text,
-    _is_blank,
-    _texts,
+    as_texts,
+    cell_text,
     embedding_column_names,
+    is_blank,
     refuse_duplicate_columns,
 )
 
@@ -567,15 +567,15 @@ def _embed_rows(table: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise TableError(f"the table has no column(s) {missing}; embedding needs 'image_id' and "
                          "'path' (read it with dermctx.read_table, passing image_dir)")
-    ids = _texts(table["image_id"]).str.strip()
+    ids = as_texts(table["image_id"]).str.strip()
     dup = ids.duplicated(keep=False).to_numpy()
     if dup.any():
         from dermctx.table import describe_rows
 
         raise TableError(f"column 'image_id' has duplicate values at {describe_rows(table, dup)}; "
                          "each image must appear once")
-    blank = _is_blank(table["path"])
-    paths = pd.Series([None if b else _cell_text(p)
+    blank = is_blank(table["path"])
+    paths = pd.Series([None if b else cell_text(p)
                        for p, b in zip(table["path"].to_numpy(dtype=object), blank, strict=True)],
                       index=table.index, dtype=object)
     return pd.DataFrame({

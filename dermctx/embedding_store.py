@@ -24,7 +24,7 @@ import pandas as pd
 
 from dermctx._deprecation import renamed_parameters
 from dermctx.errors import ModelError
-from dermctx.table import _texts, embedding_column_names
+from dermctx.table import as_texts, embedding_column_names
 
 __all__ = [
     "SETTINGS_KEYS",
@@ -204,5 +204,5 @@ def _read_part(part: Path) -> pd.DataFrame:
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{part}: embedding columns hold values that are not numbers "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from exc
-    values.insert(0, "image_id", _texts(ids).to_numpy(dtype=object))
+    values.insert(0, "image_id", as_texts(ids).to_numpy(dtype=object))
     return values

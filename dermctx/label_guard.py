@@ -24,7 +24,7 @@ import pandas as pd
 
 from dermctx.errors import LeakageError
 from dermctx.io.registry import label_columns
-from dermctx.table import _texts
+from dermctx.table import as_texts
 
 __all__ = ["LABEL_COLUMNS", "check_feature_columns", "refuse_label_columns"]
 
@@ -97,7 +97,7 @@ def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.nda
                     f"{missing[0]} and on no row of the other class")
     seen = values[present]
     if seen.dtype == object:  # lists, dicts and other unhashable cells are compared by their text
-        seen = _texts(seen)
+        seen = as_texts(seen)
     if seen.nunique() == 2 and pd.crosstab(seen.astype(str), y[present]).gt(0).sum(axis=1).eq(1).all():
         return "takes two values that are exactly the two classes (a copy of the label)"
     return None

@@ -15,7 +15,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from dermctx.errors import TableError
-from dermctx.table import _is_blank, _texts, refuse_duplicate_columns
+from dermctx.table import as_texts, is_blank, refuse_duplicate_columns
 
 __all__ = ["PAIR_LAYOUTS", "as_pairs", "link_components"]
 
@@ -51,12 +51,12 @@ def as_pairs(pairs: pd.DataFrame, *, name: str | None = None) -> pd.DataFrame:
             f"{where}no pair columns found in {list(pairs.columns)}; expected one of "
             f"{[list(p) for p in PAIR_LAYOUTS]}"
         )
-    blank = _is_blank(pairs[a]) | _is_blank(pairs[b])
+    blank = is_blank(pairs[a]) | is_blank(pairs[b])
     if blank.any():
         rows = np.flatnonzero(blank)[:5].tolist()
         raise TableError(f"{where}columns {a!r}/{b!r} are empty at rows {rows}; each pair needs two ids")
-    left = _texts(pairs[a]).str.strip().to_numpy(dtype=object)
-    right = _texts(pairs[b]).str.strip().to_numpy(dtype=object)
+    left = as_texts(pairs[a]).str.strip().to_numpy(dtype=object)
+    right = as_texts(pairs[b]).str.strip().to_numpy(dtype=object)
     rest = pairs.drop(columns=[a, b]).reset_index(drop=True)
     lo = np.where(left <= right, left, right)
     hi = np.where(left <= right, right, left)

@@ -301,6 +301,17 @@ class LesionPipeline(BaseEstimator):
             return {"estimate": _finite(r.estimate), "low": _finite(r.low), "high": _finite(r.high),
                     "level": r.level, "n_boot": r.n_boot, "n_patients": r.n_patients, "what": what}
 
+        from dermctx.metrics import MIN_MELANOMAS
+
+        notes = []
+        if self.use_embeddings:
+            notes.append("The ranker read final-model embeddings that are in-sample for the training images: "
+                         "its out-of-fold AUC is optimistic.")
+        if int(y.sum()) < MIN_MELANOMAS:
+            notes.append(f"Fitted on {int(y.sum())} melanoma(s), fewer than {MIN_MELANOMAS}: its AUC figures "
+                         "measure nothing, and the model is for trying the plumbing only.")
+        if not settings.get("pretrained", True) and not settings.get("checkpoint"):
+            notes.append("The lesion CNN was trained from random weights (no pretrained start).")
         return {
             "dermctx_version": __version__,
             "fitted": _now(),
@@ -319,8 +330,7 @@ class LesionPipeline(BaseEstimator):
                            "training patients"),
             "inputs": [str(c) for c in self.ranker_.feature_names_in_],
             "tta_views": self._views(),
-            "notes": ["The ranker read final-model embeddings that are in-sample for the training images: "
-                      "its out-of-fold AUC is optimistic."] if self.use_embeddings else [],
+            "notes": notes,
         }
 
     # -- scoring -------------------------------------------------------------------------------
@@ -837,7 +847,7 @@ def _check_ranker(ranker: Any) -> None:
 def _scan_input(images: Any, *, patient_id: Any, age: Any, sex: Any, sites: Any) -> Any:
     """The lesion table of ``images`` (folder, list of files, or lesion table) and its errors."""
     from dermctx.errors import ImageError
-    from dermctx.io.image_folder import _Scan, _scan_folder, _scan_paths
+    from dermctx.io.image_folder import ImageScan, scan_folder, scan_paths
 
     if isinstance(images, pd.DataFrame):
         if any(v is not None for v in (patient_id, age, sex, sites)):
@@ -846,13 +856,13 @@ def _scan_input(images: Any, *, patient_id: Any, age: Any, sex: Any, sites: Any)
         table = validate_table(images, name="score_images")
         if table["path"].isna().any():
             raise TableError("score_images: every row of the lesion table needs an image 'path'")
-        return _Scan(table, errors_frame(), list(range(len(table))), [])
+        return ImageScan(table, errors_frame(), list(range(len(table))), [])
     if isinstance(images, (str, PathLike)):
         if Path(images).is_file():
-            return _scan_paths([images], patient_id=patient_id, age=age, sex=sex, sites=sites)
-        return _scan_folder(images, patient_id=patient_id, sites=sites, age=age, sex=sex, recursive=False)
+            return scan_paths([images], patient_id=patient_id, age=age, sex=sex, sites=sites)
+        return scan_folder(images, patient_id=patient_id, sites=sites, age=age, sex=sex, recursive=False)
     if isinstance(images, Sequence):
-        return _scan_paths(list(images), patient_id=patient_id, age=age, sex=sex, sites=sites)
+        return scan_paths(list(images), patient_id=patient_id, age=age, sex=sex, sites=sites)
     raise ImageError(f"score_images: expected a folder, a list of image files or a lesion table, got "
                      f"{type(images).__name__}")
 
@@ -892,7 +902,13 @@ def page_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
         "trained_on": (f"{plural(t.get('patients'), 'patient')}, {plural(t.get('lesions'), 'lesion')}, "
                        f"{plural(t.get('melanomas'), 'melanoma')}" if t else "unknown"),
     }
-    if ci("ranker_auc"):
+    from dermctx.metrics import MIN_MELANOMAS
+
+    few = int(t.get("melanomas") or 0) < MIN_MELANOMAS
+    if few:
+        out["held_out_auc"] = f"n/a: too few melanomas ({t.get('melanomas')}; need >= {MIN_MELANOMAS})"
+        out["cnn"] = str(provenance.get("cnn", "unknown"))
+    elif ci("ranker_auc"):
         out["held_out_auc"] = ci("ranker_auc")  # out of fold over the training patients
     out["created"] = provenance.get("fitted")
     out["version"] = provenance.get("dermctx_version")
@@ -934,9 +950,14 @@ def provenance_lines(provenance: Mapping[str, Any]) -> list[str]:
     if t:
         lines.append(f"trained on {plural(t.get('patients'), 'patient')}, {plural(t.get('lesions'), 'lesion')}, "
                      f"{plural(t.get('melanomas'), 'melanoma')}")
+    from dermctx.metrics import MIN_MELANOMAS
+
     for key, label in (("ranker_auc", "ranker"), ("cnn_auc", "CNN alone")):
         a = provenance.get(key) or {}
-        if a:
+        if a and int(t.get("melanomas") or 0) < MIN_MELANOMAS:
+            lines.append(f"{label}: out-of-fold AUC n/a (too few melanomas: {t.get('melanomas')}; "
+                         f"need >= {MIN_MELANOMAS})")
+        elif a:
             lines.append(f"{label}: out-of-fold AUC {format_ci(a.get('estimate'), a.get('low'), a.get('high'))} "
                          f"(95% CI, {plural(a.get('n_boot'), 'patient resample')})")
-    return lines
+    return lines + [str(n) for n in provenance.get("notes") or []]

@@ -39,7 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dermctx import report_html as H
-from dermctx.benchmarking import BENCHMARK_METRICS, BenchmarkResult, _json_value
+from dermctx.benchmarking import BENCHMARK_METRICS, BenchmarkResult, json_value
 from dermctx.errors import DermctxError, errors_frame
 from dermctx.formatting import format_number
 from dermctx.metrics import METRICS, MIN_MELANOMAS
@@ -328,7 +328,7 @@ def _write_files(out: Path, result: BenchmarkResult, c: _Computed, errors: list[
     payload = result.to_dict()
     for key, frame in (("operating_points", c.operating), ("calibration", c.calibration),
                        ("subgroups", c.subgroups)):
-        payload[key] = [{k: _json_value(v) for k, v in r.items()}
+        payload[key] = [{k: json_value(v) for k, v in r.items()}
                         for r in frame.to_dict(orient="records")]
     (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out / "metrics.md").write_text(

@@ -169,9 +169,9 @@ def _map_cells(values: pd.Series, fn: Any) -> pd.Series:
 
 def _term(value: Any) -> Any:
     """A metadata cell as a lower-case term, or None for missing and missing words."""
-    if _missing_scalar(value):
+    if is_missing_scalar(value):
         return None
-    text = _cell_text(value).strip().lower()
+    text = cell_text(value).strip().lower()
     return None if text in _MISSING_WORDS else text
 
 
@@ -246,7 +246,7 @@ def refuse_duplicate_columns(frame: pd.DataFrame, who: str | None = None) -> Non
         raise TableError(f"{where}column name(s) {dup} appear more than once; expected one each")
 
 
-def _cell_text(value: Any) -> str:
+def cell_text(value: Any) -> str:
     """A cell as text, never raising: bytes decoded as UTF-8 (bad bytes replaced), else ``str``."""
     if isinstance(value, str):
         return value
@@ -255,15 +255,15 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def _texts(values: pd.Series) -> pd.Series:
+def as_texts(values: pd.Series) -> pd.Series:
     """Every cell as text (missing cells as ""), same index; never raises on odd objects."""
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
         return values.astype(object).where(values.notna(), "").astype(str)
-    texts = [("" if _missing_scalar(v) else _cell_text(v)) for v in values.to_numpy(dtype=object)]
+    texts = [("" if is_missing_scalar(v) else cell_text(v)) for v in values.to_numpy(dtype=object)]
     return pd.Series(texts, index=values.index, dtype=object)
 
 
-def _missing_scalar(value: Any) -> bool:
+def is_missing_scalar(value: Any) -> bool:
     """None, NaN, NA or NaT (a list, array or other container is never missing)."""
     if value is None:
         return True
@@ -275,12 +275,12 @@ def _missing_scalar(value: Any) -> bool:
         return False
 
 
-def _is_blank(series: pd.Series) -> np.ndarray:
+def is_blank(series: pd.Series) -> np.ndarray:
     """Where a cell is missing or blank text."""
     missing = series.isna().to_numpy(dtype=bool)
     if series.dtype.kind in "biufcmM":  # numbers and dates are never blank text
         return missing
-    return missing | (_texts(series).str.strip() == "").to_numpy(dtype=bool)
+    return missing | (as_texts(series).str.strip() == "").to_numpy(dtype=bool)
 
 
 def to_numbers(values: pd.Series, *, booleans: bool = True) -> tuple[pd.Series, np.ndarray]:
@@ -299,7 +299,7 @@ def to_numbers(values: pd.Series, *, booleans: bool = True) -> tuple[pd.Series, 
     bad : ndarray of bool
         True where a cell is given (not missing, not blank text) but is not a finite number.
     """
-    given = ~_is_blank(values)
+    given = ~is_blank(values)
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         values = values.astype(object)
@@ -333,9 +333,9 @@ def to_numbers(values: pd.Series, *, booleans: bool = True) -> tuple[pd.Series, 
     return pd.Series(numbers, index=values.index, dtype=float), bad
 
 
-def _show(values: pd.Series, limit: int = 5) -> list[Any]:
+def preview_cells(values: pd.Series, limit: int = 5) -> list[Any]:
     """The first ``limit`` cells for a message: numbers as they are, anything else as short text."""
-    return [v if isinstance(v, (int, float, np.integer, np.floating)) else _cell_text(v)[:40]
+    return [v if isinstance(v, (int, float, np.integer, np.floating)) else cell_text(v)[:40]
             for v in values.to_numpy(dtype=object)[:limit]]
 
 
@@ -357,9 +357,9 @@ def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -
             bad[i] = True
             texts.append("")
         else:
-            texts.append("" if _missing_scalar(v) else str(v).strip())
+            texts.append("" if is_missing_scalar(v) else str(v).strip())
     if bad.any():
-        shown = _show(values[bad], 3)
+        shown = preview_cells(values[bad], 3)
         raise TableError(
             f"{where}column {column!r} holds {shown} at {describe_rows(table, bad)}; expected text "
             "ids (a list, dict, array or bytes that are not UTF-8 text is not an id)"
@@ -373,7 +373,7 @@ def placeholder_patient_ids(ids: pd.Series) -> np.ndarray:
     Placeholders are :data:`PLACEHOLDER_PATIENT_IDS` (stripped, case-blind) and any number equal
     to -1 or 0 however it is written ("-1.0", "000").
     """
-    text = _texts(ids).str.strip().str.lower()
+    text = as_texts(ids).str.strip().str.lower()
     numbers = pd.to_numeric(text, errors="coerce")
     return (text.isin(PLACEHOLDER_PATIENT_IDS) | numbers.isin([-1, 0])).to_numpy()
 
@@ -383,8 +383,8 @@ def shared_lesion_ids(table: pd.DataFrame) -> pd.Series:
     if "lesion_id" not in table.columns:
         return pd.Series(dtype=int)
     ids = table[["patient_id", "lesion_id"]].astype(object)
-    ids = ids[~_is_blank(ids["lesion_id"])]
-    ids = pd.DataFrame({c: _texts(ids[c]) for c in ids.columns}, index=ids.index)
+    ids = ids[~is_blank(ids["lesion_id"])]
+    ids = pd.DataFrame({c: as_texts(ids[c]) for c in ids.columns}, index=ids.index)
     counts = ids.groupby("lesion_id", sort=False)["patient_id"].nunique()
     return counts[counts > 1].sort_values(ascending=False, kind="stable")
 
@@ -433,7 +433,7 @@ def check_identity(table: pd.DataFrame, *, name: str | None = None) -> None:
     where = f"{name}: " if name else ""
     own = ("pass unknown_patients='own' to validate_table/read_table (CLI: --unknown-patients "
            "own) to make each such row its own patient")
-    blank = _is_blank(table["patient_id"])
+    blank = is_blank(table["patient_id"])
     if blank.any():
         raise TableError(f"{where}column 'patient_id' is empty at {describe_rows(table, blank)}; "
                          f"every row needs a patient_id, or {own}")
@@ -568,7 +568,7 @@ def validate_table(
         raise TableError(f"lesion_ids={lesion_ids!r}; expected 'global' or 'per_patient'")
     out = table.copy()  # the caller's index is kept; messages name 0-based row positions
 
-    blank = _is_blank(out["image_id"])
+    blank = is_blank(out["image_id"])
     if blank.any():
         raise TableError(
             f"{where}column 'image_id' is empty at {describe_rows(out, blank)}; "
@@ -576,10 +576,10 @@ def validate_table(
         )
     out["image_id"] = _id_texts(out["image_id"], "image_id", where, out)
     out["patient_id"] = _id_texts(out["patient_id"], "patient_id", where, out).where(
-        ~_is_blank(out["patient_id"]), None)
+        ~is_blank(out["patient_id"]), None)
     if "lesion_id" in out.columns:
         out["lesion_id"] = _id_texts(out["lesion_id"], "lesion_id", where, out).where(
-            ~_is_blank(out["lesion_id"]), None)
+            ~is_blank(out["lesion_id"]), None)
     unknown = placeholder_patient_ids(out["patient_id"])
     if unknown.any() and unknown_patients == "own":
         own = UNKNOWN_PATIENT_PREFIX + out["image_id"]
@@ -602,7 +602,7 @@ def validate_table(
     if "lesion_id" not in out.columns:
         out["lesion_id"] = out["image_id"]
     else:
-        blank = _is_blank(out["lesion_id"])
+        blank = is_blank(out["lesion_id"])
         lesion = out["lesion_id"].astype(object).where(~blank, None)
         lesion = lesion.map(lambda v: v if v is None else str(v).strip())
         if lesion_ids == "per_patient":
@@ -617,7 +617,7 @@ def validate_table(
     if bad["age"].any():
         raise TableError(
             f"{where}column 'age' has values outside [0, 120] or not numbers at "
-            f"{describe_rows(out, bad['age'])} (values {_show(out['age'][bad['age']])}); "
+            f"{describe_rows(out, bad['age'])} (values {preview_cells(out['age'][bad['age']])}); "
             "expected years in [0, 120] or missing"
         )
     if bad["sex"].any():
@@ -641,7 +641,7 @@ def validate_table(
                 odd |= ((pixels != pixels.round()) | (pixels < 0) | (pixels >= 2**63)).to_numpy()
             if odd.any():
                 raise TableError(
-                    f"{where}column {col!r} has values {_show(out[col][odd])} at "
+                    f"{where}column {col!r} has values {preview_cells(out[col][odd])} at "
                     f"{describe_rows(out, odd)}; expected a whole number of pixels >= 0 or missing"
                 )
 
@@ -653,7 +653,7 @@ def validate_table(
     if not_label.any():
         raise TableError(
             f"{where}column 'target' has values other than 0/1 at {describe_rows(out, not_label)} "
-            f"(values {_show(out['target'][not_label])}); expected 1 (melanoma), 0, or missing"
+            f"(values {preview_cells(out['target'][not_label])}); expected 1 (melanoma), 0, or missing"
         )
     if labelled and target.isna().any():
         miss = target.isna().to_numpy()

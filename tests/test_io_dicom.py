@@ -251,7 +251,7 @@ def test_write_dicom_dir_and_cli(tmp_path, capsys):
 
     # some items failed: exit 1, the count is said and the errors table is in the output folder
     assert main(["to-dicom", str(csv), "--image-dir", str(images), "--out", str(tmp_path / "cli")]) == 1
-    assert "3 of 4 item(s) failed" in capsys.readouterr().err
+    assert "3 of 4 items failed" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "cli").iterdir() if p.suffix == ".dcm"] == ["ISIC_1.dcm"]
     report = pd.read_csv(tmp_path / "cli" / "errors.csv")
     assert report["image_id"].tolist() == ["ISIC_2", "ISIC_3", "../escape"]

@@ -25,7 +25,6 @@ from PIL import Image
 import dermctx
 from dermctx import LesionPipeline, ModelError, TableError, table_from_folder
 from dermctx.cli import main as cli
-from dermctx.errors import DermctxWarning
 from dermctx.pipeline import SCORE_COLUMNS
 
 # --- table_from_folder (no network, generated images) ------------------------------------------
@@ -75,9 +74,10 @@ def test_one_patient_per_subfolder(tmp_path):
     assert errors["image_id"].tolist() == ["stray"] and "sub-folder" in errors["message"].iloc[0]
     with pytest.raises(TableError, match="recursive=True"):
         table_from_folder(tmp_path, recursive=True, patient_id="X")
-    with pytest.warns(DermctxWarning, match="sub-folder"):
-        table, _ = table_from_folder(tmp_path)  # the top only: one patient, the sub-folders named
-    assert table["image_id"].tolist() == ["stray"]
+    table, errors = table_from_folder(tmp_path)  # the top only is one patient; every image below it
+    assert table["image_id"].tolist() == ["stray"]  # is an error row naming it, never left out silently
+    assert sorted(errors["image_id"]) == ["A0", "A1", "B0", "B1", "B2"]
+    assert all("not read: it is in the sub-folder" in m for m in errors["message"])
 
 
 def test_dicom_headers_give_the_patient_and_a_conflicting_id_is_refused(tmp_path):
@@ -224,6 +224,7 @@ def test_score_patient_in_a_fresh_process_matches_python(images, fitted, tmp_pat
     text = re.sub(r"<[^>]+>", " ", text)  # the visible text (data URIs live in attributes)
     assert not re.search(r"(?<![\w#.])\d+(?:\.\d+)?[eE][-+]?\d+\b", text)
     assert "not a diagnosis" in text
+    assert "too few melanomas" in text and "measure nothing" in text  # 2 melanomas: no AUC claimed
 
     # the same scores as score_images in this process
     py, py_errors = LesionPipeline.load(folder).score_images(images["patient"], age=60, sex="male")

@@ -232,7 +232,7 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
                  "--model", str(tmp_path / "ranker"), "--out", str(tmp_path / "none.csv")]) == 1
     assert main(["explain", str(tmp_path / "img" / "img1.png"), str(tmp_path / "missing.png"),
                  "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 1
-    assert "1 of 2 item(s) failed" in capsys.readouterr().err
+    assert "1 of 2 items failed" in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "why" / "errors.csv")["path"].str.endswith("missing.png").all()
     assert any(p.name.endswith("_gradcam.png") for p in (tmp_path / "why").iterdir())
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dermctx.errors import DermctxError
+from dermctx.formatting import plural
 
 #: The exit codes, the same for every command (see ``dermctx --help``).
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -261,7 +262,7 @@ def finish(args: argparse.Namespace, n_items: int, errors: Any, *, keep_empty: b
         elif path is not None and path.is_file():
             path.unlink()
         return EXIT_OK
-    write_errors(args, errors, f"{len(errors)} of {n_items} item(s) failed")
+    write_errors(args, errors, f"{len(errors):,} of {plural(n_items, 'item')} failed")
     return EXIT_FAILED_ITEMS
 
 

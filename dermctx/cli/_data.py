@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from dermctx.errors import DermctxError
+from dermctx.formatting import plural
 
 from ._common import (
     EXIT_OK,
@@ -35,12 +36,13 @@ def _validate(args: argparse.Namespace) -> int:
 
     table = load_table(args).table
     n_pat = table["patient_id"].nunique()
-    patients = f"{n_pat} patients" if has_patient_context(table) else f"{n_pat} patient proxies (no patient ids)"
+    patients = (plural(n_pat, "patient") if has_patient_context(table)
+                else plural(n_pat, "patient proxy", "patient proxies") + " (no patient ids)")
     meaning = table.attrs.get("target_meaning", "melanoma")
     positives = ("unlabelled" if table["target"].isna().all() else
-                 f"{int((table['target'] == 1).sum())} " + ("melanomas" if meaning == "melanoma"
-                                                           else f"with target 1 ({meaning})"))
-    print(f"{args.table}: {len(table)} images, {patients}, {positives}", file=sys.stderr)
+                 plural(int((table["target"] == 1).sum()), "melanoma") if meaning == "melanoma"
+                 else f"{int((table['target'] == 1).sum()):,} with target 1 ({meaning})")
+    print(f"{args.table}: {plural(len(table), 'image')}, {patients}, {positives}", file=sys.stderr)
     if args.out is not None:
         write_frame(table, args.out)
     return EXIT_OK
@@ -166,8 +168,8 @@ def _split(args: argparse.Namespace) -> int:
     out = pd.DataFrame({"image_id": table["image_id"], "patient_id": table["patient_id"], "fold": fold})
     for k in range(cv.get_n_splits()):
         part = table[fold == k]
-        print(f"fold {k}: {len(part)} images, {part['patient_id'].nunique()} patients, "
-              f"{int((part['target'] == 1).sum())} melanomas", file=sys.stderr)
+        print(f"fold {k}: {plural(len(part), 'image')}, {plural(part['patient_id'].nunique(), 'patient')}, "
+              f"{plural(int((part['target'] == 1).sum()), 'melanoma')}", file=sys.stderr)
     write_frame(out, args.out)
     return EXIT_OK
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dermctx.errors import DermctxError
+from dermctx.formatting import plural
 
 from ._common import (
     EXIT_FAILED_ITEMS,
@@ -172,7 +173,7 @@ def _fit(args: argparse.Namespace) -> int:
     table = loaded.table
     ranker.fit(table, table["target"])
     ranker.save(args.out)
-    print(f"fitted on {len(table)} lesions, {table['patient_id'].nunique()} patients; "
+    print(f"fitted on {plural(len(table), 'lesion')}, {plural(table['patient_id'].nunique(), 'patient')}; "
           f"model written to {args.out}", file=sys.stderr)
     return finish(args, loaded.n_rows, loaded.errors)
 

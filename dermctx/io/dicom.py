@@ -514,7 +514,7 @@ def _age_years(ds: Dataset, name: str) -> float:
     return years
 
 
-def _header_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
+def header_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
     """The lesion-table fields of one DICOM header (see the module's tag map).
 
     ``image_id`` (by ``id_from``) and ``patient_id`` are None when the header has none; an age,
@@ -565,8 +565,8 @@ def _header_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
 
 
 def _table_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
-    """:func:`_header_record` for a table row, which needs an image id and a patient id."""
-    record = _header_record(ds, path, id_from)
+    """:func:`header_record` for a table row, which needs an image id and a patient id."""
+    record = header_record(ds, path, id_from)
     if record["image_id"] is None:
         raise ImageError(
             f"{path}: no image id by id_from={id_from!r} ({_ID_SOURCES.get(id_from, id_from)}: "
@@ -577,7 +577,7 @@ def _table_record(ds: Dataset, path: Path, id_from: str) -> dict[str, Any]:
     return record
 
 
-def _scan(directory: Path, recursive: bool) -> list[Path]:
+def scan_files(directory: Path, recursive: bool) -> list[Path]:
     """The regular files of a folder (and its sub-folders), sorted, skipping names starting "."
 
     Sub-folders that cannot be listed are skipped with a :class:`DermctxWarning` naming them.
@@ -598,7 +598,7 @@ def _scan(directory: Path, recursive: bool) -> list[Path]:
             path = Path(root) / name
             if not name.startswith(".") and path.is_file():
                 files.append(path)
-    if unreadable:  # stack: _scan < read_dicom_dir < its renamed_parameters wrapper < the caller
+    if unreadable:  # stack: scan_files < read_dicom_dir < its renamed_parameters wrapper < the caller
         warnings.warn(f"{directory}: {len(unreadable)} folder(s) could not be read and were skipped "
                       f"(e.g. {unreadable[:3]})", DermctxWarning, stacklevel=4)
     return sorted(files)
@@ -611,7 +611,8 @@ def _path(value: Any, what: str) -> Path:
     return Path(value)
 
 
-def _dcmread(path: Path, *, stop_before_pixels: bool) -> Dataset:
+def read_dataset(path: Path, *, stop_before_pixels: bool) -> Dataset:
+    """``pydicom.dcmread`` of ``path``, raising :class:`ImageError` for a missing or non-DICOM file."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as exc:
@@ -738,9 +739,9 @@ def read_dicom(
         ``id_from`` is not a valid choice.
     """
     id_from, path = _check_id_from(id_from), _path(path, "a DICOM file")
-    ds = _dcmread(path, stop_before_pixels=False)
+    ds = read_dataset(path, stop_before_pixels=False)
     try:  # pydicom parses elements lazily: a damaged one raises here, of many kinds
-        meta = _header_record(ds, path, id_from)
+        meta = header_record(ds, path, id_from)
         meta["photometric_interpretation"] = str(ds.get("PhotometricInterpretation", ""))
         meta["transfer_syntax"] = str(ds.file_meta.get("TransferSyntaxUID", ""))
         if "PixelData" not in ds:
@@ -907,7 +908,7 @@ def read_dicom_dir(
     id_from, directory = _check_id_from(id_from), _path(path, "a folder of DICOM files")
     require_path(directory, "folder: not a folder of DICOM files", folder=True)
     label_frame, label_name = _read_labels(labels) if labels is not None else (None, "")
-    files = _scan(directory, recursive)
+    files = scan_files(directory, recursive)
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     other_ids: list[dict[str, str | None]] = []  # the ids by other keys, for the label report
@@ -915,7 +916,7 @@ def read_dicom_dir(
     seen: dict[str, str] = {}
     for row, path in enumerate(files):
         try:
-            ds = _dcmread(path, stop_before_pixels=True)
+            ds = read_dataset(path, stop_before_pixels=True)
             record = _table_record(ds, path, id_from)
             ids = ({key: _image_id(ds, path, key) for key in _ID_SUGGEST}
                    if label_frame is not None else {})

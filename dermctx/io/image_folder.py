@@ -36,7 +36,6 @@ import pandas as pd
 
 from dermctx.errors import (
     DermctxError,
-    DermctxWarning,
     ImageError,
     TableError,
     error_record,
@@ -64,7 +63,7 @@ _STAGE = "table_from_folder"
 
 
 @dataclass
-class _Scan:
+class ImageScan:
     """A lesion table of image files, its errors, each row's input position and skipped files."""
 
     table: pd.DataFrame
@@ -104,8 +103,8 @@ def table_from_folder(
     sex : {"male", "female", "m", "f"}, optional
         The patient's sex, for every image.
     recursive : bool
-        False (default): the images directly in ``folder`` are one patient (sub-folders are not
-        read; a warning names them). True: each sub-folder of ``folder`` is one patient named by
+        False (default): the images directly in ``folder`` are one patient (an image in a
+        sub-folder is not read: it becomes an error row naming it). True: each sub-folder of ``folder`` is one patient named by
         the sub-folder, with every image at any depth below it; an image directly in
         ``folder`` then belongs to no patient and is an error row.
 
@@ -138,12 +137,12 @@ def table_from_folder(
     >>> table, errors = dermctx.table_from_folder("clinic/IP_0001", age=45, sex="female",
     ...                                           sites="clinic/IP_0001/sites.csv")  # doctest: +SKIP
     """
-    scan = _scan_folder(folder, patient_id=patient_id, sites=sites, age=age, sex=sex, recursive=recursive)
+    scan = scan_folder(folder, patient_id=patient_id, sites=sites, age=age, sex=sex, recursive=recursive)
     return scan.table, scan.errors
 
 
-def _scan_folder(folder: Any, *, patient_id: str | None, sites: Any, age: Any, sex: Any,
-                 recursive: bool) -> _Scan:
+def scan_folder(folder: Any, *, patient_id: str | None, sites: Any, age: Any, sex: Any,
+                 recursive: bool) -> ImageScan:
     """:func:`table_from_folder`, keeping each row's input position."""
     from dermctx.io._common import require_path
 
@@ -158,31 +157,29 @@ def _scan_folder(folder: Any, *, patient_id: str | None, sites: Any, age: Any, s
                          "is then its own patient, named by the sub-folder")
     files: list[tuple[Path, str | None]] = []  # (file, the patient its place in the folder gives)
     top, subfolders = _list(folder)
+    unread: list[Path] = []  # images in sub-folders of a one-patient folder: error rows, never silence
     if recursive:
         files += [(p, None) for p in top]
         for sub in subfolders:
             files += [(p, sub.name) for p in _walk(sub)]
     else:
         files += [(p, folder.name) for p in top]
-        if subfolders:
-            import warnings
-
-            warnings.warn(f"{folder}: sub-folder(s) {[s.name for s in subfolders][:5]} not read; the "
-                          "images directly in the folder are one patient (recursive=True reads one "
-                          "patient per sub-folder)", DermctxWarning, stacklevel=3)
+        unread = [p for sub in subfolders for p in _walk(sub)]
     return _scan_files(files, name=str(folder), patient_id=patient_id, sites=sites, age=age, sex=sex,
-                       where=("it holds only sub-folders: pass recursive=True for one patient per "
-                              "sub-folder" if subfolders and not top and not recursive else ""))
+                       unread=unread,
+                       where=("it holds only sub-folders: one folder is one patient's images (score a "
+                              "sub-folder, or read one patient per sub-folder with recursive=True)"
+                              if subfolders and not top and not recursive else ""))
 
 
-def _scan_paths(
+def scan_paths(
     paths: Sequence[str | PathLike[str]],
     *,
     patient_id: str | None = None,
     sites: Any = None,
     age: float | None = None,
     sex: str | None = None,
-) -> _Scan:
+) -> ImageScan:
     """A lesion table of a list of image files of one patient (in the order given); see
     :func:`table_from_folder`. A file that is not DICOM needs ``patient_id``; a path that is not
     an existing file raises :class:`ImageError` naming it."""
@@ -221,9 +218,9 @@ def _list(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def _walk(folder: Path) -> list[Path]:
     """Every visible file below ``folder``, sorted by path."""
-    from dermctx.io.dicom import _scan
+    from dermctx.io.dicom import scan_files
 
-    return _scan(folder, recursive=True)
+    return scan_files(folder, recursive=True)
 
 
 def _check_age_sex(age: Any, sex: Any) -> tuple[float | None, str | None]:
@@ -309,17 +306,23 @@ def _agree(header: Any, given: Any, what: str, path: Path) -> Any:
     return header
 
 
+def _not_image(path: Path) -> bool:
+    """Hidden files and clearly-not-image extensions (:data:`NOT_IMAGE_SUFFIXES`)."""
+    return path.name.startswith(".") or path.suffix.lower() in NOT_IMAGE_SUFFIXES
+
+
 def _scan_files(files: list[tuple[Path, str | None]], *, name: str, patient_id: Any, sites: Any, age: Any,
-                sex: Any, where: str = "", explicit: bool = False) -> _Scan:
-    """The lesion table of ``files`` (each with the patient its folder gives, or None)."""
+                sex: Any, where: str = "", explicit: bool = False, unread: Sequence[Path] = ()) -> ImageScan:
+    """The lesion table of ``files`` (each with the patient its folder gives, or None); the image
+    files of ``unread`` (in sub-folders of a one-patient folder) become error rows."""
     from PIL import Image
 
-    from dermctx.io.dicom import _dcmread, _header_record
+    from dermctx.io.dicom import header_record, read_dataset
 
     if patient_id is not None and (not isinstance(patient_id, str) or not patient_id.strip()):
         raise TableError(f"patient_id={patient_id!r}; expected the patient's id (text)")
     age, sex = _check_age_sex(age, sex)
-    is_skipped = [p.name.startswith(".") or p.suffix.lower() in NOT_IMAGE_SUFFIXES for p, _ in files]
+    is_skipped = [_not_image(p) for p, _ in files]
     skipped = [str(p) for (p, _), s in zip(files, is_skipped, strict=True) if s]
     tried = [f for f, s in zip(files, is_skipped, strict=True) if not s]
     if not tried:
@@ -343,7 +346,7 @@ def _scan_files(files: list[tuple[Path, str | None]], *, name: str, patient_id: 
             if not path.is_file():
                 raise ImageError(f"{path}: no such file")
             if is_dicom_file(path):
-                head = _header_record(_dcmread(path, stop_before_pixels=True), path, "stem")
+                head = header_record(read_dataset(path, stop_before_pixels=True), path, "stem")
                 record.update(
                     patient_id=_agree(head["patient_id"], patient_id, "patient id", path) or owner,
                     age=_agree(head["age"], age, "age", path), sex=_agree(head["sex"], sex, "sex", path),
@@ -374,6 +377,11 @@ def _scan_files(files: list[tuple[Path, str | None]], *, name: str, patient_id: 
             continue
         records.append(record)
         rows.append(row)
+    for row, path in enumerate((p for p in unread if not _not_image(p)), start=len(tried)):
+        errors.append(error_record(path.stem, row, str(path), _STAGE,
+                                   f"{path}: not read: it is in the sub-folder {path.parent.name!r} of {name}, "
+                                   "and only the images directly in the folder are this patient's; move it "
+                                   "up, or score that sub-folder on its own"))
     columns = ["image_id", "patient_id", "age", "sex", "site", "path", "width", "height", "source"]
     table = pd.DataFrame.from_records(records, columns=columns)
     table["lesion_id"] = table["image_id"]
@@ -382,4 +390,4 @@ def _scan_files(files: list[tuple[Path, str | None]], *, name: str, patient_id: 
     table["age"] = table["age"].astype(float)
     table = validate_table(table, name=name)
     table.attrs["skipped"] = skipped
-    return _Scan(table, errors_frame(errors), rows, skipped)
+    return ImageScan(table, errors_frame(errors), rows, skipped)

@@ -98,7 +98,8 @@ def _target_size(w: int, h: int, size: int, aspect: str) -> tuple[int, int]:
     return tw, th
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as an RGB image: 16-bit and float images stretched to 0-255, transparency over black."""
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -114,7 +115,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -> Image.Image:
+def open_image(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -> Image.Image:
     """Decode ``path`` as an RGB PIL image, upright, at a draft scale suited to ``target``."""
     try:
         exists = path.exists()
@@ -131,7 +132,7 @@ def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -
             raise
         except Exception as exc:
             raise ImageError(f"{where}: cannot read DICOM ({type(exc).__name__}: {exc})") from exc
-        return _to_rgb(Image.fromarray(np.ascontiguousarray(rgb)))
+        return to_rgb(Image.fromarray(np.ascontiguousarray(rgb)))
     try:
         with Image.open(path) as src:
             if target is not None and aspect == "crop":
@@ -146,7 +147,7 @@ def _open(path: Path, where: str, target: tuple[int, int] | None, aspect: str) -
                 src.draft("RGB", (math.ceil(tw * DRAFT_OVERSAMPLE), math.ceil(th * DRAFT_OVERSAMPLE)))
             im = ImageOps.exif_transpose(src)  # an upright, loaded copy (raises on truncated data)
             im.load()
-        return _to_rgb(im)
+        return to_rgb(im)
     except ImageError:
         raise
     except Exception as exc:
@@ -238,7 +239,7 @@ def load_image(
         raise ImageError(f"size must be a positive integer number of pixels, got {size!r}")
     size = int(size)
     path, where = _source_path(source)
-    im = _open(path, where, (size, size), aspect)
+    im = open_image(path, where, (size, size), aspect)
 
     tw, th = _target_size(im.width, im.height, size, aspect)
     if (tw, th) != im.size:

@@ -30,11 +30,11 @@ from dermctx.io._common import IMAGE_EXTENSIONS, attach_image_paths, read_csv_fr
 from dermctx.table import (
     SITES,
     UNKNOWN_PATIENT_PREFIX,
-    _is_blank,
-    _show,
-    _texts,
+    as_texts,
     describe_rows,
+    is_blank,
     normalise_site,
+    preview_cells,
     to_numbers,
     validate_table,
 )
@@ -75,7 +75,7 @@ class TargetRule(Protocol):
 
 def _text(values: pd.Series) -> pd.Series:
     """Stripped strings, None where missing or blank (object dtype, same index)."""
-    blank = _is_blank(values)
+    blank = is_blank(values)
     return pd.Series([None if b else str(v).strip() for v, b in zip(values, blank, strict=True)],
                      index=values.index, dtype=object)
 
@@ -305,7 +305,7 @@ def _rename(frame: pd.DataFrame, source: Source, name: str) -> pd.DataFrame:
     frame = frame.rename(columns={raws[0]: col for col, raws in targets.items()})
     for col, aliases in ALIASES.items():
         unread = [a for a in aliases if a in frame.columns and a not in source.columns]
-        if unread and (col not in frame.columns or _is_blank(frame[col]).all()):
+        if unread and (col not in frame.columns or is_blank(frame[col]).all()):
             raise TableError(
                 f"{name}: column {unread[0]!r} looks like the lesion table's {col!r}, which the "
                 f"{source.title} layout does not read; rename it to {col!r} (after mapping its "
@@ -326,7 +326,7 @@ def _numeric(frame: pd.DataFrame, source: Source, name: str) -> None:
                 bad |= ((values != values.round()) | (values < 0) | (values >= 2**63)).to_numpy()
         if bad.any():
             kind = "whole numbers >= 0 (below 2**63)" if whole else "finite numbers"
-            raise TableError(f"{name}: column {col!r} has values {_show(frame[col][bad], 3)} at "
+            raise TableError(f"{name}: column {col!r} has values {preview_cells(frame[col][bad], 3)} at "
                              f"{describe_rows(frame, bad)}; expected {kind} or missing")
         frame[col] = values.astype("Int64") if whole else values
 
@@ -335,16 +335,16 @@ def _patients(frame: pd.DataFrame, source: Source, name: str,
               unknown_patients: Literal["error", "own"]) -> None:
     """Fill ``patient_id`` for sources without patient ids (a proxy or each row its own)."""
     if not source.patient_context:
-        if "patient_id" in frame.columns and not _is_blank(frame["patient_id"]).all():
+        if "patient_id" in frame.columns and not is_blank(frame["patient_id"]).all():
             raise TableError(f"{name}: {source.title} has no patient ids, but the file has a "
                              "'patient_id' column; read it as a canonical table instead")
         proxy = frame[source.patient_proxy] if source.patient_proxy in frame.columns else None
-        blank = _is_blank(proxy) if proxy is not None else np.ones(len(frame), bool)
+        blank = is_blank(proxy) if proxy is not None else np.ones(len(frame), bool)
         if source.proxy_required and blank.any():
             raise TableError(f"{name}: column {source.patient_proxy!r} is empty at "
                              f"{describe_rows(frame, blank)}; {source.title} rows need one (it "
                              "stands in for the missing patient id)")
-        own = UNKNOWN_PATIENT_PREFIX + _texts(frame["image_id"]).str.strip()
+        own = UNKNOWN_PATIENT_PREFIX + as_texts(frame["image_id"]).str.strip()
         frame["patient_id"] = own if proxy is None else proxy.astype(object).where(~blank, own)
     elif "patient_id" not in frame.columns:
         if unknown_patients != "own":

@@ -73,11 +73,11 @@ from dermctx.models.gbm import MetadataGBM
 from dermctx.table import (
     SEXES,
     SITES,
-    _cell_text,
-    _missing_scalar,
-    _texts,
+    as_texts,
+    cell_text,
     describe_rows,
     embedding_columns,
+    is_missing_scalar,
     normalise_metadata,
     placeholder_patient_ids,
     refuse_duplicate_columns,
@@ -122,12 +122,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _show(value: Any) -> str:
-    if _missing_scalar(value):
+def preview_cells(value: Any) -> str:
+    if is_missing_scalar(value):
         return "missing"
     if isinstance(value, (int, float, np.integer, np.floating)):
         return repr(value.item() if hasattr(value, "item") else value)
-    return repr(_cell_text(value)[:40])
+    return repr(cell_text(value)[:40])
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -399,7 +399,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         problems: dict[int, str] = {}
         pid = X["patient_id"]
         if "image_id" in X.columns:  # a copy of a row would count as another lesion of the patient
-            ids = _texts(X["image_id"])
+            ids = as_texts(X["image_id"])
             for i in np.flatnonzero((ids.duplicated() & (ids != "")).to_numpy()):
                 problems.setdefault(int(i), f"image_id {ids.iloc[i]!r} appears on an earlier row too; "
                                     "each lesion image once")
@@ -412,14 +412,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         for col in numeric:  # missing is fine; text, dates, booleans are never read as numbers
             _, not_number = to_numbers(X[col], booleans=False)
             for i in np.flatnonzero(not_number):
-                problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected a "
+                problems.setdefault(int(i), f"column {col!r} is {preview_cells(X[col].iloc[i])}; expected a "
                                     "finite number or missing")
         if self.uses_cnn_:
             s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~np.isfinite(s) | (s < 0) | (s > 1)
             for i in np.flatnonzero(bad):
                 problems.setdefault(
-                    int(i), f"column {self.score_col!r} is {_show(X[self.score_col].iloc[i])}; "
+                    int(i), f"column {self.score_col!r} is {preview_cells(X[self.score_col].iloc[i])}; "
                     "expected a probability in [0, 1]"
                 )
         if self.emb_cols_:
@@ -430,7 +430,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             numbers, not_number = to_numbers(X[col], booleans=False)
             v = numbers.to_numpy(dtype=float)
             for i in np.flatnonzero(not_number | (v <= 0)):
-                problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected a "
+                problems.setdefault(int(i), f"column {col!r} is {preview_cells(X[col].iloc[i])}; expected a "
                                     "positive pixel count or missing")
         # metadata: missing is fine (the model was fitted with missing values); a value outside the
         # vocabulary is an error, never silently read as missing
@@ -438,7 +438,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         expected = {"age": "years in [0, 120]", "sex": f"one of {list(SEXES)}", "site": f"one of {list(SITES)}"}
         for col, mask in bad.items():
             for i in np.flatnonzero(mask):
-                problems.setdefault(int(i), f"column {col!r} is {_show(X[col].iloc[i])}; expected {expected[col]} or missing")
+                problems.setdefault(int(i), f"column {col!r} is {preview_cells(X[col].iloc[i])}; expected {expected[col]} or missing")
         return sorted(problems.items())
 
     def _raise_problems(self, X: pd.DataFrame) -> None:
@@ -684,12 +684,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _canonical_order(X: pd.DataFrame, cols: list[str]) -> np.ndarray:
         """Row positions sorted by patient, lesion id and row content (a stable, order-free key)."""
-        pid = _texts(X["patient_id"]).to_numpy(dtype=str)
-        ids = _texts(X["image_id"]).to_numpy(dtype=str) if "image_id" in X.columns else np.zeros(len(X), dtype=str)
+        pid = as_texts(X["patient_id"]).to_numpy(dtype=str)
+        ids = as_texts(X["image_id"]).to_numpy(dtype=str) if "image_id" in X.columns else np.zeros(len(X), dtype=str)
         try:  # numbers and text hash as they are; odd cells (lists, arrays) by their text
             content = pd.util.hash_pandas_object(X[cols], index=False).to_numpy()
         except TypeError:
-            content = pd.util.hash_pandas_object(X[cols].apply(_texts), index=False).to_numpy()
+            content = pd.util.hash_pandas_object(X[cols].apply(as_texts), index=False).to_numpy()
         return np.lexsort((content, ids, pid))
 
     def _choose_gate(self, raw: np.ndarray, offset: np.ndarray, y: np.ndarray, codes: np.ndarray
