@@ -109,7 +109,8 @@ border-bottom:1px solid #ddd;padding-bottom:.2em}
 .disclaimer{border:2px solid #b26a00;background:#fff8e6;border-radius:6px;padding:8px 12px;
 font-size:14px;margin:.6em 0}
 .header{display:grid;gap:8px 28px;grid-template-columns:repeat(auto-fit,minmax(280px,1fr))}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:.3em 0}
+dl.facts{display:grid;grid-template-columns:minmax(5em,max-content) minmax(12em,1fr);gap:2px 12px;margin:.3em 0}
+dl.facts dt{max-width:16em}
 dl.facts dt{color:#666}dl.facts dd{margin:0;overflow-wrap:anywhere}
 .legend{font-size:13px;color:#555}
 table.errors{border-collapse:collapse;font-size:13px;width:100%;table-layout:fixed}

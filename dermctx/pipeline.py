@@ -301,6 +301,7 @@ class LesionPipeline(BaseEstimator):
             return {"estimate": _finite(r.estimate), "low": _finite(r.low), "high": _finite(r.high),
                     "level": r.level, "n_boot": r.n_boot, "n_patients": r.n_patients, "what": what}
 
+        from dermctx.formatting import plural
         from dermctx.metrics import MIN_MELANOMAS
 
         notes = []
@@ -308,7 +309,7 @@ class LesionPipeline(BaseEstimator):
             notes.append("The ranker read final-model embeddings that are in-sample for the training images: "
                          "its out-of-fold AUC is optimistic.")
         if int(y.sum()) < MIN_MELANOMAS:
-            notes.append(f"Fitted on {int(y.sum())} melanoma(s), fewer than {MIN_MELANOMAS}: its AUC figures "
+            notes.append(f"Fitted on {plural(int(y.sum()), 'melanoma')}, fewer than {MIN_MELANOMAS}: its AUC figures "
                          "measure nothing, and the model is for trying the plumbing only.")
         if not settings.get("pretrained", True) and not settings.get("checkpoint"):
             notes.append("The lesion CNN was trained from random weights (no pretrained start).")
