@@ -50,6 +50,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 import dermctx
+from dermctx.models.ranker import CORRECTION_GBM
 
 DEFAULT_DATA = Path(
     os.environ.get("DERMCTX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
@@ -337,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(train_errors) + len(emb_errors)} errors")
     fit_table = train.join(train_emb, on="image_id", how="inner")
     # min_child_samples=5: the default (100) suits thousands of lesions, not ~125 images
-    ranker = dermctx.ContextRanker(score_col=None, min_child_samples=5, random_state=args.seed)
+    ranker = dermctx.ContextRanker(score_col=None, random_state=args.seed,
+                                   gbm=dermctx.MetadataGBM(**{**CORRECTION_GBM, "min_child_samples": 5}))
     ranker.fit(fit_table, fit_table["target"])
     ranked = lesions.join(crop_emb, on="image_id", how="inner")
     scores, rank_errors = ranker.rank(ranked)

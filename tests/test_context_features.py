@@ -13,9 +13,10 @@ from dermctx.errors import LeakageError, ModelError, TableError
 from dermctx.features import _loo_median, patient_context_features, patient_outlier_features
 from dermctx.metrics import within_patient_auc
 from dermctx.models.folder import write_manifest
+from dermctx.models.gbm import MetadataGBM
 from dermctx.models.ranker import GATE_WEIGHTS, ContextRanker
 
-FAST = {"n_estimators": 60, "min_child_samples": 20, "n_folds": 3}
+FAST = {"gbm": MetadataGBM(n_estimators=60, min_child_samples=20), "n_folds": 3}
 COLS = ["size_mm", "colour", "border", "hue"]
 
 

@@ -154,7 +154,7 @@ def test_placeholders_in_groups_and_in_scoring(merged_csv):
     with pytest.raises(dermctx.DermctxError, match=r"groups holds placeholder values \['-1'\]"):
         next(PatientKFold(3).split(np.zeros((len(raw), 1)), raw["target"], groups=raw["patient_id"]))
     table = read_table(merged_csv, unknown_patients="own").assign(cnn_score=0.3)
-    ranker = dermctx.ContextRanker(n_estimators=5, n_folds=2, min_child_samples=2).fit(table, table["target"])
+    ranker = dermctx.ContextRanker(gbm=dermctx.MetadataGBM(n_estimators=5, min_child_samples=2), n_folds=2).fit(table, table["target"])
     scored = table.assign(patient_id=np.where(table["patient_id"].str.startswith("unknown:"), "-1",
                                               table["patient_id"]))
     scores, errors = ranker.rank(scored)

@@ -13,9 +13,10 @@ from sklearn.metrics import roc_auc_score
 from dermctx import metrics as M
 from dermctx.errors import LeakageError, ModelError, TableError
 from dermctx.models.folder import write_manifest
+from dermctx.models.gbm import MetadataGBM
 from dermctx.models.ranker import ContextRanker
 
-FAST = {"n_estimators": 40, "min_child_samples": 20, "n_folds": 3}
+FAST = {"gbm": MetadataGBM(n_estimators=40, min_child_samples=20), "n_folds": 3}
 
 
 def _clinic(n_patients: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -105,7 +106,10 @@ def test_save_load_round_trip_identical(fitted, clinic, tmp_path):
     assert files == ["context_ranker.json", "gbm.txt", "manifest.json"]
     loaded = ContextRanker.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(clinic), fitted.predict_proba(clinic))
-    assert loaded.get_params() == {**fitted.get_params(), "extra_features": [], "context_features": []}
+    def settings(r):  # every setting, the correction's (gbm__*) by value
+        return {k: v for k, v in r.get_params(deep=True).items() if k != "gbm"}
+
+    assert settings(loaded) == {**settings(fitted), "extra_features": [], "context_features": []}
     meta = json.loads((tmp_path / "model" / "context_ranker.json").read_text())
     meta["format"] = "pickle"
     (tmp_path / "model" / "context_ranker.json").write_text(json.dumps(meta))
@@ -426,3 +430,28 @@ def test_label_derived_is_a_deprecated_alias_of_label_columns():
         old = ranker_module.LABEL_DERIVED
     assert old == frozenset(LABEL_COLUMNS)
     assert "LABEL_DERIVED" not in ranker_module.__all__
+
+
+def test_gbm_is_the_one_source_of_the_correction_settings(clinic, tmp_path):
+    import warnings
+
+    r = ContextRanker(gbm=MetadataGBM(n_estimators=25, num_leaves=5, class_weight="balanced"), n_folds=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling warns about nothing
+        r.fit(clinic, clinic["target"])
+    p = r.gbm_.get_params()
+    assert (p["n_estimators"], p["num_leaves"], p["class_weight"]) == (25, 5, None)  # the ranker calibrates
+    assert r.gbm_.booster_.num_trees() == 25
+    r.save(tmp_path / "m")
+    back = ContextRanker.load(tmp_path / "m")
+    assert back.gbm.get_params()["n_estimators"] == 25
+    np.testing.assert_allclose(back.decision_function(clinic), r.decision_function(clinic))
+    with pytest.warns(FutureWarning, match="n_estimators= is deprecated"):
+        old = ContextRanker(n_estimators=25, num_leaves=5, n_folds=3).fit(clinic, clinic["target"])
+    from dermctx.models.ranker import CORRECTION_GBM
+
+    same = ContextRanker(gbm=MetadataGBM(**{**CORRECTION_GBM, "n_estimators": 25, "num_leaves": 5}), n_folds=3)
+    np.testing.assert_allclose(old.decision_function(clinic), same.fit(clinic, clinic["target"]).decision_function(clinic))
+    assert ContextRanker().get_params()["gbm"] is None
+    with pytest.raises(ModelError, match="expected a MetadataGBM"):
+        ContextRanker(gbm={"n_estimators": 3}).fit(clinic, clinic["target"])

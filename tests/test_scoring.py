@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from dermctx.errors import ModelError, TableError
+from dermctx.models.gbm import MetadataGBM
 from dermctx.models.ranker import ContextRanker
 from dermctx.scoring import score_parquet, score_table
 from dermctx.synthetic import make_ugly_duckling
@@ -21,7 +22,7 @@ def _lesions(n_patients: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def model() -> ContextRanker:
     train = _lesions(150, 0)
-    return ContextRanker(n_estimators=30, n_folds=3).fit(train, train["target"])
+    return ContextRanker(gbm=MetadataGBM(n_estimators=30), n_folds=3).fit(train, train["target"])
 
 
 @pytest.fixture(scope="module")

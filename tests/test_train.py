@@ -85,7 +85,7 @@ def test_oof_scores_every_image_and_never_its_own_patient(real_images, tmp_path)
     emb, errors = result.embedder(device="cpu").embed(table, progress=False)
     assert len(errors) == 0
     ranked = table.merge(oof[["image_id", "cnn_score"]], on="image_id").join(emb, on="image_id")
-    ranker = dermctx.ContextRanker(n_estimators=10, n_folds=2, min_child_samples=2).fit(ranked, ranked["target"])
+    ranker = dermctx.ContextRanker(gbm=dermctx.MetadataGBM(n_estimators=10, min_child_samples=2), n_folds=2).fit(ranked, ranked["target"])
     assert ranker.predict_proba(ranked).shape == (len(table), 2)
     # a finished run reads back, and predicts new images with the fold models
     again = TrainResult.load(tmp_path / "run")

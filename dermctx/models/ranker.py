@@ -104,6 +104,12 @@ _OLD_SET_FILES: tuple[str, str] = ("set_model.safetensors", "set_model.json")
 _EPS = 1e-12  # probabilities are clipped here before the logit: ties only below 1e-12
 #: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
 GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: The correction GBM's settings when ``gbm`` is None: fixed and conservative (no early stopping
+#: on the few dozen melanomas of an inner fold).
+CORRECTION_GBM: dict[str, Any] = {"n_estimators": 150, "learning_rate": 0.02, "num_leaves": 7,
+                                  "min_child_samples": 100, "reg_lambda": 10.0}
+#: Settings of the correction that the ranker sets itself, whatever ``gbm`` says.
+_RANKER_OWNS = ("class_weight", "init_score_col", "guard_labels", "random_state", "n_jobs")
 #: Patient-relative statistics of each context feature (with ``site_diff`` and ``site_z``): an
 #: exact-equality rate means nothing for a continuous measurement, and the ratio to the mean is
 #: kept as the ratio to the median (robust, and defined for skewed sizes).
@@ -235,8 +241,16 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         order of the offset, the CNN's or the per-lesion model's). Without any offset (no CNN
         score, set model or lesion model), 1.0 (the correction is then all that orders a
         patient's lesions). 1.0 always uses the full correction.
+    gbm : MetadataGBM or None
+        The correction model's settings (its hyperparameters; the model itself is fitted
+        anew). None: ``MetadataGBM(**CORRECTION_GBM)`` (150 rounds at 0.02, 7 leaves, 100 lesions
+        per leaf, L2 10); a MetadataGBM given replaces all of these, so change one setting with
+        ``MetadataGBM(**{**CORRECTION_GBM, "n_estimators": 300})``. The ranker sets
+        ``class_weight=None`` (it calibrates), ``init_score_col``, ``guard_labels``,
+        ``random_state`` and ``n_jobs`` itself.
     n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda :
-        The correction GBM (fixed rounds, strong regularisation).
+        Deprecated: pass ``gbm=MetadataGBM(n_estimators=...)``. Given, they override ``gbm``'s
+        and warn (FutureWarning).
     n_folds : int
         Patient-grouped folds for the out-of-fold stacking and calibration inside ``fit``.
     set_model_params : dict, optional
@@ -291,15 +305,16 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         outlier_groups: dict[str, Sequence[str]] | None = None,
         lesion_model: bool = False,
         within_patient: str | float = "auto",
-        n_estimators: int = 150,
-        learning_rate: float = 0.02,
-        num_leaves: int = 7,
-        min_child_samples: int = 100,
-        reg_lambda: float = 10.0,
+        gbm: MetadataGBM | None = None,
         n_folds: int = 5,
         set_model_params: dict[str, Any] | None = None,
         random_state: int = 0,
         n_jobs: int = 1,
+        n_estimators: Any = "deprecated",
+        learning_rate: Any = "deprecated",
+        num_leaves: Any = "deprecated",
+        min_child_samples: Any = "deprecated",
+        reg_lambda: Any = "deprecated",
     ) -> None:
         self.score_col = score_col
         self.embedding_prefix = embedding_prefix
@@ -311,6 +326,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.outlier_groups = outlier_groups
         self.lesion_model = lesion_model
         self.within_patient = within_patient
+        self.gbm = gbm
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -529,14 +545,29 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         cols.append(set_logit if set_logit is not None else np.zeros(n))
         return np.column_stack(cols)  # (n, 3)
 
+    def _gbm_settings(self, *, warn: bool = False) -> dict[str, Any]:
+        """The correction GBM's hyperparameters: ``gbm``'s (or :data:`CORRECTION_GBM`), then any
+        deprecated per-setting parameter given."""
+        if self.gbm is None:
+            settings = MetadataGBM(**CORRECTION_GBM).get_params()
+        elif isinstance(self.gbm, MetadataGBM):
+            settings = self.gbm.get_params()
+        else:
+            raise ModelError(f"ContextRanker: gbm={self.gbm!r}; expected a MetadataGBM (its settings) or None")
+        for name in CORRECTION_GBM:
+            value = getattr(self, name, "deprecated")
+            if not (isinstance(value, str) and value == "deprecated"):
+                if warn:
+                    warn_renamed("ContextRanker", name, f"gbm=MetadataGBM({name}=...)", stacklevel=4)
+                settings[name] = value
+        return settings
+
     def _make_gbm(self) -> MetadataGBM:
-        return MetadataGBM(
-            n_estimators=self.n_estimators, learning_rate=self.learning_rate,
-            num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
-            reg_lambda=self.reg_lambda, class_weight=None, init_score_col="__offset__",
-            guard_labels=False,  # its features derive from the columns _declare has checked
-            random_state=self.random_state, n_jobs=self.n_jobs,
-        )
+        settings = self._gbm_settings()
+        settings.update(class_weight=None, init_score_col="__offset__",
+                        guard_labels=False,  # its features derive from the columns _declare has checked
+                        random_state=self.random_state, n_jobs=self.n_jobs)
+        return MetadataGBM(**settings)
 
     def _make_set_model(self):
         from dermctx.models.set_transformer import SetRanker
@@ -591,6 +622,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if y.min() == y.max():
             raise TableError("ContextRanker.fit: y has one class only; need melanomas and others")
         self._check_params()
+        self._gbm_settings(warn=True)
         self.context_features_ = self._context_columns(X)
         self.outlier_groups_ = self._outlier_groups()
         cols = self._declare(X)
@@ -992,7 +1024,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         gbm_text, gbm_meta = self.gbm_.to_state()
-        params = self.get_params()
+        params = self.get_params(deep=False)
+        params["gbm"] = None if self.gbm is None else {str(k): v for k, v in self._gbm_settings().items()
+                                                       if k not in _RANKER_OWNS}
+        for name in CORRECTION_GBM:  # folded into gbm above
+            params.pop(name, None)
         params["extra_features"] = list(params["extra_features"])
         if not isinstance(params["context_features"], str):
             params["context_features"] = list(params["context_features"])
@@ -1068,7 +1104,21 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         p.boolean("use_image_size", False)
         p.names("extra_features", [])
         p.integer("n_folds", 5, lo=2)
-        est = cls(**p.data)
+        data = dict(p.data)
+        gbm = data.pop("gbm", None)
+        if gbm is not None:
+            g = JsonFields(p.mapping("gbm"), meta_path, where="params.gbm")
+            unknown_gbm = sorted(set(g.data) - set(MetadataGBM().get_params()))
+            if unknown_gbm:
+                raise ModelError(f"{meta_path}: params.gbm has unknown setting(s) {unknown_gbm}")
+            try:
+                data["gbm"] = MetadataGBM(**g.data)
+            except TypeError as exc:
+                raise ModelError(f"{meta_path}: params.gbm: {exc}") from exc
+        old = {k: data.pop(k) for k in list(data) if k in CORRECTION_GBM}  # folders saved before gbm=
+        if old:
+            data["gbm"] = MetadataGBM(**{**CORRECTION_GBM, **old})
+        est = cls(**data)
         try:
             est._check_params()
         except ModelError as exc:
