@@ -533,8 +533,8 @@ def test_crops_go_to_embedder_and_context_ranker(photos: Path, tmp_path: Path, o
     pd.testing.assert_frame_equal(emb, same)
 
     train = dermctx.make_ugly_duckling(20, lesions_per_patient=5, dim=emb.shape[1], random_state=0)
-    ranker = dermctx.ContextRanker(score_col=None, gbm=dermctx.MetadataGBM(n_estimators=10), n_folds=2,
-                                   min_child_samples=5).fit(train)
+    ranker = dermctx.ContextRanker(score_col=None, gbm=dermctx.MetadataGBM(n_estimators=10, min_child_samples=5),
+                                   n_folds=2).fit(train)
     scores, errors = ranker.rank(disk.join(emb, on="image_id"))
     assert len(errors) == 0
     assert scores["image_id"].tolist() == disk["image_id"].tolist()

@@ -14,7 +14,7 @@ from dermctx import metrics as M
 from dermctx.errors import LeakageError, ModelError, TableError
 from dermctx.models.folder import write_manifest
 from dermctx.models.gbm import MetadataGBM
-from dermctx.models.ranker import ContextRanker
+from dermctx.models.ranker import CORRECTION_GBM, ContextRanker
 
 FAST = {"gbm": MetadataGBM(n_estimators=40, min_child_samples=20), "n_folds": 3}
 
@@ -351,7 +351,7 @@ def test_context_features_find_the_patient_relative_outlier():
 
     train, test = _phenotype_patients(300, 1, outlier=True), _phenotype_patients(150, 2, outlier=True)
     ranker = ContextRanker(score_col=None, embedding_prefix=None, context_features=["area"],
-                           min_child_samples=20).fit(train, train["target"])
+                           gbm=MetadataGBM(**{**CORRECTION_GBM, "min_child_samples": 20})).fit(train, train["target"])
     context = ranker.predict_proba(test)[:, 1]
     raw = MetadataGBM(min_child_samples=20).fit(train[["area"]], train["target"]).predict_proba(test[["area"]])[:, 1]
     y, pid = test["target"], test["patient_id"]
@@ -446,10 +446,8 @@ def test_gbm_is_the_one_source_of_the_correction_settings(clinic, tmp_path):
     back = ContextRanker.load(tmp_path / "m")
     assert back.gbm.get_params()["n_estimators"] == 25
     np.testing.assert_allclose(back.decision_function(clinic), r.decision_function(clinic))
-    with pytest.warns(FutureWarning, match="n_estimators= is deprecated"):
+    with pytest.warns(FutureWarning, match="n_estimators=, num_leaves= deprecated"):
         old = ContextRanker(n_estimators=25, num_leaves=5, n_folds=3).fit(clinic, clinic["target"])
-    from dermctx.models.ranker import CORRECTION_GBM
-
     same = ContextRanker(gbm=MetadataGBM(**{**CORRECTION_GBM, "n_estimators": 25, "num_leaves": 5}), n_folds=3)
     np.testing.assert_allclose(old.decision_function(clinic), same.fit(clinic, clinic["target"]).decision_function(clinic))
     assert ContextRanker().get_params()["gbm"] is None

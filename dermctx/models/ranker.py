@@ -554,13 +554,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             settings = self.gbm.get_params()
         else:
             raise ModelError(f"ContextRanker: gbm={self.gbm!r}; expected a MetadataGBM (its settings) or None")
-        for name in CORRECTION_GBM:
-            value = getattr(self, name, "deprecated")
-            if not (isinstance(value, str) and value == "deprecated"):
-                if warn:
-                    warn_renamed("ContextRanker", name, f"gbm=MetadataGBM({name}=...)", stacklevel=4)
-                settings[name] = value
-        return settings
+        old = {name: getattr(self, name, "deprecated") for name in CORRECTION_GBM}
+        old = {k: v for k, v in old.items() if not (isinstance(v, str) and v == "deprecated")}
+        if old and warn:
+            given = ", ".join(f"{k}={v!r}" for k, v in old.items())
+            warnings.warn(f"ContextRanker: {', '.join(f'{k}=' for k in old)} deprecated: pass "
+                          f"gbm=MetadataGBM(**{{**CORRECTION_GBM, ...}}) with {given} (the old parameters "
+                          "will be removed in a future release)", FutureWarning, stacklevel=4)
+        return {**settings, **old}
 
     def _make_gbm(self) -> MetadataGBM:
         settings = self._gbm_settings()
