@@ -55,13 +55,15 @@ class CurveBand(NamedTuple):
 
 
 class _Curves(NamedTuple):
-    """Every curve-based figure of one model, computed from (possibly weighted) counts."""
+    """Every curve-based figure of one model, computed from its true and false positive counts."""
 
     fpr: np.ndarray  # (T+1,) from the origin
     tpr: np.ndarray
     recall: np.ndarray  # (T,) increasing
     precision: np.ndarray
     thresholds: np.ndarray  # (T,) decreasing
+    tp: np.ndarray  # (1, T) counts at each threshold
+    fp: np.ndarray
 
 
 def _check(y_true: Any, y_score: Any, patient_id: Any) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -74,24 +76,18 @@ def _check(y_true: Any, y_score: Any, patient_id: Any) -> tuple[np.ndarray, np.n
     return y.astype(float).astype(int), s.astype(float), patient_id
 
 
-def _order(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lesions by descending score; ``cut`` marks the last of each run of equal scores."""
-    order = np.argsort(-s, kind="mergesort")
-    ss = s[order]
-    return order, np.r_[ss[1:] != ss[:-1], True]
-
-
 def _counts(w: np.ndarray, y_sorted: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted true and false positives at each threshold: (r, T) each, for weights (r, n)."""
     return np.cumsum(w * y_sorted, axis=1)[:, cut], np.cumsum(w * (1 - y_sorted), axis=1)[:, cut]
 
 
 def _curves(y: np.ndarray, s: np.ndarray) -> _Curves:
-    order, cut = _order(s)
-    tp, fp = _counts(np.ones((1, len(y))), y[order], cut)
-    tp, fp = tp[0], fp[0]
+    order, cut = M.roc_order(s)
+    counts = _counts(np.ones((1, len(y))), y[order].astype(float), cut)
+    tp, fp = counts[0][0], counts[1][0]
     return _Curves(fpr=np.r_[0.0, fp / fp[-1]], tpr=np.r_[0.0, tp / tp[-1]],
-                   recall=tp / tp[-1], precision=tp / (tp + fp), thresholds=s[order][cut])
+                   recall=tp / tp[-1], precision=tp / (tp + fp), thresholds=s[order][cut],
+                   tp=counts[0], fp=counts[1])
 
 
 def _average_precision(tp: np.ndarray, fp: np.ndarray) -> np.ndarray:
@@ -115,7 +111,7 @@ def _bootstrap(y: np.ndarray, s: np.ndarray, patient_id: Any, *, n_boot: int,
     """The ROC band, or (with ``average_precision``, the estimate) the precision-recall band and
     the average precision's CI, on the resamples of :func:`dermctx.metrics.patient_resamples`."""
     pr = average_precision is not None
-    order, cut = _order(s)
+    order, cut = M.roc_order(s)
     y_sorted = y[order].astype(float)
     grid = np.linspace(0.0, 1.0, BAND_POINTS)
     rows_roc, rows_pr, aps = [], [], []
@@ -544,9 +540,7 @@ class PrecisionRecallDisplay:
         """
         y, s, patient_id = _check(y_true, y_score, patient_id)
         curve = _curves(y, s)
-        order, cut = _order(s)
-        tp, fp = _counts(np.ones((1, len(y))), y[order].astype(float), cut)
-        ap = float(_average_precision(tp, fp)[0])
+        ap = float(_average_precision(curve.tp, curve.fp)[0])
         ci, why, band = None, None, None
         if patient_id is not None and n_boot:
             why = M.too_few_melanomas("auc", y, min_melanomas=min_melanomas)  # counts melanomas

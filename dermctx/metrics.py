@@ -187,13 +187,14 @@ def partial_auc(y: Any, s: Any, min_tpr: float = 0.80) -> float:
     if not 0.0 <= float(min_tpr) < 1.0:
         raise MetricError(f"min_tpr={min_tpr!r}; expected a number in [0, 1)")
     _both_classes(y, "partial_auc")
-    order, cut = _roc_order(1 - y, -s)
+    order, cut = roc_order(-s)
     weights = np.ones((1, len(y)))
     return float(_weighted_roc_area(1 - y[order], weights[:, order], cut, 1.0 - float(min_tpr))[0])
 
 
-def _roc_order(v: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order by descending ``score``; ``cut`` marks the last position of each run of equal scores."""
+def roc_order(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by descending ``score`` (stable); ``cut`` marks the last position of each run of
+    equal scores: the thresholds of a ROC or precision-recall curve."""
     order = np.argsort(-score, kind="mergesort")
     sorted_score = score[order]
     cut = np.r_[sorted_score[1:] != sorted_score[:-1], True]
@@ -501,7 +502,7 @@ class _Vectorised:
                 )  # 3 x (P, K)
                 self.n_neg = np.bincount(codes, weights=1 - y, minlength=n_pat)  # (P,)
             else:  # weighted ROC over all lesions
-                order, self.cut = _roc_order(1 - y, -s)
+                order, self.cut = roc_order(-s)
                 self.kind, self.v, self.lesion_codes = "roc", (1 - y)[order], codes[order]
             return
         self.kind = "mean"  # a weighted mean of per-patient values: num / den
@@ -986,7 +987,7 @@ def roc_curve(y: Any, s: Any) -> RocCurve:
     y = _labels(y)
     s = _scores(s, len(y))
     _both_classes(y, "roc_curve")
-    order, cut = _roc_order(y, s)
+    order, cut = roc_order(s)
     tp = np.cumsum(y[order])[cut]
     fp = np.cumsum(1 - y[order])[cut]
     return RocCurve(
