@@ -19,16 +19,14 @@ from ._common import (
     positive_int,
     show_progress,
 )
-from ._inputs import add_table_options, load_table, require_column
+from ._inputs import add_table_options, load_table, require_column, score_col_option
 
 _BENCH_MODELS = ("cnn", "context", "context-size")
 
 
 def _bench_options(opts: Options) -> None:
     add_table_options(opts, scores=True, embeddings=True, folds=True, duplicates=True)
-    opts.input.add_argument("--score-col", default=None, metavar="COL",
-                            help="column of per-lesion CNN melanoma scores, in TABLE or in the "
-                                 "--scores file (default: the library's, cnn_score)")
+    score_col_option(opts, "the library's, cnn_score")
     opts.model.add_argument("--models", default="cnn,context",
                             help=f"comma-separated, from {', '.join(_BENCH_MODELS)}: the raw score, "
                                  "ContextRanker, ContextRanker with use_image_size=True (default "

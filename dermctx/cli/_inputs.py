@@ -362,3 +362,10 @@ def require_column(table: pd.DataFrame, column: str, args: argparse.Namespace, *
     raise TableError(f"{args.table} has no column {column!r} ({which}); name the column of CNN "
                      f"scores with --score-col COL, or join one with --scores FILE --score-col COL; "
                      f"its columns: {[str(c) for c in table.columns][:30]}")
+
+
+def score_col_option(opts: Options, default: str) -> None:
+    """``--score-col COL``: the column of CNN scores, in TABLE or in the ``--scores`` file."""
+    opts.input.add_argument("--score-col", default=None, metavar="COL",
+                            help="column of per-lesion CNN melanoma scores, in TABLE or in the "
+                                 f"--scores file (default: {default})")

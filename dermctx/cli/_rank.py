@@ -23,7 +23,14 @@ from ._common import (
     tta_views,
     write_frame,
 )
-from ._inputs import Loaded, add_table_options, keep_rows, load_table, require_column
+from ._inputs import (
+    Loaded,
+    add_table_options,
+    keep_rows,
+    load_table,
+    require_column,
+    score_col_option,
+)
 
 
 def _cnn_option(opts: Options, what: str) -> None:
@@ -70,12 +77,6 @@ def _join_cnn(loaded: Loaded, args: argparse.Namespace, as_name: str, *, new_ima
               args.table, none_left="items")
 
 
-def _score_col_option(opts: Options, default: str) -> None:
-    opts.input.add_argument("--score-col", default=None, metavar="COL",
-                            help="column of per-lesion CNN melanoma scores, in TABLE or in the "
-                                 f"--scores file (default: {default})")
-
-
 # --- fit -----------------------------------------------------------------------------------------
 
 
@@ -85,7 +86,7 @@ def _fit_options(opts: Options) -> None:
                             bare_dest="use_embeddings", default=None, metavar="DIR",
                             help="an embedding store written by 'dermctx embed', joined by image id "
                                  "(its emb_* columns); rows without one go to the errors table")
-    _score_col_option(opts, "the library's, cnn_score; none: no CNN score")
+    score_col_option(opts, "the library's, cnn_score; none: no CNN score")
     _cnn_option(opts, "its out-of-fold scores become the score column")
     opts.model.add_argument("--context-features", default=None, metavar="COLS",
                             help="comma-separated numeric columns used raw and relative to the "
@@ -183,7 +184,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _score_options(opts: Options) -> None:
     add_table_options(opts, scores=True, embeddings=True)
-    _score_col_option(opts, "the model's score column")
+    score_col_option(opts, "the model's score column")
     _cnn_option(opts, "its fold models score the images first")
     opts.model.add_argument("--model", type=Path, required=True, metavar="DIR",
                             help="a folder written by 'dermctx fit'")
@@ -304,7 +305,7 @@ def _score_patient_options(opts: Options) -> None:
 def _score_patient(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dermctx.formatting import format_probability, plural
+    from dermctx.formatting import format_probability
     from dermctx.pipeline import LesionPipeline
 
     pipeline = LesionPipeline.load(args.model)
