@@ -66,6 +66,18 @@ def _default_jobs() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+
+def dihedral_views(x: Any, n: int) -> list[Any]:
+    """The test-time views of a batch ``x`` (B, 3, S, S): 1 (as is), 2 (+ left-right flip), 4
+    (+ up-down, 180 degrees) or 8 (+ the four of its transpose): the dihedral group of the square."""
+    views = [x] if n == 1 else [x, x.flip(3)]
+    if n >= 4:
+        views += [x.flip(2), x.flip(2).flip(3)]
+    if n == 8:
+        t = x.transpose(2, 3)
+        views += [t, t.flip(3), t.flip(2), t.flip(2).flip(3)]
+    return views
+
 class Embedder:
     """Pooled image features from a timm backbone, one row per lesion image.
 
@@ -308,13 +320,7 @@ class Embedder:
         net = self.model_
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device_, non_blocking=True)
         x = x.permute(0, 3, 1, 2)  # (B, 3, S, S), channels_last in memory
-        n = self._n_views()
-        views = [x] if n == 1 else [x, x.flip(3)]  # x.flip(3): left-right
-        if n >= 4:
-            views += [x.flip(2), x.flip(2).flip(3)]  # up-down, 180 degrees
-        if n == 8:
-            t = x.transpose(2, 3)
-            views += [t, t.flip(3), t.flip(2), t.flip(2).flip(3)]
+        views = dihedral_views(x, self._n_views())
         amp = (torch.autocast("cuda", dtype=torch.float16) if self.device_.type == "cuda"
                else contextlib.nullcontext())
         with torch.inference_mode(), amp:

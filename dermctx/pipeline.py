@@ -752,17 +752,13 @@ def _forward(net: Any, x: Any, views: int) -> tuple[np.ndarray, np.ndarray]:
     ``views`` flips/transposes of ``x`` (B, 3, S, S)."""
     import torch
 
-    batch = [x] if views == 1 else [x, x.flip(3)]
-    if views >= 4:
-        batch += [x.flip(2), x.flip(2).flip(3)]
-    if views == 8:
-        t = x.transpose(2, 3)
-        batch += [t, t.flip(3), t.flip(2), t.flip(2).flip(3)]
+    from dermctx.embed import dihedral_views
+
     probs, feats = [], []
-    for v in batch:
-        fmap = net.forward_features(v)
-        probs.append(torch.softmax(net.forward_head(fmap).float(), dim=1))
-        feats.append(net.forward_head(fmap, pre_logits=True).float().flatten(1))
+    for v in dihedral_views(x, views):
+        pooled = net.forward_head(net.forward_features(v), pre_logits=True)  # pooled once per view
+        probs.append(torch.softmax(net.get_classifier()(pooled).float(), dim=1))
+        feats.append(pooled.float().flatten(1))
     return (torch.stack(probs).mean(0).cpu().numpy().astype(np.float64),
             torch.stack(feats).mean(0).cpu().numpy())
 
