@@ -522,7 +522,7 @@ def _oof_predictions(
 def _given_folds(table: pd.DataFrame, folds: Any, seeds: Sequence[int], duplicates: pd.DataFrame | None
                  ) -> tuple[int | np.ndarray, int]:
     """``folds`` as a fold count, or as checked per-row fold codes 0..K-1; and K."""
-    from dermctx.splits import check_leakage
+    from dermctx.splits import check_fold_leakage
 
     if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
         return int(folds), int(folds)
@@ -543,9 +543,7 @@ def _given_folds(table: pd.DataFrame, folds: Any, seeds: Sequence[int], duplicat
     codes, uniques = pd.factorize(labels.astype(str), sort=True)
     if len(uniques) < 2:
         raise TableError("benchmark: the given folds have one fold; need at least 2")
-    for k in range(len(uniques)):
-        test = codes == k
-        check_leakage(table[~test], table[test], duplicates=duplicates)
+    check_fold_leakage(table, codes, duplicates=duplicates, name="benchmark: the given folds")
     return codes, len(uniques)
 
 

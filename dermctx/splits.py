@@ -27,7 +27,7 @@ from dermctx.table import (
     refuse_duplicate_columns,
 )
 
-__all__ = ["LeakageSummary", "PatientKFold", "check_leakage", "patient_groups"]
+__all__ = ["LeakageSummary", "PatientKFold", "check_fold_leakage", "check_leakage", "patient_groups"]
 
 
 def _id_column(table: pd.DataFrame, col: str, name: str) -> np.ndarray:
@@ -354,6 +354,25 @@ def _ids(values: pd.Series) -> set[str]:
 def _listing(what: str, items: list[Any], limit: int = 10) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return f"{len(items)} {what} ({', '.join(map(str, items[:limit]))}{more})"
+
+
+def check_fold_leakage(table: pd.DataFrame, folds: Any, *, duplicates: pd.DataFrame | None = None,
+                       name: str = "folds") -> None:
+    """Raise :class:`~dermctx.LeakageError` if folds made elsewhere split a patient group.
+
+    ``folds`` is one fold label per row of ``table``. A patient group (a patient, the patients
+    its lesion ids or ``duplicates`` pairs link to it) must lie in one fold; the message names
+    how many do not and one patient. One pass over the groups of :func:`patient_groups`.
+    """
+    groups = patient_groups(table, duplicates=duplicates)
+    n_folds = pd.Series(np.asarray(folds)).groupby(groups).nunique()
+    split = n_folds.index[n_folds.to_numpy() > 1]
+    if len(split):
+        first = int(np.flatnonzero(groups == split[0])[0])
+        raise LeakageError(f"{name}: {len(split)} patient group(s) are in more than one fold "
+                           f"(e.g. patient {table['patient_id'].iloc[first]!r}, linked with its lesions "
+                           "and duplicates); folds must keep each patient whole (write them with "
+                           "PatientKFold or 'dermctx split')")
 
 
 def check_leakage(

@@ -304,3 +304,16 @@ def test_folds_do_not_depend_on_row_order():
     folds_shuffled = PatientKFold(5, random_state=3).assign(shuffled)
     by_image = dict(zip(table["image_id"], folds, strict=True))
     assert [by_image[i] for i in shuffled["image_id"]] == list(folds_shuffled)
+
+
+def test_check_fold_leakage_sees_patients_and_duplicate_pairs_across_folds():
+    from dermctx.errors import LeakageError
+    from dermctx.splits import check_fold_leakage
+
+    t = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "patient_id": ["P1", "P1", "P2", "P3"]})
+    check_fold_leakage(t, [0, 0, 1, 1])  # each patient whole: nothing to say
+    with pytest.raises(LeakageError, match="1 patient group.*'P1'"):
+        check_fold_leakage(t, [0, 1, 1, 1])
+    pairs = pd.DataFrame({"image_id_1": ["c"], "image_id_2": ["d"]})  # P2 and P3 share an image
+    with pytest.raises(LeakageError, match="more than one fold"):
+        check_fold_leakage(t, [0, 0, 1, 2], duplicates=pairs)

@@ -329,28 +329,10 @@ def _join_folds(loaded: Loaded, args: argparse.Namespace) -> None:
     if len(numbers) < 2:
         raise DermctxError(f"{source}: the rows hold {len(numbers)} fold(s); expected at least 2")
     loaded.folds = np.searchsorted(numbers, kept)
-    _refuse_split_groups(loaded, source)
+    from dermctx.splits import check_fold_leakage
+
+    check_fold_leakage(loaded.table, loaded.folds, duplicates=loaded.duplicates, name=str(source))
     print(f"{source}: {len(numbers)} folds reused", file=sys.stderr)
-
-
-def _refuse_split_groups(loaded: Loaded, source: Path) -> None:
-    """A patient (lesion, duplicate group) in two folds is a leak: refused, naming it."""
-    import numpy as np
-    import pandas as pd
-
-    from dermctx.errors import LeakageError
-    from dermctx.splits import patient_groups
-
-    assert loaded.folds is not None
-    groups = patient_groups(loaded.table, duplicates=loaded.duplicates)
-    n_folds = pd.Series(loaded.folds).groupby(groups).nunique()
-    split = n_folds.index[n_folds.to_numpy() > 1]
-    if len(split):
-        first = int(np.flatnonzero(groups == split[0])[0])
-        patient = loaded.table["patient_id"].iloc[first]
-        raise LeakageError(f"{source}: {len(split)} patient group(s) are in more than one fold "
-                           f"(e.g. patient {patient!r}, linked with its lesions and duplicates); "
-                           "folds must keep each patient whole (write them with 'dermctx split')")
 
 
 def require_column(table: pd.DataFrame, column: str, args: argparse.Namespace, *,
