@@ -312,7 +312,7 @@ def test_check_fold_leakage_sees_patients_and_duplicate_pairs_across_folds():
 
     t = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "patient_id": ["P1", "P1", "P2", "P3"]})
     check_fold_leakage(t, [0, 0, 1, 1])  # each patient whole: nothing to say
-    with pytest.raises(LeakageError, match="1 patient group.*'P1'"):
+    with pytest.raises(LeakageError, match=r"1 patient group.*'P1'"):
         check_fold_leakage(t, [0, 1, 1, 1])
     pairs = pd.DataFrame({"image_id_1": ["c"], "image_id_2": ["d"]})  # P2 and P3 share an image
     with pytest.raises(LeakageError, match="more than one fold"):
