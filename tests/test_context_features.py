@@ -13,8 +13,14 @@ from dermctx.errors import LeakageError, ModelError, TableError
 from dermctx.features import _loo_median, patient_context_features, patient_outlier_features
 from dermctx.metrics import within_patient_auc
 from dermctx.models.folder import write_manifest
-from dermctx.models.gbm import MetadataGBM
-from dermctx.models.ranker import GATE_WEIGHTS, ContextRanker
+from dermctx.models.gbm import ROUND_STEP, MetadataGBM
+from dermctx.models.ranker import (
+    CORRECTION_GBM,
+    GATE_LEVEL,
+    GATE_WEIGHTS,
+    WHOLE_MODEL_GBM,
+    ContextRanker,
+)
 
 FAST = {"gbm": MetadataGBM(n_estimators=60, min_child_samples=20), "n_folds": 3}
 COLS = ["size_mm", "colour", "border", "hue"]
@@ -145,8 +151,39 @@ def test_gate_zero_keeps_the_cnn_order_within_each_patient(measured):
     base = auto.gate_scores_[0]
     chosen = next(g for g in auto.gate_scores_ if g["weight"] == auto.within_patient_weight_)
     assert chosen["within_patient_auc"] >= base["within_patient_auc"] and chosen["top1"] >= base["top1"]
+    # the CNN score here orders each patient's lesions by size - colour; the correction adds the
+    # patient-relative size, a real within-patient signal: the gate lets it in, on evidence
+    assert auto.within_patient_weight_ > 0
+    assert chosen["p_no_gain"] <= GATE_LEVEL / (len(GATE_WEIGHTS) - 1)
     with pytest.raises(ModelError, match="within_patient"):
         ContextRanker(within_patient=2, **FAST).fit(t, t["target"])
+
+
+def test_gate_keeps_the_cnn_order_when_the_correction_only_adds_noise(measured):
+    # the CNN score already holds the within-patient signal; the context columns are noise: the
+    # inner folds may show a small gain for some weight, but not a significant one
+    rng = np.random.default_rng(7)
+    t = measured.copy()
+    within = t["size_mm"] - t.groupby("patient_id")["size_mm"].transform("mean")
+    t["cnn_score"] = 1 / (1 + np.exp(-(3 * within - 3)))
+    t[COLS] = rng.normal(size=(len(t), len(COLS)))
+    r = ContextRanker(context_features=COLS, **FAST).fit(t, t["target"])
+    assert r.within_patient_weight_ == 0.0
+    assert all(g["p_no_gain"] > GATE_LEVEL / (len(GATE_WEIGHTS) - 1) or g["top1"] < r.gate_scores_[0]["top1"]
+               for g in r.gate_scores_[1:])
+
+
+def test_without_an_offset_the_correction_is_the_whole_model(ranker, measured):
+    # no CNN, set or lesion model and no gbm given: the whole-model settings, rounds chosen on the
+    # inner folds; with a CNN score the correction keeps its fixed small step
+    whole = ContextRanker(score_col=None, context_features=COLS, n_folds=3).fit(measured, measured["target"])
+    assert whole.gbm_.reg_lambda == WHOLE_MODEL_GBM["reg_lambda"]
+    assert ROUND_STEP <= whole.gbm_.n_rounds_ <= WHOLE_MODEL_GBM["n_estimators"]
+    assert whole.gbm_.booster_.current_iteration() == whole.gbm_.n_rounds_
+    t = measured.assign(cnn_score=0.05 + 0.01 * (measured["size_mm"] > 0))
+    fixed = ContextRanker(context_features=COLS, n_folds=3).fit(t, t["target"])
+    assert fixed.gbm_.n_rounds_ == CORRECTION_GBM["n_estimators"] and fixed.gbm_.reg_lambda == CORRECTION_GBM["reg_lambda"]
+    assert ranker.gbm_.n_rounds_ == FAST["gbm"].n_estimators  # a gbm given is used as it is
 
 
 def test_same_scores_for_shuffled_training_rows(measured):

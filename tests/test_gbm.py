@@ -10,7 +10,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dermctx.errors import ModelError
-from dermctx.models.gbm import MetadataGBM
+from dermctx.models.gbm import ROUND_STEP, MetadataGBM
 
 # LightGBM counts rows (min_data_in_leaf, bagging), so a weight of 2 is not the same as a row
 # repeated twice; every other check of scikit-learn's suite applies and must pass.
@@ -108,6 +108,29 @@ def test_fit_out_of_fold_equals_a_clone_per_fold_when_bins_agree(class_weight):
         np.testing.assert_allclose(oof[te], one.decision_function(X.iloc[te]), atol=1e-9)
     np.testing.assert_allclose(gbm.decision_function(X), MetadataGBM(**params).fit(X, y).decision_function(X),
                                atol=1e-9)
+
+
+def test_choose_rounds_stops_where_the_pooled_loss_stops_improving():
+    # rounds chosen on the folds: many for a real signal, few for noise; the out-of-fold logits
+    # and the final model are those of a fixed fit with the chosen count
+    rng = np.random.default_rng(3)
+    n = 3000
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(2 * X["a"] - 3)))).astype(int).to_numpy()
+    folds = [(np.setdiff1d(np.arange(n), te), te) for te in np.array_split(rng.permutation(n), 4)]
+    params = dict(n_estimators=600, learning_rate=0.02, min_child_samples=20, class_weight=None)
+    gbm = MetadataGBM(**params)
+    oof = gbm.fit_out_of_fold(X, y, folds, choose_rounds=True)
+    rounds = gbm.n_rounds_
+    assert rounds % ROUND_STEP == 0 and 4 * ROUND_STEP <= rounds <= 600
+    assert gbm.booster_.current_iteration() == rounds and gbm.n_estimators == 600  # the parameter stays
+    fixed = MetadataGBM(**{**params, "n_estimators": rounds})
+    np.testing.assert_allclose(oof, fixed.fit_out_of_fold(X, y, folds), atol=1e-9)
+    np.testing.assert_allclose(gbm.decision_function(X), fixed.decision_function(X), atol=1e-9)
+    noise = MetadataGBM(**params)
+    noise.fit_out_of_fold(X, rng.permutation(y), folds, choose_rounds=True)
+    assert noise.n_rounds_ < rounds
+    assert MetadataGBM.from_state(*gbm.to_state()).n_rounds_ == rounds
 
 
 def test_fit_out_of_fold_refuses_a_row_held_out_twice_and_leaves_unheld_rows_missing():

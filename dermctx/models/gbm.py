@@ -29,6 +29,11 @@ __all__ = ["MetadataGBM"]
 _STATE_FORMAT = "dermctx.MetadataGBM/1"
 
 
+#: ``fit_out_of_fold(choose_rounds=True)``: rounds between checks of the pooled log loss ...
+ROUND_STEP: int = 10
+#: ... and checks without a better loss before the fold models stop growing.
+ROUND_PATIENCE: int = 5
+
 def _lgb_name(name: str) -> str:
     """A feature name as LightGBM stores it (it replaces spaces and JSON characters)."""
     return re.sub(r"[^0-9A-Za-z_]", "_", str(name))
@@ -61,6 +66,9 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     booster_ : lightgbm.Booster
+    n_rounds_ : int
+        Boosting rounds of ``booster_`` (``n_estimators``, or the count chosen by
+        ``fit_out_of_fold(choose_rounds=True)``).
     classes_ : ndarray of shape (2,)
     feature_names_in_ : ndarray of str
         Feature columns (the offset column excluded).
@@ -200,9 +208,11 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
         w = self._class_weights(y_enc, base)
         self.booster_ = lgb.train(self._lgb_params(), self._dataset(frame, y_enc, w, offset),
                                   num_boost_round=self.n_estimators)
+        self.n_rounds_ = int(self.n_estimators)
         return self
 
-    def fit_out_of_fold(self, X: Any, y: Any, folds: Any, sample_weight: Any = None) -> np.ndarray:
+    def fit_out_of_fold(self, X: Any, y: Any, folds: Any, sample_weight: Any = None, *,
+                        choose_rounds: bool = False) -> np.ndarray:
         """Fit on all rows and return each row's :meth:`decision_function` from the fold model
         that did not see it.
 
@@ -217,27 +227,76 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             As :meth:`fit`.
         folds : iterable of (train_positions, test_positions)
             Row positions, e.g. ``PatientKFold.split``; every row must be held out at most once.
+        choose_rounds : bool
+            False: ``n_estimators`` rounds. True: ``n_estimators`` is the most; the fold models
+            grow together and every :data:`ROUND_STEP` rounds the pooled out-of-fold log loss
+            (all held-out rows at once, with the training weights) is measured; growth stops
+            after :data:`ROUND_PATIENCE` checks without a better loss, and the final model gets
+            the best count (``n_rounds_``). Pooling the folds' rows is steadier than stopping
+            each fold on its own few positives.
 
         Returns
         -------
         ndarray, shape (n,)
-            Out-of-fold logits; NaN for a row no fold held out.
+            Out-of-fold logits (at the chosen round count); NaN for a row no fold held out.
         """
         frame, y_enc, base, offset = self._prepare(X, y, sample_weight)
         full = self._dataset(frame, y_enc, self._class_weights(y_enc, base), offset).construct()
-        oof = np.full(len(frame), np.nan)
-        for train, test in folds:
-            train, test = np.sort(np.asarray(train, dtype=int)), np.asarray(test, dtype=int)
-            if not np.isnan(oof[test]).all():
-                raise ModelError("fit_out_of_fold: a row is held out by two folds")
+        pairs = [(np.sort(np.asarray(tr, dtype=int)), np.asarray(te, dtype=int)) for tr, te in folds]
+        held = np.concatenate([te for _, te in pairs]) if pairs else np.empty(0, dtype=int)
+        if len(np.unique(held)) != len(held):
+            raise ModelError("fit_out_of_fold: a row is held out by two folds")
+        parts = []
+        for train, _ in pairs:
             part = full.subset(train.tolist())
             part.construct()
             part.set_weight(self._class_weights(y_enc[train], base[train]))
-            booster = lgb.train(self._lgb_params(), part, num_boost_round=self.n_estimators)
-            raw = np.asarray(booster.predict(frame.iloc[test], raw_score=True, num_threads=self.n_jobs))
-            oof[test] = raw + (offset[test] if offset is not None else 0.0)
-        self.booster_ = lgb.train(self._lgb_params(), full, num_boost_round=self.n_estimators)
+            parts.append(part)
+        oof = np.full(len(frame), np.nan)
+        if choose_rounds and pairs:
+            weight = self._class_weights(y_enc, base)
+            self.n_rounds_, oof = self._grow_together(frame, y_enc, weight, offset, parts, pairs)
+        else:
+            self.n_rounds_ = int(self.n_estimators)
+            for part, (_, test) in zip(parts, pairs, strict=True):
+                booster = lgb.train(self._lgb_params(), part, num_boost_round=self.n_estimators)
+                raw = np.asarray(booster.predict(frame.iloc[test], raw_score=True, num_threads=self.n_jobs))
+                oof[test] = raw + (offset[test] if offset is not None else 0.0)
+        self.booster_ = lgb.train(self._lgb_params(), full, num_boost_round=self.n_rounds_)
         return oof
+
+    def _grow_together(self, frame: pd.DataFrame, y_enc: np.ndarray, weight: np.ndarray,
+                       offset: np.ndarray | None, parts: list[lgb.Dataset],
+                       pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, np.ndarray]:
+        """(best round count, out-of-fold logits at it): fold models grown in step (``choose_rounds``)."""
+        boosters = [lgb.Booster(self._lgb_params(), part) for part in parts]
+        tests = [frame.iloc[test] for _, test in pairs]
+        held = np.concatenate([test for _, test in pairs])
+        z = np.zeros(len(frame)) if offset is None else offset.astype(float).copy()
+        grown = [0] * len(boosters)
+        best_loss, best_rounds, best_z, since = np.inf, 0, z.copy(), 0
+        done = 0
+        while done < self.n_estimators and since < ROUND_PATIENCE:
+            step = min(ROUND_STEP, int(self.n_estimators) - done)
+            for i, booster in enumerate(boosters):
+                for _ in range(step):
+                    if booster.update():  # nothing left to split: the model stays as it is
+                        break
+                now = booster.current_iteration()
+                if now > grown[i]:
+                    z[pairs[i][1]] += booster.predict(tests[i], raw_score=True, start_iteration=grown[i],
+                                                      num_iteration=now - grown[i], num_threads=self.n_jobs)
+                    grown[i] = now
+            done += step
+            zh, yh, wh = z[held], y_enc[held], weight[held]
+            loss = float(np.sum(wh * (np.logaddexp(0.0, zh) - yh * zh)) / np.sum(wh))
+            if loss < best_loss - 1e-9:
+                best_loss, best_rounds, best_z, since = loss, done, z.copy(), 0
+            else:
+                since += 1
+        oof = np.full(len(frame), np.nan)
+        oof[held] = best_z[held]
+        return max(best_rounds, 1), oof
 
     def _prepare(self, X: Any, y: Any, sample_weight: Any
                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -368,6 +427,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"columns {columns[:3]}... do not match the {est.booster_.num_feature()} "
                                  f"features named in the LightGBM model {est.booster_.feature_name()[:3]}...")
             est.n_features_in_ = int(meta["n_features_in"])
+            est.n_rounds_ = int(est.booster_.current_iteration())
             est.categories_ = {str(k): list(v) for k, v in meta["categories"].items()}
             est.classes_ = np.asarray(meta["classes"])
             if meta["columns"] is None:
