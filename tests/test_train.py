@@ -230,6 +230,20 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
     table.drop(columns="path").assign(image_id="new" + table["image_id"]).to_csv(tmp_path / "new.csv", index=False)
     assert main(["score", str(tmp_path / "new.csv"), "--cnn", str(run),
                  "--model", str(tmp_path / "ranker"), "--out", str(tmp_path / "none.csv")]) == 1
+    # images the run trained on, filed under another patient here: no score of the run is out of
+    # patient for them; score lists them as errors, fit refuses
+    moved = table.drop(columns="path").copy()
+    moved.loc[:1, "patient_id"] = "someone_else"
+    moved.to_csv(tmp_path / "moved.csv", index=False)
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "moved.csv"), "--image-dir", str(tmp_path / "img"), "--cnn", str(run),
+                 "--model", str(tmp_path / "ranker"), "--out", str(tmp_path / "moved_scores.csv")]) == 1
+    errors = pd.read_csv(tmp_path / "moved_scores.errors.csv")
+    assert sorted(errors["image_id"]) == sorted(moved["image_id"].iloc[:2])
+    assert errors["message"].str.contains("filed under patient").all()
+    assert len(pd.read_csv(tmp_path / "moved_scores.csv")) == 38
+    assert main(["fit", str(tmp_path / "moved.csv"), "--cnn", str(run), "--out", str(tmp_path / "r2")]) == 2
+    assert "filed under patient" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "img" / "img1.png"), str(tmp_path / "missing.png"),
                  "--checkpoint", str(run / "fold0.safetensors"), "--out", str(tmp_path / "why")]) == 1
     assert "1 of 2 items failed" in capsys.readouterr().err

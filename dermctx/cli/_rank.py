@@ -56,21 +56,38 @@ def _join_cnn(loaded: Loaded, args: argparse.Namespace, as_name: str, *, new_ima
     ids = table["image_id"].astype(str)
     scores = ids.map(run.oof.assign(image_id=run.oof["image_id"].astype(str))
                      .set_index("image_id")["cnn_score"])
-    known = scores.notna().to_numpy()
+    seen = scores.notna().to_numpy()  # images of the run's training table
+    run_patient = ids.map(run.oof.assign(image_id=run.oof["image_id"].astype(str))
+                          .set_index("image_id")["patient_id"].astype(str))
+    moved = seen & (run_patient != table["patient_id"].astype(str)).to_numpy()
+    messages = [""] * len(table)
+    if moved.any():  # its out-of-fold score (or any fold model's) would have seen the patient's image
+        i = int(np.flatnonzero(moved)[0])
+        what = (f"image {ids.iloc[i]!r} is filed under patient {run_patient.iloc[i]!r} in {args.cnn} and "
+                f"{str(table['patient_id'].iloc[i])!r} in {args.table}")
+        if not new_images:
+            raise DermctxError(f"{what} ({int(moved.sum())} such image(s)); out-of-fold scores are out of "
+                               "patient only for the patients the run was split by: fix the patient ids")
+        for i in np.flatnonzero(moved):
+            messages[i] = (f"image {ids.iloc[i]!r} is filed under patient {run_patient.iloc[i]!r} in the CNN "
+                           f"run and {str(table['patient_id'].iloc[i])!r} here: the fold models trained on it, "
+                           "so no score of theirs is out of patient; fix the patient id")
+        scores[moved] = np.nan
+    known = seen & ~moved
     if known.any():
         print(f"{args.cnn}: {int(known.sum())} image(s) were in its training table: their "
               "out-of-fold scores are used", file=sys.stderr)
-    messages = [""] * len(table)
-    if not known.all():
+    if not (known | moved).all():
         if not new_images:
-            raise DermctxError(f"{args.cnn}: {int((~known).sum())} image(s) of {args.table} have no "
-                               f"out-of-fold score (e.g. {ids[~known].iloc[0]!r}); fit on the table "
+            raise DermctxError(f"{args.cnn}: {int((~seen).sum())} image(s) of {args.table} have no "
+                               f"out-of-fold score (e.g. {ids[~seen].iloc[0]!r}); fit on the table "
                                "the CNN was trained on, or see its errors.csv")
-        new, errors = run.predict(table[~known], progress=show_progress(args))
-        scores[~known] = ids[~known].map(new.assign(image_id=new["image_id"].astype(str))
-                                         .set_index("image_id")["cnn_score"])
+        fresh = ~seen
+        new, errors = run.predict(table[fresh], progress=show_progress(args))
+        scores[fresh] = ids[fresh].map(new.assign(image_id=new["image_id"].astype(str))
+                                       .set_index("image_id")["cnn_score"])
         why = dict(zip(errors["image_id"].astype(str), errors["message"], strict=True))
-        for i in np.flatnonzero(~known):
+        for i in np.flatnonzero(fresh):
             messages[i] = why.get(ids.iloc[i], "not scored by the fold models")
     loaded.table = table.assign(**{as_name: scores.to_numpy(dtype=float)})
     keep_rows(loaded, loaded.table[as_name].notna().to_numpy(), "cnn", messages, args.cnn,
