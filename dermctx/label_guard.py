@@ -36,6 +36,11 @@ LABEL_COLUMNS: dict[str, str] = {
                        "other lesion (dermctx.synthetic.make_tbp_patients)",
     "planted_direction": "the direction of the deviation planted on a synthetic melanoma, 0 on "
                          "every other lesion (dermctx.synthetic.make_tbp_patients)",
+    # a clinic's own spellings of the biopsy and its result: a lesion is biopsied because it looked
+    # suspicious, and histology is the diagnosis itself
+    **{name: "whether or how the lesion was biopsied, or its histology: decided by, or the same as, the "
+             "diagnosis (a clinic's own column)"
+       for name in ("biopsied", "biopsy", "biopsy_result", "histology", "histopathology", "pathology")},
 }
 
 

@@ -155,6 +155,8 @@ def test_gate_zero_keeps_the_cnn_order_within_each_patient(measured):
     # patient-relative size, a real within-patient signal: the gate lets it in, on evidence
     assert auto.within_patient_weight_ > 0
     assert chosen["p_no_gain"] <= GATE_LEVEL / (len(GATE_WEIGHTS) - 1)
+    assert all(g["level"] == GATE_LEVEL / (len(GATE_WEIGHTS) - 1) for g in auto.gate_scores_)
+    assert chosen["passed"] and auto.gate_scores_[0]["passed"]
     with pytest.raises(ModelError, match="within_patient"):
         ContextRanker(within_patient=2, **FAST).fit(t, t["target"])
 
@@ -184,6 +186,18 @@ def test_without_an_offset_the_correction_is_the_whole_model(ranker, measured):
     fixed = ContextRanker(context_features=COLS, n_folds=3).fit(t, t["target"])
     assert fixed.gbm_.n_rounds_ == CORRECTION_GBM["n_estimators"] and fixed.gbm_.reg_lambda == CORRECTION_GBM["reg_lambda"]
     assert ranker.gbm_.n_rounds_ == FAST["gbm"].n_estimators  # a gbm given is used as it is
+
+
+def test_auto_refuses_a_mostly_numeric_column_with_text_cells(measured):
+    # a '-' or a decimal comma in one cell must not make "auto" skip the measurement quietly
+    t = measured.copy()
+    t["size_mm"] = t["size_mm"].round(3).astype(str)
+    t.loc[7, "size_mm"] = "-"
+    with pytest.raises(TableError, match="'size_mm' is mostly numbers but 1 cell"):
+        ContextRanker(score_col=None, context_features="auto", **FAST).fit(t, t["target"])
+    ok = measured.assign(note=["seen twice"] * len(measured))  # a text column is not a measurement
+    r = ContextRanker(score_col=None, context_features="auto", **FAST).fit(ok, ok["target"])
+    assert "note" not in r.context_features_ and "size_mm" in r.context_features_
 
 
 def test_same_scores_for_shuffled_training_rows(measured):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from dermctx import metrics as M
-from dermctx.errors import LeakageError, ModelError, TableError
+from dermctx.errors import DermctxWarning, LeakageError, ModelError, TableError
 from dermctx.models.folder import write_manifest
 from dermctx.models.gbm import MetadataGBM
 from dermctx.models.ranker import CORRECTION_GBM, ContextRanker
@@ -125,7 +126,7 @@ def test_save_load_round_trip_identical(fitted, clinic, tmp_path):
 def test_rank_accounts_for_every_row(fitted, clinic):
     bad = clinic.copy()
     bad.loc[3, "cnn_score"] = np.nan
-    bad.loc[7, "cnn_score"] = 1.5
+    bad.loc[7, "cnn_score"] = -0.5
     bad.loc[9, "patient_id"] = " "
     scores, errors = fitted.rank(bad)
     assert len(scores) + len(errors) == len(bad)
@@ -453,3 +454,54 @@ def test_gbm_is_the_one_source_of_the_correction_settings(clinic, tmp_path):
     assert ContextRanker().get_params()["gbm"] is None
     with pytest.raises(ModelError, match="expected a MetadataGBM"):
         ContextRanker(gbm={"n_estimators": 3}).fit(clinic, clinic["target"])
+
+
+def test_cnn_scores_that_look_like_percentages_are_refused_as_a_column(fitted, clinic):
+    # values above 1 but none above 100: the values below 1 would be misread, so no row is scored
+    pct = clinic.assign(cnn_score=clinic["cnn_score"] * 100)
+    for call in (lambda: fitted.rank(pct), lambda: fitted.predict_proba(pct),
+                 lambda: ContextRanker().fit(pct, pct["target"])):
+        with pytest.raises(TableError, match=r"looks like percentages.*divide the column by 100"):
+            call()
+    # a value above 100 is not a percentage: that row alone is an error
+    odd = clinic.copy()
+    odd.loc[2, "cnn_score"] = 250.0
+    scores, errors = fitted.rank(odd)
+    assert list(errors["row"]) == [2] and len(scores) == len(odd) - 1
+
+
+def test_fit_refuses_labels_whose_index_disagrees_with_the_table(clinic):
+    shuffled = clinic.sample(frac=1.0, random_state=0)
+    with pytest.raises(TableError, match="index differs from X's"):
+        ContextRanker().fit(shuffled, clinic["target"])
+    a = ContextRanker().fit(shuffled, shuffled["target"])  # aligned: fine, and the same model
+    b = ContextRanker().fit(shuffled, clinic["target"].reindex(shuffled.index))
+    np.testing.assert_allclose(a.decision_function(clinic), b.decision_function(clinic), atol=1e-12)
+
+
+def test_scoring_warns_when_a_fitted_input_is_missing_on_every_row(clinic):
+    cols = ["size_mm"]
+    t = clinic.assign(size_mm=np.random.default_rng(0).normal(5, 1, len(clinic)))
+    model = ContextRanker(context_features=cols, gbm=MetadataGBM(n_estimators=20, min_child_samples=20),
+                          n_folds=3).fit(t, t["target"])
+    with pytest.warns(DermctxWarning, match=r"\['size_mm'\] are missing on all"):
+        model.rank(t.assign(size_mm=np.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)
+        model.rank(t.assign(age=np.nan))  # metadata is often unknown: no warning
+
+
+def test_column_names_lightgbm_refuses_are_kept_as_given(clinic, tmp_path):
+    # JSON characters in a name ("Area [mm2]", "diameter, mm") are renamed for LightGBM only
+    rng = np.random.default_rng(1)
+    t = clinic.assign(**{"Area [mm2]": rng.normal(10, 2, len(clinic)), "diameter, mm": rng.normal(4, 1, len(clinic))})
+    model = ContextRanker(context_features=["Area [mm2]", "diameter, mm"],
+                          gbm=MetadataGBM(n_estimators=20, min_child_samples=20), n_folds=3).fit(t, t["target"])
+    contrib = model.feature_contributions(t)
+    assert {"Area [mm2]", "diameter, mm"} <= set(contrib.columns)
+    model.save(tmp_path / "m")
+    np.testing.assert_allclose(ContextRanker.load(tmp_path / "m").decision_function(t), model.decision_function(t),
+                               atol=1e-12)
+    two = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a b", "a_b"])
+    gbm = MetadataGBM(n_estimators=5, min_child_samples=5).fit(two, rng.integers(0, 2, 60))
+    assert list(MetadataGBM.from_state(*gbm.to_state()).feature_names_in_) == ["a b", "a_b"]

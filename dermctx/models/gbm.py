@@ -39,6 +39,21 @@ def _lgb_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", str(name))
 
 
+def _lgb_names(columns: Any) -> list[str]:
+    """The names MetadataGBM gives LightGBM: :func:`_lgb_name` of each column, made unique (LightGBM
+    refuses JSON characters such as ``[ ] : ,`` in names, and ``Area [mm2]`` and ``Area_mm2_``
+    must stay two features)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, c in enumerate(columns):
+        name = _lgb_name(c)
+        if name in seen:
+            name = f"{name}__{i}"
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 class MetadataGBM(ClassifierMixin, BaseEstimator):
     """Gradient-boosted trees (LightGBM) for melanoma vs other, scikit-learn style.
 
@@ -349,8 +364,11 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
 
     def _dataset(self, frame: pd.DataFrame, y_enc: np.ndarray, w: np.ndarray, offset: np.ndarray | None
                  ) -> lgb.Dataset:
+        names = dict(zip(frame.columns, _lgb_names(frame.columns), strict=True))
+        frame = frame.rename(columns=names)  # the user's names stay in _columns
         return lgb.Dataset(frame, label=y_enc, weight=w, init_score=offset,
-                           categorical_feature=list(self.categories_) or "auto", free_raw_data=True,
+                           categorical_feature=[names[c] for c in self.categories_] or "auto",
+                           free_raw_data=True,
                            params=self._lgb_params())
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -423,7 +441,7 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             est.booster_ = lgb.Booster(model_str=model_text)
             if columns is not None and (len(columns) != int(meta["n_features_in"])
                                         or [_lgb_name(c) for c in est.booster_.feature_name()]
-                                        != [_lgb_name(c) for c in columns]):
+                                        not in ([_lgb_name(c) for c in columns], _lgb_names(columns))):
                 raise ValueError(f"columns {columns[:3]}... do not match the {est.booster_.num_feature()} "
                                  f"features named in the LightGBM model {est.booster_.feature_name()[:3]}...")
             est.n_features_in_ = int(meta["n_features_in"])

@@ -11,12 +11,14 @@ patient's other lesions*:
 2. **correction**: a :class:`~dermctx.MetadataGBM` boosted *from* that offset (LightGBM
    ``init_score``) on age, sex, site, the patient's lesion count and patient-relative features
    (:func:`~dermctx.patient_context_features`) of the declared inputs, with fixed conservative
-   rounds (no early stopping on a handful of melanomas);
+   rounds (no early stopping on a handful of melanomas); without any offset the correction is
+   the whole model, with larger steps and a round count chosen on the pooled inner folds;
 3. **within-patient gate**: the correction is split into its patient mean (a prior that moves
    all of a patient's lesions together) and each lesion's deviation from it (what reorders the
    patient's lesions). The deviation is kept with a weight chosen on inner patient-grouped folds
-   by within-patient AUC and top-1; weight 0 leaves each patient's lesions in the order of the
-   offset (the CNN's order), so the correction reorders lesions only where it earned it;
+   by within-patient AUC and top-1, a weight above 0 only on a significant gain (paired patient
+   bootstrap); weight 0 leaves each patient's lesions in the order of the offset (the CNN's
+   order), so the correction reorders lesions only where it earned it;
 4. **calibration**: a Platt scaling fitted on patient-grouped out-of-fold logits of stage 3, so
    probabilities mean the same across fits.
 
@@ -305,8 +307,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         rows; the explanations word each family's contribution by its most deviating member.
     gate_scores_ : list of dict
         Per candidate weight, on the inner folds: ``weight``, ``within_patient_auc`` and ``top1``
-        (means over the patients they are defined on), and ``p_no_gain``, the bootstrap share of
-        resamples where its within-patient AUC is no better than weight 0's.
+        (means over the patients they are defined on), ``p_no_gain`` (the bootstrap share of
+        resamples where its within-patient AUC is no better than weight 0's), ``level`` (the
+        ``p_no_gain`` a weight must not exceed: :data:`GATE_LEVEL` split over the candidates)
+        and ``passed`` (eligible: weight 0, or significant with top-1 no lower).
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     """
@@ -365,6 +369,18 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                                  "expected a list of column names or 'auto'")
             taken = {*_NOT_CONTEXT, self.score_col, *self.extra_features}
             prefix = self.embedding_prefix or "\0"
+            for c in X.columns:  # a measurement with a few text cells ('-', '6,08') is not skipped quietly
+                if (c in taken or str(c).startswith(prefix) or str(c).lower() in LABEL_COLUMNS
+                        or pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])):
+                    continue
+                numbers, not_number = to_numbers(X[c], booleans=False)
+                if not_number.any() and numbers.notna().sum() >= 0.5 * X[c].notna().sum() > 0:
+                    i = int(np.flatnonzero(not_number)[0])
+                    raise TableError(
+                        f"ContextRanker: context_features='auto': column {str(c)!r} is mostly numbers but "
+                        f"{int(not_number.sum())} cell(s) are not (first: {preview_cells(X[c].iloc[i])} at "
+                        f"{describe_rows(X, np.asarray(not_number))}); clean them (missing is fine), or "
+                        "list the context features yourself")
             return [str(c) for c in X.columns
                     if c not in taken and not str(c).startswith(prefix)
                     and str(c).lower() not in LABEL_COLUMNS
@@ -451,6 +467,15 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                                     "finite number or missing")
         if self.uses_cnn_:
             s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            above = np.isfinite(s) & (s > 1)
+            if above.any() and (s[np.isfinite(s)] <= 100).all() and (s[np.isfinite(s)] >= 0).all():
+                i = int(np.flatnonzero(above)[0])  # a percentage column: the values <= 1 would be misread
+                raise TableError(
+                    f"ContextRanker: column {self.score_col!r} has {int(above.sum())} value(s) above 1 "
+                    f"(first: {preview_cells(X[self.score_col].iloc[i])} at {describe_rows(X, above)}), all "
+                    "within [0, 100]: it looks like percentages, and its values below 1 would be misread; "
+                    "divide the column by 100 if it holds percentages, or fix the rows if these are typos "
+                    "(a probability in [0, 1] is expected)")
             bad = ~np.isfinite(s) | (s < 0) | (s > 1)
             for i in np.flatnonzero(bad):
                 problems.setdefault(
@@ -640,6 +665,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             if "target" not in X.columns:
                 raise TableError("ContextRanker.fit: pass y or give X a 'target' column")
             y = X["target"]
+        if isinstance(y, pd.Series) and not y.index.equals(X.index):
+            raise TableError("ContextRanker.fit: y is a Series whose index differs from X's (labels would be "
+                             "matched by position to rows they do not belong to); pass X['target'], "
+                             "y.reindex(X.index), or y.to_numpy() if the order is right")
         y = np.asarray(y, dtype=object)
         if y.ndim != 1:
             raise TableError(f"ContextRanker.fit: y must be one label per row (1-d), got shape {y.shape}")
@@ -729,13 +758,21 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         return list(dict.fromkeys(["age", "sex", "site", *self.context_features_, *self.extra_features]))
 
     @staticmethod
-    def _warn_empty_inputs(X: pd.DataFrame, cols: list[str]) -> None:
-        """A declared input missing on every training row teaches the model nothing: say so."""
-        empty = [c for c in cols if c != "patient_id" and X[c].isna().all()]
-        if empty:
+    def _warn_empty_inputs(X: pd.DataFrame, cols: list[str], when: str = "training") -> None:
+        """A declared input missing on every row teaches (or tells) the model nothing: say so."""
+        skip = {"patient_id"} if when == "training" else {"patient_id", "age", "sex", "site"}  # often unknown
+        empty = [c for c in cols if c not in skip and X[c].isna().all()]
+        if not empty or not len(X):
+            return
+        if when == "training":
             warnings.warn(f"ContextRanker.fit: column(s) {empty} are missing on all {len(X)} training rows; "
                           "the model learns nothing from them (fill them in, or leave them out of the "
                           "settings)", DermctxWarning, stacklevel=3)
+        else:
+            warnings.warn(f"ContextRanker: column(s) {empty} are missing on all {len(X)} rows scored; the model "
+                          "was fitted with them, so these scores rest on the other inputs alone and may "
+                          "order the lesions differently (fill them in if you have them)",
+                          DermctxWarning, stacklevel=3)
 
     def _check_params(self) -> None:
         w = self.within_patient
@@ -785,7 +822,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 row["p_no_gain"] = float(np.nan_to_num(gain.p_le_0, nan=1.0))
             scores.append(row)
         base = scores[0]
-        ok = [base] + [r for r in scores[1:] if r["p_no_gain"] <= level and r["top1"] >= base["top1"] - 1e-12]
+        for r in scores:
+            r["level"] = level
+            r["passed"] = r["weight"] == 0 or (r["p_no_gain"] <= level and r["top1"] >= base["top1"] - 1e-12)
+        ok = [r for r in scores if r["passed"]]
         best = max(ok, key=lambda r: (r["within_patient_auc"] + r["top1"], -r["weight"]))
         return float(best["weight"]), scores
 
@@ -805,6 +845,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """
         X = self._check_input(X)
         self._raise_problems(X)
+        self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
         if not len(X):  # no lesions, no scores
             return np.zeros(0)
         return self._logit_unchecked(X)
@@ -945,6 +986,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             scored. ``len(scores) + len(errors) == len(X)``.
         """
         X = self._check_input(X)
+        self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(len(X)).astype(str)
         problems = self._row_problems(X)
         bad = np.zeros(len(X), dtype=bool)
