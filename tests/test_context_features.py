@@ -171,8 +171,9 @@ def test_gate_keeps_the_cnn_order_when_the_correction_only_adds_noise(measured):
     t[COLS] = rng.normal(size=(len(t), len(COLS)))
     r = ContextRanker(context_features=COLS, **FAST).fit(t, t["target"])
     assert r.within_patient_weight_ == 0.0
-    assert all(g["p_no_gain"] > GATE_LEVEL / (len(GATE_WEIGHTS) - 1) or g["top1"] < r.gate_scores_[0]["top1"]
-               for g in r.gate_scores_[1:])
+    assert not any(g["passed"] for g in r.gate_scores_[1:])
+    assert all(min(g["p_no_gain"], g["p_no_auc_gain"]) > g["level"] or g["top1"] < r.gate_scores_[0]["top1"]
+               or g["within_patient_auc"] < r.gate_scores_[0]["within_patient_auc"] for g in r.gate_scores_[1:])
 
 
 def test_without_an_offset_the_correction_is_the_whole_model(ranker, measured):

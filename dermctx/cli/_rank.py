@@ -68,7 +68,7 @@ def _join_cnn(loaded: Loaded, args: argparse.Namespace, as_name: str, *, new_ima
         if not new_images:
             raise DermctxError(f"{what} ({int(moved.sum())} such image(s)); out-of-fold scores are out of "
                                "patient only for the patients the run was split by: fix the patient ids")
-        for i in np.flatnonzero(moved):
+        for i in map(int, np.flatnonzero(moved)):
             messages[i] = (f"image {ids.iloc[i]!r} is filed under patient {run_patient.iloc[i]!r} in the CNN "
                            f"run and {str(table['patient_id'].iloc[i])!r} here: the fold models trained on it, "
                            "so no score of theirs is out of patient; fix the patient id")
@@ -87,7 +87,7 @@ def _join_cnn(loaded: Loaded, args: argparse.Namespace, as_name: str, *, new_ima
         scores[fresh] = ids[fresh].map(new.assign(image_id=new["image_id"].astype(str))
                                        .set_index("image_id")["cnn_score"])
         why = dict(zip(errors["image_id"].astype(str), errors["message"], strict=True))
-        for i in np.flatnonzero(fresh):
+        for i in map(int, np.flatnonzero(fresh)):
             messages[i] = why.get(ids.iloc[i], "not scored by the fold models")
     loaded.table = table.assign(**{as_name: scores.to_numpy(dtype=float)})
     keep_rows(loaded, loaded.table[as_name].notna().to_numpy(), "cnn", messages, args.cnn,

@@ -106,9 +106,10 @@ _OLD_SET_FILES: tuple[str, str] = ("set_model.safetensors", "set_model.json")
 _EPS = 1e-12  # probabilities are clipped here before the logit: ties only below 1e-12
 #: Candidate weights of the within-patient part of the correction (``within_patient="auto"``).
 GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: A weight above 0 must earn its place: its within-patient AUC gain over weight 0 on the inner
-#: folds' patients must be positive in a one-sided paired patient bootstrap at this level, split
-#: over the candidate weights above 0 (Bonferroni), with top-1 no lower.
+#: A weight above 0 must earn its place: its gain over weight 0 on the inner folds' patients, in
+#: within-patient AUC (or in pooled AUC, within-patient AUC no lower), must be positive in a
+#: one-sided paired patient bootstrap at this level, split over the candidate weights above 0
+#: (Bonferroni), with top-1 no lower.
 GATE_LEVEL: float = 0.05
 #: Patient resamples of that bootstrap.
 GATE_BOOT: int = 400
@@ -252,8 +253,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         Weight of the part of the correction that reorders a patient's lesions (its deviation
         from the patient's mean correction). ``"auto"`` picks it from :data:`GATE_WEIGHTS` on
         the inner patient-grouped folds: the weight with the best within-patient AUC plus top-1
-        among weight 0 and those whose within-patient AUC gain over it is significant
-        (:data:`GATE_LEVEL`, paired patient bootstrap) with top-1 no lower (weight 0 keeps each
+        among weight 0 and those whose gain over it is significant (:data:`GATE_LEVEL`, paired
+        patient bootstrap) in within-patient AUC, or in pooled AUC with within-patient AUC no
+        lower, with top-1 no lower (weight 0 keeps each
         patient's lesions in the order of the offset, the CNN's or the per-lesion model's; the
         patient-level part of the correction still applies). Without any offset (no CNN
         score, set model or lesion model), 1.0 (the correction is then all that orders a
@@ -307,10 +309,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         rows; the explanations word each family's contribution by its most deviating member.
     gate_scores_ : list of dict
         Per candidate weight, on the inner folds: ``weight``, ``within_patient_auc`` and ``top1``
-        (means over the patients they are defined on), ``p_no_gain`` (the bootstrap share of
-        resamples where its within-patient AUC is no better than weight 0's), ``level`` (the
-        ``p_no_gain`` a weight must not exceed: :data:`GATE_LEVEL` split over the candidates)
-        and ``passed`` (eligible: weight 0, or significant with top-1 no lower).
+        (means over the patients they are defined on), ``p_no_gain`` and ``p_no_auc_gain`` (the
+        bootstrap shares of resamples where its within-patient AUC, or pooled AUC, is no better
+        than weight 0's), ``level`` (what a p must not exceed: :data:`GATE_LEVEL` split over the
+        candidates) and ``passed`` (eligible: weight 0, or a significant gain with top-1 no
+        lower).
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     """
@@ -469,10 +472,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             above = np.isfinite(s) & (s > 1)
             if above.any() and (s[np.isfinite(s)] <= 100).all() and (s[np.isfinite(s)] >= 0).all():
-                i = int(np.flatnonzero(above)[0])  # a percentage column: the values <= 1 would be misread
+                first = int(np.flatnonzero(above)[0])  # a percentage column: the values <= 1 would be misread
                 raise TableError(
                     f"ContextRanker: column {self.score_col!r} has {int(above.sum())} value(s) above 1 "
-                    f"(first: {preview_cells(X[self.score_col].iloc[i])} at {describe_rows(X, above)}), all "
+                    f"(first: {preview_cells(X[self.score_col].iloc[first])} at {describe_rows(X, above)}), all "
                     "within [0, 100]: it looks like percentages, and its values below 1 would be misread; "
                     "divide the column by 100 if it holds percentages, or fix the rows if these are typos "
                     "(a probability in [0, 1] is expected)")
@@ -791,16 +794,17 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         return np.lexsort((content, ids, pid))
 
     def _choose_gate(self, raw: np.ndarray, offset: np.ndarray, y: np.ndarray, codes: np.ndarray
-                     ) -> tuple[float, list[dict[str, float]]]:
+                     ) -> tuple[float, list[dict[str, Any]]]:
         """The within-patient weight: fixed, or chosen on the out-of-fold logits ``raw``.
 
-        A weight above 0 is eligible when its gain in within-patient AUC over weight 0 (the
-        offset's order) is significant on the inner folds' patients (one-sided paired patient
-        bootstrap, :data:`GATE_LEVEL` split over the candidates) and its top-1 is no lower;
-        among the eligible weights and 0, the largest sum of within-patient AUC and top-1 wins
-        (ties: the smaller weight). Choosing the best-looking weight without the test reordered
-        lesions on noise: on SIIM-ISIC the inner folds' small gains did not carry over to the
-        held-out patients (docs/ranking.md).
+        A weight above 0 is eligible when, on the inner folds' patients, its gain over weight 0
+        (the offset's order) is significant (one-sided paired patient bootstrap,
+        :data:`GATE_LEVEL` split over the candidates) in within-patient AUC, or in pooled AUC
+        with within-patient AUC no lower; in both cases top-1 must be no lower. Among weight 0
+        and the eligible weights, the largest sum of within-patient AUC and top-1 wins (ties:
+        the smaller weight). Choosing the best-looking weight without a test reordered lesions
+        on noise: on SIIM-ISIC the inner folds' small gains did not carry over to the held-out
+        patients (docs/ranking.md, ``benchmarks/gate_rules.py``).
         """
         if self.within_patient != "auto":
             return float(self.within_patient), []
@@ -810,23 +814,25 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
 
         level = GATE_LEVEL / (len(GATE_WEIGHTS) - 1)
         base_z = offset + _gate(raw - offset, codes, 0.0)
-        scores = []
+        scores: list[dict[str, Any]] = []
         for w in GATE_WEIGHTS:
             z = offset + _gate(raw - offset, codes, w)
             wp = float(np.nan_to_num(within_patient_auc(y, z, codes).value, nan=0.0))
-            row = {"weight": w, "within_patient_auc": wp, "top1": float(topk_rate(y, z, codes, 1)),
-                   "p_no_gain": 1.0}
+            row: dict[str, Any] = {"weight": w, "within_patient_auc": wp, "top1": float(topk_rate(y, z, codes, 1)),
+                                   "p_no_gain": 1.0, "p_no_auc_gain": 1.0}
             if w > 0:
-                gain = paired_bootstrap("within_patient_auc", y, z, base_z, codes, n_boot=GATE_BOOT,
-                                        random_state=self.random_state)
-                row["p_no_gain"] = float(np.nan_to_num(gain.p_le_0, nan=1.0))
+                for key, metric in (("p_no_gain", "within_patient_auc"), ("p_no_auc_gain", "auc")):
+                    gain = paired_bootstrap(metric, y, z, base_z, codes, n_boot=GATE_BOOT,
+                                            random_state=self.random_state)
+                    row[key] = float(np.nan_to_num(gain.p_le_0, nan=1.0))
             scores.append(row)
         base = scores[0]
         for r in scores:
             r["level"] = level
-            r["passed"] = r["weight"] == 0 or (r["p_no_gain"] <= level and r["top1"] >= base["top1"] - 1e-12)
-        ok = [r for r in scores if r["passed"]]
-        best = max(ok, key=lambda r: (r["within_patient_auc"] + r["top1"], -r["weight"]))
+            ordered = r["p_no_gain"] <= level
+            pooled = r["p_no_auc_gain"] <= level and r["within_patient_auc"] >= base["within_patient_auc"] - 1e-12
+            r["passed"] = bool(r["weight"] == 0 or ((ordered or pooled) and r["top1"] >= base["top1"] - 1e-12))
+        best = max((r for r in scores if r["passed"]), key=lambda r: (r["within_patient_auc"] + r["top1"], -r["weight"]))
         return float(best["weight"]), scores
 
     def _check_input(self, X: Any) -> pd.DataFrame:
