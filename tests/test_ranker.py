@@ -463,11 +463,13 @@ def test_cnn_scores_that_look_like_percentages_are_refused_as_a_column(fitted, c
                  lambda: ContextRanker().fit(pct, pct["target"])):
         with pytest.raises(TableError, match=r"looks like percentages.*divide the column by 100"):
             call()
-    # a value above 100 is not a percentage: that row alone is an error
-    odd = clinic.copy()
-    odd.loc[2, "cnn_score"] = 250.0
-    scores, errors = fitted.rank(odd)
-    assert list(errors["row"]) == [2] and len(scores) == len(odd) - 1
+    # a value above 100 is not a percentage, and a lone value above 1 is a typo: those rows alone are errors
+    for value in (250.0, 2.0):
+        odd = clinic.copy()
+        odd.loc[2, "cnn_score"] = value
+        scores, errors = fitted.rank(odd)
+        assert list(errors["row"]) == [2] and len(scores) == len(odd) - 1
+    assert "a percentage? divide the column by 100" in errors["message"][0]
 
 
 def test_fit_refuses_labels_whose_index_disagrees_with_the_table(clinic):

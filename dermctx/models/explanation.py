@@ -130,7 +130,8 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         z = ctx.z[source][i]
         if standing[source][2][i] <= 0:
             return f"{source} {format_number(value)} (no other lesions to compare)"
-        return f"{source} {compare(source)} ({z:+.1f} SD from their mean)"
+        where = "at their mean" if abs(z) < 0.05 else f"{z:+.1f} SD from their mean"  # never "-0.0 SD"
+        return f"{source} {compare(source)} ({where})"
     if source == "patient" and "patient" in ctx.values:
         return f"the patient has {plural(int(ctx.values['patient'][i]), 'lesion')}"
     if source == "set_model":

@@ -113,6 +113,9 @@ GATE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 GATE_LEVEL: float = 0.05
 #: Patient resamples of that bootstrap.
 GATE_BOOT: int = 400
+#: A CNN score column with at least this share of its values in (1, 100] (and two or more) is
+#: refused as percentages: its values below 1 would otherwise be read as probabilities.
+PERCENT_SHARE: float = 0.05
 #: The correction GBM's settings when ``gbm`` is None: fixed and conservative (no early stopping
 #: on the few dozen melanomas of an inner fold).
 CORRECTION_GBM: dict[str, Any] = {"n_estimators": 150, "learning_rate": 0.02, "num_leaves": 7,
@@ -471,7 +474,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if self.uses_cnn_:
             s = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             above = np.isfinite(s) & (s > 1)
-            if above.any() and (s[np.isfinite(s)] <= 100).all() and (s[np.isfinite(s)] >= 0).all():
+            finite = s[np.isfinite(s)]
+            # several values in (1, 100], at least PERCENT_SHARE of them: a percentage column, whose
+            # values below 1 would be misread; a lone value above 1 is that row's error
+            if (above.sum() >= 2 and above.sum() >= PERCENT_SHARE * len(finite)
+                    and (finite <= 100).all() and (finite >= 0).all()):
                 first = int(np.flatnonzero(above)[0])  # a percentage column: the values <= 1 would be misread
                 raise TableError(
                     f"ContextRanker: column {self.score_col!r} has {int(above.sum())} value(s) above 1 "
@@ -481,9 +488,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                     "(a probability in [0, 1] is expected)")
             bad = ~np.isfinite(s) | (s < 0) | (s > 1)
             for i in np.flatnonzero(bad):
+                hint = " (a percentage? divide the column by 100)" if 1 < s[i] <= 100 else ""
                 problems.setdefault(
                     int(i), f"column {self.score_col!r} is {preview_cells(X[self.score_col].iloc[i])}; "
-                    "expected a probability in [0, 1]"
+                    f"expected a probability in [0, 1]{hint}"
                 )
         if self.emb_cols_:
             e = X[self.emb_cols_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -504,15 +512,17 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 problems.setdefault(int(i), f"column {col!r} is {preview_cells(X[col].iloc[i])}; expected {expected[col]} or missing")
         return sorted(problems.items())
 
-    def _raise_problems(self, X: pd.DataFrame) -> None:
+    def _raise_problems(self, X: pd.DataFrame, *, fitting: bool = False) -> None:
         problems = self._row_problems(X)
         if problems:
             mask = np.zeros(len(X), dtype=bool)
             mask[[i for i, _ in problems]] = True
+            what, hint = (("cannot be used for fitting", "fix or drop these rows") if fitting else
+                          ("cannot be scored", "fix or drop these rows (rank() scores the others and lists "
+                                               "these as errors)"))
             raise TableError(
-                f"ContextRanker: {len(problems)} row(s) cannot be scored, e.g. {problems[0][1]}, at "
-                f"{describe_rows(X, mask)}; fix or drop these rows (rank() scores the others and "
-                "lists these as errors)"
+                f"ContextRanker: {len(problems)} row(s) {what}, e.g. {problems[0][1]}, at "
+                f"{describe_rows(X, mask)}; {hint}"
             )
 
     # -- features ------------------------------------------------------------------------------
@@ -697,7 +707,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if self.use_set_model is True and not set_inputs:
             raise TableError(f"use_set_model=True needs embedding columns '{self.embedding_prefix}*' "
                              "or context_features")
-        self._raise_problems(X)
+        self._raise_problems(X, fitting=True)
         self._warn_empty_inputs(X, cols)
         self.classes_ = np.array([0, 1])
 
