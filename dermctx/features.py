@@ -74,9 +74,13 @@ def _loo_moments(
     ``var_other`` (0 where ``n_other < 1``). Rows with NaN ``x`` are left out of every sum.
     """
     valid = ~np.isnan(x)
-    centre = np.nanmean(x) if valid.any() else 0.0
-    xc = np.where(valid, x - centre, 0.0)  # centred for numerical stability of sum of squares
     count = np.bincount(codes, weights=valid.astype(float), minlength=n_groups)
+    # centred on each group's own mean for the numerical stability of the sum of squares: a centre
+    # shared by the batch would let one extreme value cost every other patient precision
+    with np.errstate(invalid="ignore", divide="ignore"):
+        group_mean = np.bincount(codes, weights=np.where(valid, x, 0.0), minlength=n_groups) / count
+    centre = np.nan_to_num(group_mean, nan=0.0)[codes]
+    xc = np.where(valid, x - centre, 0.0)
     s = np.bincount(codes, weights=xc, minlength=n_groups)
     q = np.bincount(codes, weights=xc * xc, minlength=n_groups)
     n_other = count[codes] - valid

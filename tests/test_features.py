@@ -164,3 +164,20 @@ def test_large_patient_sample_does_not_depend_on_the_other_patients():
     both = patient_context_features(table, exact_max=10, random_state=1)
     alone = patient_context_features(table[table.patient_id == "b"], exact_max=10, random_state=1)
     pd.testing.assert_frame_equal(alone, both[table.patient_id == "b"])
+
+
+def test_an_extreme_value_changes_no_other_patients_features():
+    # given the fitted scales, a lesion's features depend on its own patient's lesions only, even
+    # next to a value of 1e20 (the batch's values must not share a centre or a running sum)
+    rng = np.random.default_rng(2)
+    n = 80
+    t = pd.DataFrame({"patient_id": np.repeat(list("ABCD"), n // 4), "site": rng.choice(["torso", "head/neck"], n),
+                      "x": rng.normal(5, 1, n)})
+    scales = {"x": 1.0}
+    clean = patient_context_features(t, ["x"], scales=scales)
+    for value in (1e20, 1e300):
+        odd = t.copy()
+        odd.loc[0, "x"] = value  # patient A
+        f = patient_context_features(odd, ["x"], scales=scales)
+        others = (t["patient_id"] != "A").to_numpy()
+        pd.testing.assert_frame_equal(f[others], clean[others], rtol=1e-12)

@@ -60,6 +60,7 @@ from dermctx.features import (
     patient_context_features,
     patient_outlier_features,
 )
+from dermctx.formatting import plural
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
 from dermctx.models.folder import (
     MANIFEST,
@@ -1010,6 +1011,18 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         paths = X["path"].to_numpy() if "path" in X.columns else [None] * len(X)
         errors = errors_frame(error_record(ids[i], i, paths[i], "rank", msg) for i, msg in problems)
         good = X.iloc[np.flatnonzero(~bad)]
+        if bad.any():  # the refused lesions are missing from their patients' context: say whose
+            pid = X["patient_id"].astype(str)
+            hit = pid[bad].value_counts()
+            total = pid.value_counts()
+            partial = [p for p in hit.index if total[p] > hit[p]]
+            if partial:
+                p0 = partial[0]
+                warnings.warn(
+                    f"ContextRanker.rank: {plural(len(partial), 'patient')} lost lesions to the errors table "
+                    f"(e.g. {p0!r}: {hit[p0]} of {total[p0]} could not be scored); their other lesions are scored "
+                    "and ranked among themselves only, without the refused ones as context",
+                    DermctxWarning, stacklevel=2)
         score = _sigmoid(self._logit_unchecked(good)) if len(good) else np.zeros(0)
         scores = pd.DataFrame({
             "image_id": ids[~bad],
