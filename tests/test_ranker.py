@@ -508,3 +508,15 @@ def test_column_names_lightgbm_refuses_are_kept_as_given(clinic, tmp_path):
     two = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a b", "a_b"])
     gbm = MetadataGBM(n_estimators=5, min_child_samples=5).fit(two, rng.integers(0, 2, 60))
     assert list(MetadataGBM.from_state(*gbm.to_state()).feature_names_in_) == ["a b", "a_b"]
+
+
+def test_several_images_of_one_lesion_are_flagged(fitted, clinic):
+    # each image counts as a lesion of the patient's context: a second image of a lesion would be
+    # its closest neighbour, so the user is told
+    twice = pd.concat([clinic, clinic.iloc[[0]].assign(image_id="ISIC_copy")], ignore_index=True)
+    twice["lesion_id"] = [f"L{i}" for i in range(len(clinic))] + ["L0"]
+    with pytest.warns(DermctxWarning, match="1 lesion of the table has several images.*'L0'"):
+        fitted.rank(twice)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)
+        fitted.rank(clinic.assign(lesion_id=[f"L{i}" for i in range(len(clinic))]))

@@ -710,6 +710,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                              "or context_features")
         self._raise_problems(X, fitting=True)
         self._warn_empty_inputs(X, cols)
+        self._warn_repeated_lesions(X, "ContextRanker.fit")
         self.classes_ = np.array([0, 1])
 
         # one canonical row order (by patient, lesion id, then content): the model does not
@@ -770,6 +771,23 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _lesion_columns(self) -> list[str]:
         """The lesion model's inputs, as named in the correction GBM's feature frame."""
         return list(dict.fromkeys(["age", "sex", "site", *self.context_features_, *self.extra_features]))
+
+    @staticmethod
+    def _warn_repeated_lesions(X: pd.DataFrame, who: str) -> None:
+        """Several images of one lesion each count as a lesion of the patient's context: say so."""
+        if "lesion_id" not in X.columns or not len(X):
+            return
+        known = X["lesion_id"].notna() & (X["lesion_id"].astype(str).str.strip() != "")
+        keys = X.loc[known, ["patient_id", "lesion_id"]].astype(str)
+        repeated = keys[keys.duplicated(keep=False)]
+        if len(repeated):
+            first = repeated.iloc[0]
+            n = len(repeated.drop_duplicates())
+            warnings.warn(f"{who}: {plural(n, 'lesion')} of the table {'has' if n == 1 else 'have'} several images "
+                          f"(e.g. lesion_id {first['lesion_id']!r} of patient {first['patient_id']!r}); each image "
+                          "counts as one of the patient's lesions in the context features, so a lesion's other "
+                          "image is its closest neighbour. Keep one image per lesion for context scores",
+                          DermctxWarning, stacklevel=3)
 
     @staticmethod
     def _warn_empty_inputs(X: pd.DataFrame, cols: list[str], when: str = "training") -> None:
@@ -1004,6 +1022,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """
         X = self._check_input(X)
         self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
+        self._warn_repeated_lesions(X, "ContextRanker.rank")
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(len(X)).astype(str)
         problems = self._row_problems(X)
         bad = np.zeros(len(X), dtype=bool)
