@@ -12,6 +12,7 @@ import pytest
 from dermctx.errors import LeakageError, ModelError, TableError
 from dermctx.features import _loo_median, patient_context_features, patient_outlier_features
 from dermctx.metrics import within_patient_auc
+from dermctx.models.explanation import ISIC2024_LABELS
 from dermctx.models.folder import write_manifest
 from dermctx.models.gbm import ROUND_STEP, MetadataGBM
 from dermctx.models.ranker import (
@@ -21,6 +22,7 @@ from dermctx.models.ranker import (
     WHOLE_MODEL_GBM,
     ContextRanker,
 )
+from dermctx.synthetic import make_tbp_patients
 
 FAST = {"gbm": MetadataGBM(n_estimators=60, min_child_samples=20), "n_folds": 3}
 COLS = ["size_mm", "colour", "border", "hue"]
@@ -340,3 +342,24 @@ def test_score_patient_above_max_loo_leaves_out_the_most_atypical_lesions(ranker
     named = set(out["raised_by"].dropna()) | set(out["lowered_by"].dropna())
     assert named and named <= {big["image_id"].iloc[i] for i in left_out}
     assert len(exact) == 10 and exact["raised_by"].notna().any()
+
+
+def test_explanations_in_a_clinicians_words(ranker, measured):
+    # labels word the columns; the ISIC 2024 measurements have plain words built in
+    one = measured[measured["patient_id"] == measured.loc[measured["target"] == 1, "patient_id"].iloc[0]]
+    plain = ranker.score_patient(one)
+    worded = ranker.score_patient(one, labels={"size_mm": "diameter (mm)"})
+    mel = one.loc[one["target"] == 1, "image_id"].iloc[0]
+    text = worded.set_index("image_id").loc[mel, "explanation"]
+    assert "diameter (mm) higher than" in text and "size_mm" not in text
+    assert plain.set_index("image_id").loc[mel, "explanation"] == text.replace("diameter (mm)", "size_mm")
+    scores, _ = ranker.rank(one, explain=True, labels={"size_mm": "diameter (mm)"})
+    assert scores["explanation"].str.contains("diameter \\(mm\\)").any()
+    with pytest.raises(TableError, match="labels"):
+        ranker.explain(one, labels="clinic")
+    tbp = make_tbp_patients(30, random_state=0)
+    cols = [c for c in tbp.columns if c.startswith("tbp_lv_")][:5]
+    model = ContextRanker(score_col=None, context_features=cols, **FAST).fit(
+        tbp.drop(columns=["planted_feature", "planted_direction"]), tbp["target"])
+    words = " ".join(model.explain(tbp.drop(columns=["planted_feature", "planted_direction"]), labels="isic2024"))
+    assert "tbp_lv_" not in words and any(ISIC2024_LABELS[c] in words for c in cols)

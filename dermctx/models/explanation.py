@@ -32,13 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dermctx.formatting import format_number, format_probability, plural
 
-__all__ = ["ExplanationContext", "describe", "format_probability", "source_of"]
+__all__ = ["ISIC2024_LABELS", "ExplanationContext", "describe", "format_probability", "resolve_labels", "source_of"]
 
 #: Sources shared by all of a patient's lesions; their contributions are left out of the words.
 PATIENT_LEVEL: tuple[str, ...] = ("age", "sex", "patient")
@@ -52,6 +53,50 @@ def source_of(feature: str) -> str:
     base = feature.split("__", 1)[0]
     return "image_size" if base in ("area", "width", "height") else base
 
+
+#: Words for the ISIC 2024 (SLICE-3D) per-lesion measurements, for ``labels="isic2024"`` in
+#: :meth:`dermctx.ContextRanker.explain`, ``score_patient`` and ``rank``. From the challenge's
+#: description of ``train-metadata.csv`` (Kurtansky et al., "The SLICE-3D dataset", Scientific
+#: Data 11, 884, 2024): colours are CIELAB values of the 3D total-body photograph, inside the
+#: lesion or on the skin just outside it ("ext").
+ISIC2024_LABELS: dict[str, str] = {
+    "clin_size_long_diam_mm": "largest diameter (mm)",
+    "tbp_lv_A": "redness (A*) inside", "tbp_lv_Aext": "redness (A*) of the surrounding skin",
+    "tbp_lv_B": "yellowness (B*) inside", "tbp_lv_Bext": "yellowness (B*) of the surrounding skin",
+    "tbp_lv_C": "colour saturation (chroma) inside", "tbp_lv_Cext": "chroma of the surrounding skin",
+    "tbp_lv_H": "hue inside", "tbp_lv_Hext": "hue of the surrounding skin",
+    "tbp_lv_L": "lightness (L*) inside", "tbp_lv_Lext": "lightness (L*) of the surrounding skin",
+    "tbp_lv_areaMM2": "area (mm²)", "tbp_lv_area_perim_ratio": "border jaggedness (perimeter²/area)",
+    "tbp_lv_color_std_mean": "colour irregularity inside",
+    "tbp_lv_deltaA": "redness contrast with the surrounding skin",
+    "tbp_lv_deltaB": "yellowness contrast with the surrounding skin",
+    "tbp_lv_deltaL": "lightness contrast with the surrounding skin",
+    "tbp_lv_deltaLB": "contrast with the surrounding skin (L*, B*)",
+    "tbp_lv_deltaLBnorm": "contrast with the surrounding skin (normalised)",
+    "tbp_lv_eccentricity": "eccentricity (elongation)", "tbp_lv_minorAxisMM": "smallest diameter (mm)",
+    "tbp_lv_nevi_confidence": "the TBP software's nevus confidence",
+    "tbp_lv_norm_border": "border irregularity (0-10)", "tbp_lv_norm_color": "colour variation (0-10)",
+    "tbp_lv_perimeterMM": "perimeter (mm)", "tbp_lv_radial_color_std_max": "colour asymmetry (radial)",
+    "tbp_lv_stdL": "lightness variation inside", "tbp_lv_stdLExt": "lightness variation of the surrounding skin",
+    "tbp_lv_symm_2axis": "border asymmetry", "tbp_lv_symm_2axis_angle": "angle of the asymmetry axis",
+    "tbp_lv_x": "position on the body (x)", "tbp_lv_y": "position on the body (y)",
+    "tbp_lv_z": "position on the body (z)", "tbp_lv_dnn_lesion_confidence": "the TBP software's lesion confidence",
+}
+
+
+def resolve_labels(labels: Any) -> dict[str, str]:
+    """``labels`` of the explanations as a mapping: None (column names), "isic2024"
+    (:data:`ISIC2024_LABELS`) or a dict of column -> words. Raises ValueError otherwise."""
+    if labels is None:
+        return {}
+    if isinstance(labels, str):
+        if labels == "isic2024":
+            return dict(ISIC2024_LABELS)
+        raise ValueError(f"labels={labels!r}; expected None, 'isic2024' or a dict of column -> words")
+    if not isinstance(labels, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                  for k, v in labels.items()):
+        raise ValueError("labels: expected a dict of column name -> non-empty words (or None, 'isic2024')")
+    return dict(labels)
 
 @dataclass
 class ExplanationContext:
@@ -71,6 +116,9 @@ class ExplanationContext:
         Text values (sex, site).
     group_sizes : dict of str to int
         Number of columns of each outlier group.
+    names : dict of str to str
+        Words for a column in the sentences (``"area (mm²)"`` for ``tbp_lv_areaMM2``); a column
+        without one is named as it is.
     families : list of list of str
         Groups of strongly correlated context sources (size: area, perimeter, diameter...).
         Their contributions are worded together, by the member on which this lesion deviates
@@ -87,6 +135,7 @@ class ExplanationContext:
     group_sizes: dict[str, int] = field(default_factory=dict)
     families: list[list[str]] = field(default_factory=list)
     score_source: str | None = None
+    names: dict[str, str] = field(default_factory=dict)  # a column's words in the sentences
 
 
 def _standing(x: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,20 +174,21 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         return _phrase(head, i, ctx, standing) + f" and {plural(others, 'correlated measurement')}"
     if source in ctx.z:
         value = ctx.values[source][i]
+        name = ctx.names.get(source, source)
         if not np.isfinite(value):
-            return f"{source} missing"
+            return f"{name} missing"
         z = ctx.z[source][i]
         if standing[source][2][i] <= 0:
-            return f"{source} {format_number(value)} (no other lesions to compare)"
+            return f"{name} {format_number(value)} (no other lesions to compare)"
         where = "at their mean" if abs(z) < 0.05 else f"{z:+.1f} SD from their mean"  # never "-0.0 SD"
-        return f"{source} {compare(source)} ({where})"
+        return f"{name} {compare(source)} ({where})"
     if source == "patient" and "patient" in ctx.values:
         return f"the patient has {plural(int(ctx.values['patient'][i]), 'lesion')}"
     if source == "set_model":
         return "the set model (attention over the patient's lesions)"
     if source in ctx.labels:
         label = ctx.labels[source][i]
-        return f"{source} {label if label is not None else 'missing'}"
+        return f"{ctx.names.get(source, source)} {label if label is not None else 'missing'}"
     if source in ctx.values:
         value = ctx.values[source][i]
         return f"{source} {format_number(value)}" if np.isfinite(value) else f"{source} missing"

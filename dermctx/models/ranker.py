@@ -962,18 +962,27 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             out[key] = out.get(key, 0.0) + value
         return pd.DataFrame(out, index=X.index)
 
-    def explain(self, X: pd.DataFrame) -> list[str]:
+    def explain(self, X: pd.DataFrame, *, labels: Any = None) -> list[str]:
         """One sentence per lesion (input order): the sources that raised and lowered its score,
-        in the patient's terms (:func:`dermctx.models.explanation.describe`)."""
-        from dermctx.models.explanation import ExplanationContext, describe
+        in the patient's terms (:func:`dermctx.models.explanation.describe`).
 
+        ``labels`` words the columns: None (their names), ``"isic2024"`` (plain words for the
+        ISIC 2024 measurements, :data:`dermctx.models.explanation.ISIC2024_LABELS`) or a dict of
+        column -> words (``{"size_mm": "diameter (mm)"}``). Raises TableError for anything else.
+        """
+        from dermctx.models.explanation import ExplanationContext, describe, resolve_labels
+
+        try:
+            names = resolve_labels(labels)
+        except ValueError as exc:
+            raise TableError(f"ContextRanker.explain: {exc}") from exc
         X = self._check_input(X)
         self._raise_problems(X)
         if not len(X):
             return []
         frame, design, offset, codes = self._stages(X)
         contributions = self._contributions(X, frame, design, offset, codes)
-        ctx = ExplanationContext(codes=codes, score_source=self.score_col if self.uses_cnn_ else None)
+        ctx = ExplanationContext(codes=codes, score_source=self.score_col if self.uses_cnn_ else None, names=names)
         if self.uses_cnn_:
             ctx.values[str(self.score_col)] = pd.to_numeric(X[self.score_col], errors="coerce").to_numpy(float)
         for col in self.context_features_:
@@ -1005,10 +1014,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         return (self.decision_function(X) > 0).astype(int)
 
     # -- batch and per-patient use -----------------------------------------------------------
-    def rank(self, X: pd.DataFrame, *, explain: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def rank(self, X: pd.DataFrame, *, explain: bool = False, labels: Any = None
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Score a batch, keeping going past bad rows.
 
-        With ``explain=True`` the scores have an ``explanation`` column (:meth:`explain`).
+        With ``explain=True`` the scores have an ``explanation`` column (:meth:`explain`, worded
+        with ``labels``).
 
         Returns
         -------
@@ -1052,10 +1063,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             scores.groupby("patient_id")["score"].rank(ascending=False, method="min").astype(int)
         )
         if explain:
-            scores["explanation"] = self.explain(good) if len(good) else []
+            scores["explanation"] = self.explain(good, labels=labels) if len(good) else []
         return scores, errors
 
-    def score_patient(self, X: pd.DataFrame, *, max_loo: int = 128) -> pd.DataFrame:
+    def score_patient(self, X: pd.DataFrame, *, max_loo: int = 128, labels: Any = None) -> pd.DataFrame:
         """One patient's lesions sorted by score, with the context explanation.
 
         The explanation is leave-one-lesion-out: lesion ``j``'s effect on lesion ``i`` is
@@ -1072,6 +1083,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             whose removal moves the others' context most; ``raised_by``/``lowered_by`` are then
             chosen among them. Time and memory grow as ``n * min(n, max_loo)`` (blocks of at most
             100,000 rows), so a 2,000-lesion patient takes seconds, not the ``n^2`` of exact.
+        labels : None, "isic2024" or dict of str to str
+            Words for the columns in the explanations (:meth:`explain`).
 
         Returns
         -------
@@ -1096,7 +1109,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         n = len(X)
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(n).astype(str)
         full = _sigmoid(self._logit_unchecked(X))
-        words = self.explain(X)
+        words = self.explain(X, labels=labels)
         left_out = np.arange(n) if n <= max_loo else self._most_atypical(X, max_loo)
         change = np.zeros((n, len(left_out)))  # change[i, k]: effect of lesion left_out[k] on lesion i
         per_block = max(1, 100_000 // max(n - 1, 1))  # leave-one-out sets scored per block
