@@ -198,9 +198,11 @@ def test_auto_refuses_a_mostly_numeric_column_with_text_cells(measured):
     t.loc[7, "size_mm"] = "-"
     with pytest.raises(TableError, match="'size_mm' is mostly numbers but 1 cell"):
         ContextRanker(score_col=None, context_features="auto", **FAST).fit(t, t["target"])
-    ok = measured.assign(note=["seen twice"] * len(measured))  # a text column is not a measurement
+    ok = measured.assign(note=["seen twice"] * len(measured))  # a text column is not a measurement,
+    ok["Unnamed: 0"] = np.arange(len(ok))  # nor a row index pandas wrote out
     r = ContextRanker(score_col=None, context_features="auto", **FAST).fit(ok, ok["target"])
-    assert "note" not in r.context_features_ and "size_mm" in r.context_features_
+    assert "note" not in r.context_features_ and "Unnamed: 0" not in r.context_features_
+    assert "size_mm" in r.context_features_
 
 
 def test_same_scores_for_shuffled_training_rows(measured):

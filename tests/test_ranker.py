@@ -520,3 +520,16 @@ def test_several_images_of_one_lesion_are_flagged(fitted, clinic):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DermctxWarning)
         fitted.rank(clinic.assign(lesion_id=[f"L{i}" for i in range(len(clinic))]))
+
+
+def test_a_copied_row_is_one_error_not_a_lost_lesion_or_a_second_image(fitted, clinic):
+    copy = pd.concat([clinic, clinic.iloc[[0]]], ignore_index=True).assign(
+        lesion_id=[f"L{i}" for i in range(len(clinic))] + ["L0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)
+        scores, errors = fitted.rank(copy)
+    assert list(errors["row"]) == [len(clinic)] and len(scores) == len(clinic)
+    bad = clinic.copy()
+    bad.loc[[3, 40], "cnn_score"] = np.nan  # two patients lose a lesion: both named
+    with pytest.warns(DermctxWarning, match=r"2 patients lost lesions.*'P\d+' \(1 of \d+\), 'P\d+' \(1 of"):
+        fitted.rank(bad)

@@ -143,6 +143,12 @@ _NOT_CONTEXT = frozenset({"patient_id", "image_id", "lesion_id", "target", "age"
                           "width", "height", "path", "fold", "split"})
 
 
+def _is_index_column(name: Any) -> bool:
+    """A row index a spreadsheet or pandas wrote as a column (``Unnamed: 0``, ``index``, ``level_0``)."""
+    text = str(name).strip().lower()
+    return text.startswith("unnamed:") or text in ("index", "level_0", "row", "row_id", "row_index")
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
@@ -236,9 +242,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         (:func:`dermctx.patient_context_features`), the ISIC 2024 winning recipe. A lesion's
         features depend on its own patient's lesions only. Label-derived names are refused.
         ``"auto"``: every numeric column of the training table that is not identity, metadata,
-        image size, the CNN score, an embedding, an ``extra_features`` column or label-derived
-        (the choice is ``context_features_``; columns that leak the label by their values are
-        still refused).
+        image size, the CNN score, an embedding, an ``extra_features`` column, a written-out row
+        index (``Unnamed: 0``, ``index``, ``row_index``...) or label-derived (the choice is
+        ``context_features_``; columns that leak the label by their values are still refused;
+        a mostly numeric column with some text cells is refused, not skipped).
     outlier_groups : mapping of str to sequence of str, or None
         Groups of numeric columns scored as one point per lesion (standardised by the training
         mean and std): distance to the centroid of the patient's other lesions, its rank, kNN
@@ -377,7 +384,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             taken = {*_NOT_CONTEXT, self.score_col, *self.extra_features}
             prefix = self.embedding_prefix or "\0"
             for c in X.columns:  # a measurement with a few text cells ('-', '6,08') is not skipped quietly
-                if (c in taken or str(c).startswith(prefix) or str(c).lower() in LABEL_COLUMNS
+                if (c in taken or _is_index_column(c) or str(c).startswith(prefix) or str(c).lower() in LABEL_COLUMNS
                         or pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])):
                     continue
                 numbers, not_number = to_numbers(X[c], booleans=False)
@@ -389,7 +396,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                         f"{describe_rows(X, np.asarray(not_number))}); clean them (missing is fine), or "
                         "list the context features yourself")
             return [str(c) for c in X.columns
-                    if c not in taken and not str(c).startswith(prefix)
+                    if c not in taken and not str(c).startswith(prefix) and not _is_index_column(c)
                     and str(c).lower() not in LABEL_COLUMNS
                     and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
                     and X[c].nunique(dropna=True) > 1]
@@ -778,6 +785,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if "lesion_id" not in X.columns or not len(X):
             return
         known = X["lesion_id"].notna() & (X["lesion_id"].astype(str).str.strip() != "")
+        if "image_id" in X.columns:  # a copy of a row is refused on its own, not another image
+            known &= ~as_texts(X["image_id"]).duplicated().to_numpy()
         keys = X.loc[known, ["patient_id", "lesion_id"]].astype(str)
         repeated = keys[keys.duplicated(keep=False)]
         if len(repeated):
@@ -1041,17 +1050,21 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         paths = X["path"].to_numpy() if "path" in X.columns else [None] * len(X)
         errors = errors_frame(error_record(ids[i], i, paths[i], "rank", msg) for i, msg in problems)
         good = X.iloc[np.flatnonzero(~bad)]
-        if bad.any():  # the refused lesions are missing from their patients' context: say whose
+        copies = (as_texts(X["image_id"]).duplicated() & (as_texts(X["image_id"]) != "")).to_numpy() \
+            if "image_id" in X.columns else np.zeros(len(X), dtype=bool)
+        lost = bad & ~copies  # a refused copy of a scored row takes nothing from the context
+        if lost.any():  # the refused lesions are missing from their patients' context: say whose
             pid = X["patient_id"].astype(str)
-            hit = pid[bad].value_counts()
-            total = pid.value_counts()
+            hit = pid[lost].value_counts()
+            total = pid[~copies].value_counts()
             partial = [p for p in hit.index if total[p] > hit[p]]
             if partial:
-                p0 = partial[0]
+                named = ", ".join(f"{p!r} ({hit[p]} of {total[p]})" for p in partial[:5])
+                more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
                 warnings.warn(
-                    f"ContextRanker.rank: {plural(len(partial), 'patient')} lost lesions to the errors table "
-                    f"(e.g. {p0!r}: {hit[p0]} of {total[p0]} could not be scored); their other lesions are scored "
-                    "and ranked among themselves only, without the refused ones as context",
+                    f"ContextRanker.rank: {plural(len(partial), 'patient')} lost lesions to the errors table: "
+                    f"{named}{more}; their other lesions are scored and ranked among themselves only, "
+                    "without the refused ones as context (the errors table names the rows)",
                     DermctxWarning, stacklevel=2)
         score = _sigmoid(self._logit_unchecked(good)) if len(good) else np.zeros(0)
         scores = pd.DataFrame({
