@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed of the generated patients (default 2: ContextRanker's settings "
                              "were chosen on draws with seed 1)")
     parser.add_argument("--out", default="context_tbp", help="output stem under benchmarks/results/")
+    parser.add_argument("--scenarios", nargs="+", choices=["outlier", "phenotype", "null"], default=None,
+                        help="scenarios to run (default all three)")
     args = parser.parse_args(argv)
     n_patients = args.patients or (250 if args.quick else 800)
     n_boot = args.n_boot or (200 if args.quick else 1000)
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     body: list[str] = []
     scenarios = [("outlier", "outlier", None), ("outlier, phenotype_share=0.6", "outlier", 0.6),
                  ("null", "null", None)]
+    keys = {"outlier": "outlier", "outlier, phenotype_share=0.6": "phenotype", "null": "null"}
+    scenarios = [sc for sc in scenarios if args.scenarios is None or keys[sc[0]] in args.scenarios]
     for label, mode, share in scenarios:
         table = make_tbp_patients(n_patients, mode=mode, phenotype_share=share, random_state=args.data_seed)
         cols = measured_columns(table)
