@@ -365,3 +365,19 @@ def test_explanations_in_a_clinicians_words(ranker, measured):
         tbp.drop(columns=["planted_feature", "planted_direction"]), tbp["target"])
     words = " ".join(model.explain(tbp.drop(columns=["planted_feature", "planted_direction"]), labels="isic2024"))
     assert "tbp_lv_" not in words and any(ISIC2024_LABELS[c] in words for c in cols)
+
+
+def test_a_worded_deviation_never_contradicts_its_count():
+    # above 4 of the 5 others but below their mean (one large sibling): the count, without an SD
+    # of the other sign; a plain case keeps its SD
+    from dermctx.models.explanation import ExplanationContext, _phrase, _standing
+
+    x = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 10.0, 5.0, 1.0, 2.0])
+    codes = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    others_mean = (x[1:6].sum()) / 5
+    z = np.array([(1.0 - others_mean) / np.std(x[1:6])] + [0.0] * 5 + [2.5, -1.0, -0.5])
+    ctx = ExplanationContext(codes=codes, values={"x": x}, z={"x": z})
+    standing = {"x": _standing(x, codes)}
+    skewed = _phrase("x", 0, ctx, standing)
+    assert skewed == "x higher than 4 of the patient's 5 other lesions"
+    assert _phrase("x", 6, ctx, standing) == "x higher than 2 of the patient's 2 other lesions (+2.5 SD from their mean)"

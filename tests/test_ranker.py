@@ -489,6 +489,9 @@ def test_scoring_warns_when_a_fitted_input_is_missing_on_every_row(clinic):
                           n_folds=3).fit(t, t["target"])
     with pytest.warns(DermctxWarning, match=r"\['size_mm'\] are missing on all"):
         model.rank(t.assign(size_mm=np.nan))
+    one = t[t["patient_id"] == t["patient_id"].iloc[0]]
+    with pytest.warns(DermctxWarning, match=r"\['size_mm'\] are missing on all"):
+        model.score_patient(one.assign(size_mm=np.nan))
     with warnings.catch_warnings():
         warnings.simplefilter("error", DermctxWarning)
         model.rank(t.assign(age=np.nan))  # metadata is often unknown: no warning

@@ -180,8 +180,12 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         z = ctx.z[source][i]
         if standing[source][2][i] <= 0:
             return f"{name} {format_number(value)} (no other lesions to compare)"
-        where = "at their mean" if abs(z) < 0.05 else f"{z:+.1f} SD from their mean"  # never "-0.0 SD"
-        return f"{name} {compare(source)} ({where})"
+        lower, higher, _ = standing[source]
+        if abs(z) < 0.05:
+            return f"{name} {compare(source)} (at their mean)"  # never "-0.0 SD"
+        if (z > 0) != (lower[i] >= higher[i]):  # above most but below their mean (or the reverse):
+            return f"{name} {compare(source)}"  # a skewed set; the count alone does not contradict itself
+        return f"{name} {compare(source)} ({z:+.1f} SD from their mean)"
     if source == "patient" and "patient" in ctx.values:
         return f"the patient has {plural(int(ctx.values['patient'][i]), 'lesion')}"
     if source == "set_model":

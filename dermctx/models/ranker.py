@@ -1119,6 +1119,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if len(pids) != 1:
             raise TableError(f"score_patient: expected one patient's lesions, got {len(pids)} patients {list(pids[:5])}")
         self._raise_problems(X)
+        self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
+        self._warn_repeated_lesions(X, "ContextRanker.score_patient")
         n = len(X)
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(n).astype(str)
         full = _sigmoid(self._logit_unchecked(X))
