@@ -198,6 +198,9 @@ def test_auto_refuses_a_mostly_numeric_column_with_text_cells(measured):
     t.loc[7, "size_mm"] = "-"
     with pytest.raises(TableError, match="'size_mm' is mostly numbers but 1 cell"):
         ContextRanker(score_col=None, context_features="auto", **FAST).fit(t, t["target"])
+    comma = measured.assign(size_mm=measured["size_mm"].round(2).astype(str).str.replace(".", ",", regex=False))
+    with pytest.raises(TableError, match="'size_mm' holds numbers written with decimal commas"):
+        ContextRanker(score_col=None, context_features="auto", **FAST).fit(comma, comma["target"])
     ok = measured.assign(note=["seen twice"] * len(measured))  # a text column is not a measurement,
     ok["Unnamed: 0"] = np.arange(len(ok))  # nor a row index pandas wrote out
     r = ContextRanker(score_col=None, context_features="auto", **FAST).fit(ok, ok["target"])

@@ -388,6 +388,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                         or pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])):
                     continue
                 numbers, not_number = to_numbers(X[c], booleans=False)
+                text = X[c].dropna().astype(str).str.strip()
+                if len(text) and text.str.fullmatch(r"[-+]?\d+,\d+").mean() >= 0.5:
+                    raise TableError(
+                        f"ContextRanker: context_features='auto': column {str(c)!r} holds numbers written with "
+                        f"decimal commas (e.g. {text.iloc[0]!r}); read the file with decimal=',' (pandas) or "
+                        "convert the column, or list the context features yourself")
                 if not_number.any() and numbers.notna().sum() >= 0.5 * X[c].notna().sum() > 0:
                     i = int(np.flatnonzero(not_number)[0])
                     raise TableError(
