@@ -256,10 +256,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         Without a CNN score: fit a per-lesion :class:`~dermctx.MetadataGBM` (its default
         settings, unweighted classes) on age, sex, site, the raw context features and
         ``extra_features``, and use its out-of-fold logit as the offset, as a CNN's logit is
-        used. A trade-off, measured on generated ISIC 2024-style patients (docs/ranking.md):
-        where melanomas carry no patient-relative signal it keeps the ranker level with a
-        per-lesion LightGBM (the default loses about 0.01 AUC there), but where they are
-        outliers of their own patient it keeps only about half of the default's gain.
+        used. Measured on generated ISIC 2024-style patients (docs/ranking.md): level with a
+        per-lesion LightGBM where melanomas carry no patient-relative signal, as the default
+        is, but with a fraction of the default's gain where they are outliers of their own
+        patient; off by default.
     within_patient : "auto" or float in [0, 1]
         Weight of the part of the correction that reorders a patient's lesions (its deviation
         from the patient's mean correction). ``"auto"`` picks it from :data:`GATE_WEIGHTS` on
