@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermctx.errors import LeakageError, ModelError, TableError
+from dermctx.errors import DermctxWarning, LeakageError, ModelError, TableError
 from dermctx.features import _loo_median, patient_context_features, patient_outlier_features
 from dermctx.metrics import within_patient_auc
 from dermctx.models.explanation import ISIC2024_LABELS
@@ -337,10 +337,12 @@ def test_score_patient_above_max_loo_leaves_out_the_most_atypical_lesions(ranker
                         "sex": "female", "site": "torso", **{c: rng.normal(0, 0.5, n) for c in COLS}})
     big["hue"] = np.nan  # a measurement missing on every lesion of the patient
     big.loc[7, "size_mm"] += 4.0  # one clear outlier
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    # no numeric RuntimeWarning; the one warning says the fitted measurement is missing on every lesion
+    with pytest.warns(DermctxWarning, match=r"\['hue'\] are missing on all") as caught:
+        warnings.filterwarnings("error", category=RuntimeWarning)
         out = ranker.score_patient(big, max_loo=10)
         exact = ranker.score_patient(big.iloc[:10], max_loo=10)
+    assert {type(w.message) for w in caught} == {DermctxWarning}
     assert len(out) == n and sorted(out["rank"]) == list(range(1, n + 1))
     left_out = set(ranker._most_atypical(big, 10))
     assert 7 in left_out and len(left_out) == 10
