@@ -324,7 +324,7 @@ def test_fit_warns_when_a_declared_input_is_missing_on_every_row(measured):
     from dermctx.errors import DermctxWarning
 
     t = measured.assign(age=np.nan, sex=None, site=None)
-    with pytest.warns(DermctxWarning, match=r"\['age', 'sex', 'site'\] are missing on all"):
+    with pytest.warns(DermctxWarning, match=r"\['age', 'sex', 'site'\] are missing on all.*always read"):
         ContextRanker(score_col=None, context_features=COLS, **FAST).fit(t, t["target"])
 
 

@@ -812,9 +812,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if not empty or not len(X):
             return
         if when == "training":
+            meta = [c for c in empty if c in ("age", "sex", "site")]
+            hint = ("fill them in if you have them; age, sex and site are always read, so a table without "
+                    "them needs nothing else" if meta else "fill them in, or leave them out of the settings")
             warnings.warn(f"ContextRanker.fit: column(s) {empty} are missing on all {len(X)} training rows; "
-                          "the model learns nothing from them (fill them in, or leave them out of the "
-                          "settings)", DermctxWarning, stacklevel=3)
+                          f"the model learns nothing from them ({hint})", DermctxWarning, stacklevel=3)
         else:
             warnings.warn(f"ContextRanker: column(s) {empty} are missing on all {len(X)} rows scored; the model "
                           "was fitted with them, so these scores rest on the other inputs alone and may "
