@@ -40,7 +40,7 @@ from _real_data import load_isic_oof
 
 from dermctx.label_guard import LABEL_COLUMNS
 from dermctx.metrics import paired_bootstrap, topk_rate, within_patient_auc
-from dermctx.models.ranker import ContextRanker
+from dermctx.models.ranker import ContextRanker, _gate
 from dermctx.splits import PatientKFold
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,11 +70,10 @@ def compare(table: pd.DataFrame, make) -> tuple[list[dict[str, object]], dict[st
             model = make().fit(X[~test], y[~test])
             frame, _, offset, codes = model._stages(X[test])
             correction = model.gbm_.decision_function(frame.assign(__offset__=offset)) - offset
-            mean = pd.Series(correction).groupby(codes).transform("mean").to_numpy()
             weights = {"significant gain": model.within_patient_weight_,
                        "best-looking": best_looking(model.gate_scores_), "always 0": 0.0, "always 1": 1.0}
             for rule, w in weights.items():
-                z = offset + mean + w * (correction - mean)
+                z = offset + _gate(correction, codes, w)  # the ranker's own gating
                 a, b = model.calibration_  # the rule's own calibration would differ; AUCs do not
                 scores[rule][seed][test] = 1 / (1 + np.exp(-(a * z + b)))
                 chosen[rule].append(float(w))

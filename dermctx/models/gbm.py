@@ -256,7 +256,8 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             Out-of-fold logits (at the chosen round count); NaN for a row no fold held out.
         """
         frame, y_enc, base, offset = self._prepare(X, y, sample_weight)
-        full = self._dataset(frame, y_enc, self._class_weights(y_enc, base), offset).construct()
+        weight = self._class_weights(y_enc, base)
+        full = self._dataset(frame, y_enc, weight, offset).construct()
         pairs = [(np.sort(np.asarray(tr, dtype=int)), np.asarray(te, dtype=int)) for tr, te in folds]
         held = np.concatenate([te for _, te in pairs]) if pairs else np.empty(0, dtype=int)
         if len(np.unique(held)) != len(held):
@@ -269,7 +270,6 @@ class MetadataGBM(ClassifierMixin, BaseEstimator):
             parts.append(part)
         oof = np.full(len(frame), np.nan)
         if choose_rounds and pairs:
-            weight = self._class_weights(y_enc, base)
             self.n_rounds_, oof = self._grow_together(frame, y_enc, weight, offset, parts, pairs)
         else:
             self.n_rounds_ = int(self.n_estimators)

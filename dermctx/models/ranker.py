@@ -143,6 +143,14 @@ _NOT_CONTEXT = frozenset({"patient_id", "image_id", "lesion_id", "target", "age"
                           "width", "height", "path", "fold", "split"})
 
 
+def _copied_rows(X: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: rows whose non-blank ``image_id`` an earlier row already has (a copy of a row)."""
+    if "image_id" not in X.columns:
+        return np.zeros(len(X), dtype=bool)
+    ids = as_texts(X["image_id"])
+    return (ids.duplicated() & (ids != "")).to_numpy()
+
+
 def _is_index_column(name: Any) -> bool:
     """A row index a spreadsheet or pandas wrote as a column (``Unnamed: 0``, ``index``, ``level_0``)."""
     text = str(name).strip().lower()
@@ -471,7 +479,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         pid = X["patient_id"]
         if "image_id" in X.columns:  # a copy of a row would count as another lesion of the patient
             ids = as_texts(X["image_id"])
-            for i in np.flatnonzero((ids.duplicated() & (ids != "")).to_numpy()):
+            for i in np.flatnonzero(_copied_rows(X)):
                 problems.setdefault(int(i), f"image_id {ids.iloc[i]!r} appears on an earlier row too; "
                                     "each lesion image once")
         for i in np.flatnonzero((pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()):
@@ -786,6 +794,27 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         return list(dict.fromkeys(["age", "sex", "site", *self.context_features_, *self.extra_features]))
 
     @staticmethod
+    def _warn_lost_lesions(X: pd.DataFrame, bad: np.ndarray) -> None:
+        """Lesions refused by ``rank`` are missing from their patients' context: say whose (a
+        refused copy of a scored row takes nothing from it)."""
+        copies = _copied_rows(X)
+        lost = bad & ~copies
+        if not lost.any():
+            return
+        pid = X["patient_id"].astype(str)
+        hit = pid[lost].value_counts()
+        total = pid[~copies].value_counts()
+        partial = [p for p in hit.index if total[p] > hit[p]]
+        if partial:
+            named = ", ".join(f"{p!r} ({hit[p]} of {total[p]})" for p in partial[:5])
+            more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
+            warnings.warn(
+                f"ContextRanker.rank: {plural(len(partial), 'patient')} lost lesions to the errors table: "
+                f"{named}{more}; their other lesions are scored and ranked among themselves only, "
+                "without the refused ones as context (the errors table names the rows)",
+                DermctxWarning, stacklevel=3)
+
+    @staticmethod
     def _warn_repeated_lesions(X: pd.DataFrame, who: str) -> None:
         """Several images of one lesion each count as a lesion of the patient's context: say so."""
         if "lesion_id" not in X.columns or not len(X):
@@ -1058,22 +1087,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         paths = X["path"].to_numpy() if "path" in X.columns else [None] * len(X)
         errors = errors_frame(error_record(ids[i], i, paths[i], "rank", msg) for i, msg in problems)
         good = X.iloc[np.flatnonzero(~bad)]
-        copies = (as_texts(X["image_id"]).duplicated() & (as_texts(X["image_id"]) != "")).to_numpy() \
-            if "image_id" in X.columns else np.zeros(len(X), dtype=bool)
-        lost = bad & ~copies  # a refused copy of a scored row takes nothing from the context
-        if lost.any():  # the refused lesions are missing from their patients' context: say whose
-            pid = X["patient_id"].astype(str)
-            hit = pid[lost].value_counts()
-            total = pid[~copies].value_counts()
-            partial = [p for p in hit.index if total[p] > hit[p]]
-            if partial:
-                named = ", ".join(f"{p!r} ({hit[p]} of {total[p]})" for p in partial[:5])
-                more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
-                warnings.warn(
-                    f"ContextRanker.rank: {plural(len(partial), 'patient')} lost lesions to the errors table: "
-                    f"{named}{more}; their other lesions are scored and ranked among themselves only, "
-                    "without the refused ones as context (the errors table names the rows)",
-                    DermctxWarning, stacklevel=2)
+        self._warn_lost_lesions(X, bad)
         score = _sigmoid(self._logit_unchecked(good)) if len(good) else np.zeros(0)
         scores = pd.DataFrame({
             "image_id": ids[~bad],
