@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -48,13 +49,21 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def forward_only(embedder: Embedder, batches: list[torch.Tensor]) -> float:
-    """Seconds for ``net(x)`` over pre-built, normalised batches."""
-    net = embedder.model_
+    """Seconds for ``net(x)`` over pre-built, normalised batches already on the device (float16
+    autocast on CUDA, as ``Embedder`` runs there), features copied back as ``embed`` does."""
+    net, device = embedder.model_, embedder.device_
+    _sync(device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
         for x in batches:
-            net(x)
+            net(x).float().cpu()
+    _sync(device)
     return time.perf_counter() - start
 
 
@@ -85,6 +94,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--passes", type=int, default=2, help="times each image is listed")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--out", default="embed", help="output stem under benchmarks/results/")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -98,16 +109,17 @@ def main() -> None:
     load_before = load_average()
     results = []
     for size in args.sizes:
-        embedder = Embedder(args.model, pretrained=False, image_size=size, device="cpu",
+        embedder = Embedder(args.model, pretrained=False, image_size=size, device=args.device,
                             batch_size=args.batch_size, n_jobs=args.workers).fit()
         mean = torch.tensor(embedder.mean_).view(1, 3, 1, 1) * 255
         std = torch.tensor(embedder.std_).view(1, 3, 1, 1) * 255
-        decoded = np.stack([load_image(p, size) for p in tqdm(
-            table["path"], desc=f"pre-decode {size}px", unit="img")])  # (N, S, S, 3)
+        once = {p: load_image(p, size) for p in tqdm(
+            table["path"].drop_duplicates(), desc=f"pre-decode {size}px", unit="img")}  # each file once
+        decoded = np.stack([once[p] for p in table["path"]])  # (N, S, S, 3)
         batches = []
         for i in range(0, len(decoded), args.batch_size):
             x = torch.from_numpy(decoded[i : i + args.batch_size]).permute(0, 3, 1, 2).float()
-            batches.append(((x - mean) / std).contiguous(memory_format=torch.channels_last))
+            batches.append(((x - mean) / std).to(embedder.device_).contiguous(memory_format=torch.channels_last))
         del decoded
         forward_only(embedder, batches[:1])  # warm-up
         fwd, e2e, cores = [], [], []
@@ -116,7 +128,7 @@ def main() -> None:
             wall, used = end_to_end(embedder, table)
             e2e.append(wall)
             cores.append(used)
-        decode_rate = decode_only(table["path"].iloc[: len(table) // args.passes], size)
+        decode_rate = decode_only(table["path"].drop_duplicates(), size)
         n = len(table)
         best_fwd, best_e2e = n / min(fwd), n / min(e2e)
         results.append({
@@ -142,13 +154,16 @@ def main() -> None:
         "torch": torch.__version__,
         "cores": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),
-        "gpu": "none: this machine has no GPU, so no GPU throughput was measured",
+        "device": args.device,
+        "gpu": (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+                else "none used: CPU run" if torch.cuda.is_available()
+                else "none: this machine has no GPU, so no GPU throughput was measured"),
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "results": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embed.json").write_text(json.dumps(summary, indent=2))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(summary, indent=2))
     rows = "\n".join(
         f"| {r['size']} | {r['images']} | {r['forward_img_s']:.2f} | {r['end_to_end_img_s']:.2f} | "
         f"**{100 * r['ratio']:.0f}%** | {', '.join(f'{v:.2f}' for v in r['forward_img_s_all'])} | "
@@ -156,13 +171,19 @@ def main() -> None:
         f"{', '.join(f'{v:.2f}' for v in r['end_to_end_cpu_cores'])} | "
         f"{r['decode_only_img_s']:.1f} | {r['load_average']} |"
         for r in results)
+    command = " ".join(["python benchmarks/embed_throughput.py", *sys.argv[1:]])
+    distinct = len(manifest)
+    where = (f"on {summary['gpu']} (float16 autocast, channels_last; forward-only batches already on the GPU)"
+             if args.device.startswith("cuda") else
+             "CPU only: **no GPU on this machine, so no GPU throughput was measured**"
+             if not torch.cuda.is_available() else "CPU only")
     md = f"""# Embedding throughput: end-to-end vs the backbone's forward pass
 
-Command: `python benchmarks/embed_throughput.py --threads {args.threads} --workers {args.workers} --passes {args.passes} --repeats {args.repeats}`
+Command: `{command}`
 
-{args.model} (random weights; speed does not depend on them), batch {args.batch_size}, CPU only:
-**no GPU on this machine, so no GPU throughput was measured**. torch {torch.__version__} with
-{args.threads} thread(s) and {args.workers} decoding thread(s) on {summary['cores']} cores. Images: the 139
+{args.model} (random weights; speed does not depend on them), batch {args.batch_size}, {where}.
+torch {torch.__version__} with
+{args.threads} thread(s) and {args.workers} decoding thread(s) on {summary['cores']} cores. Images: {distinct}
 real ISIC 2020 originals (640x480 to 6000x4000), each listed {args.passes} times. Best of {args.repeats}
 alternating runs; all runs listed. The machine is shared with other jobs: load average (1/5/15 min)
 {load_before} before the run and {summary['load_average_after']} after.
@@ -176,9 +197,9 @@ batches; "end-to-end" is `Embedder.embed(table)` from the JPEG files, including 
 (the first batch is decoded before the first forward pass). "CPU cores obtained" is the
 process's CPU time divided by wall time during each end-to-end run: the pipeline needs about 2
 (one core for the network, one for decoding); less means other jobs held the cores.
-"decode only" is `load_image` alone, one thread, over the 139 images once.
+"decode only" is `load_image` alone, one thread, over the {distinct} images once.
 """
-    (RESULTS / "embed.md").write_text(md)
+    (RESULTS / f"{args.out}.md").write_text(md)
     print(md)
 
 

@@ -99,9 +99,10 @@ def pre_decoded(table: pd.DataFrame, size: int, batch: int, mean: list[float], s
     """The images as normalised float32 batches (B, 3, S, S) in memory, in DataLoader order."""
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
+    decoded = {p: load_image(p, size) for p in table["path"].drop_duplicates()}  # each file once
     out = []
     for i in range(0, len(table), batch):
-        x = torch.from_numpy(np.stack([load_image(p, size) for p in table["path"].iloc[i:i + batch]]))
+        x = torch.from_numpy(np.stack([decoded[p] for p in table["path"].iloc[i:i + batch]]))
         x = (x.permute(0, 3, 1, 2).float() / 255 - m) / s  # (B, 3, S, S)
         if device.startswith("cuda"):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -112,18 +113,19 @@ def pre_decoded(table: pd.DataFrame, size: int, batch: int, mean: list[float], s
 def data_only(table: pd.DataFrame, size: int, augment: bool) -> float:
     """Images/s of the trainer's per-image data path alone, in this process: ``load_image``, the
     uint8 -> tensor step, the training augmentations (flips, affine, colour jitter, a 90-degree
-    turn; :func:`dermctx.train._augmentations`) and the normalisation."""
+    turn; :func:`dermctx.train._augmentations`) and the normalisation; each distinct file once."""
     from dermctx.train import _augmentations
 
     jitter = _augmentations() if augment else None
     mean, std = torch.zeros(3, 1, 1), torch.ones(3, 1, 1)
+    paths = table["path"].drop_duplicates()
     start = time.perf_counter()
-    for p in table["path"]:
+    for p in paths:
         x = torch.from_numpy(load_image(p, size).copy()).permute(2, 0, 1)
         if jitter is not None:
             x = torch.rot90(jitter(x), int(torch.randint(4, ())), dims=(1, 2))
         (x.float() / 255 - mean) / std
-    return len(table) / (time.perf_counter() - start)
+    return len(paths) / (time.perf_counter() - start)
 
 
 def _sync(device: str) -> None:
@@ -285,7 +287,11 @@ def main() -> None:
                         help="GPU: DataLoader workers (default: all cores but one)")
     parser.add_argument("--gpu-train-images", type=int, default=1025)
     parser.add_argument("--gpu-infer-images", type=int, default=1024)
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU measurements")
+    parser.add_argument("--out", default="train_throughput", help="output stem under benchmarks/results/")
     args = parser.parse_args()
+    if args.gpu_only and not torch.cuda.is_available():
+        sys.exit("--gpu-only: no CUDA device (torch.cuda.is_available() is False)")
 
     command = " ".join(["python benchmarks/train_throughput.py", *sys.argv[1:]])
     started = dt.datetime.now(dt.timezone.utc)
@@ -293,9 +299,12 @@ def main() -> None:
     load_before = load_average()
     workers = sorted({0, args.workers})
     cpu_cfg = {"model": args.model, "size": args.size, "batch": args.batch_size, "device": "cpu", "amp": False}
-    print(f"CPU: {args.model} at {args.size} px, batch {args.batch_size}, {args.threads} torch thread(s), "
-          f"DataLoader workers {workers}", flush=True)
-    cpu = measure(cpu_cfg, image_table(args.train_images), image_table(args.infer_images), workers, args.repeats)
+    cpu: dict[str, Any] = {}
+    if not args.gpu_only:
+        print(f"CPU: {args.model} at {args.size} px, batch {args.batch_size}, {args.threads} torch thread(s), "
+              f"DataLoader workers {workers}", flush=True)
+        cpu = measure(cpu_cfg, image_table(args.train_images), image_table(args.infer_images), workers,
+                      args.repeats)
 
     gpu: dict[str, Any]
     if torch.cuda.is_available():
@@ -326,22 +335,27 @@ def main() -> None:
         "load_average_after": load_average(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_throughput.json").write_text(json.dumps({**info, "cpu_results": cpu, "gpu_results": gpu},
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({**info, "cpu_results": cpu, "gpu_results": gpu},
                                                               indent=2))
+    n_images = len(pd.read_csv(SHARED / "isic2020" / "images" / "manifest.csv"))
     if gpu["device"]:
         w = args.gpu_workers
         gpu_md = (f"{gpu['device']}, {args.model} at {args.gpu_size} px, AMP (float16 autocast), channels_last, "
                   f"batch {args.batch_size}, {w} DataLoader workers; {gpu['train_images']} training and "
-                  f"{gpu['infer_images']} inference rows (the 139 images listed {args.gpu_passes} times).\n\n"
+                  f"{gpu['infer_images']} inference rows (the {n_images} images listed up to {args.gpu_passes} "
+                  "times).\n\n"
                   + HEADER + "\n" + table_rows(gpu, [w]) + "\n\n"
                   f"Goal: end to end >= {100 * GOAL:.0f}% of the network alone. Training: "
                   f"{'met' if gpu['met']['train'] else '**not met**'}; inference: "
-                  f"{'met' if gpu['met']['infer'] else '**not met**'}.")
+                  f"{'met' if gpu['met']['infer'] else '**not met**'}. The columns are those of the CPU "
+                  "section (`train_throughput.md`); here each DataLoader worker is a process of its own.")
     else:
         gpu_md = ("**No GPU was available** (`torch.cuda.is_available()` was False on this machine), so no GPU "
                   f"throughput was measured. On a CUDA machine the same command measures {args.model} at "
                   f"{args.gpu_size} px with AMP and channels_last against the goal end to end >= "
                   f"{100 * GOAL:.0f}% of the network alone.")
+    loads = (f"(after each CPU repeat: {'; '.join(cpu['load_average_after_each_repeat'])})." if cpu
+             else f"(after each GPU repeat: {'; '.join(gpu['load_average_after_each_repeat'])}).")
     md = f"""# Training throughput: end to end (train_lesion_cnn's DataLoader) vs the network alone
 
 Command: `{command}`
@@ -349,9 +363,11 @@ Command: `{command}`
 Date (UTC): {info['date_utc']}; {info['seconds']} s in all. Machine: {info['nproc']} CPU cores ({info['cpu']}),
 torch {info['torch']} with {args.threads} thread(s), Python {info['python']}. The machine is shared with
 other jobs: load average (1/5/15 min) {load_before} before, {info['load_average_after']} after
-(after each repeat: {'; '.join(cpu['load_average_after_each_repeat'])}).
+{loads}
 
-## CPU
+"""
+    if cpu:
+        md += f"""## CPU
 
 {args.model} (random weights), {args.size} px, batch {args.batch_size}, float32. Images: real ISIC 2020
 JPEGs (640x480 to 6000x4000), decoded by `load_image` (DCT-scaled). Training: {cpu['train_images']} images
@@ -383,11 +399,12 @@ a discarded warm-up round.
   and the first batch's decoding weigh more than in an epoch of thousands of batches, so the
   ratios here are lower bounds for long epochs on the same machine.
 
-## GPU
+"""
+    md += f"""## GPU
 
 {gpu_md}
 """
-    (RESULTS / "train_throughput.md").write_text(md)
+    (RESULTS / f"{args.out}.md").write_text(md)
     print(md)
 
 

@@ -118,7 +118,8 @@ class LesionPipeline(BaseEstimator):
     n_boot : int
         Patient-bootstrap resamples of the AUCs stored in :attr:`provenance_`.
     device : str, optional
-        ``"cpu"``, ``"cuda"``...; default CUDA when available.
+        ``"cpu"``, ``"cuda"``...; default CUDA when available. On CUDA the CNN runs under
+        float16 autocast in channels_last layout (scores agree with the CPU's to about 1e-3).
     batch_size : int
         Images per forward pass (small batches are faster per image on a CPU).
     n_jobs : int
@@ -699,8 +700,10 @@ def _infer(cnn: _CNN, paths: list[str], settings: dict[str, Any], progress: bool
     n, device, views, bs = len(paths), settings["device"], settings["views"], settings["batch_size"]
     mean = torch.tensor(cnn.mean).view(1, 3, 1, 1)
     std = torch.tensor(cnn.std).view(1, 3, 1, 1)
-    nets = [m.to(device).eval() for m in cnn.folds] if folds else []
-    final = cnn.final.to(device).eval() if cnn.final is not None else None
+    cuda = torch.device(device).type == "cuda"
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    nets = [m.to(device, memory_format=layout).eval() for m in cnn.folds] if folds else []
+    final = cnn.final.to(device, memory_format=layout).eval() if cnn.final is not None else None
     probs = np.full((n, len(cnn.classes)), np.nan)
     fold_feats: list[np.ndarray | None] = [None] * len(nets)
     final_feats: np.ndarray | None = None
@@ -715,7 +718,8 @@ def _infer(cnn: _CNN, paths: list[str], settings: dict[str, Any], progress: bool
     threads = torch.get_num_threads()
     torch.set_num_threads(settings["n_jobs"])
     try:
-        with cf.ThreadPoolExecutor(max_workers=settings["n_jobs"]) as pool, torch.inference_mode():
+        with (cf.ThreadPoolExecutor(max_workers=settings["n_jobs"]) as pool, torch.inference_mode(),
+              torch.autocast("cuda", dtype=torch.float16, enabled=cuda)):  # float16 on CUDA, as Embedder
             ahead = pool.map(load, paths)  # in order, decoded ahead of the network
             for start in tqdm(range(0, n, bs), disable=not progress, desc="CNN", unit="batch"):
                 decoded = [next(ahead) for _ in range(min(bs, n - start))]
@@ -725,6 +729,7 @@ def _infer(cnn: _CNN, paths: list[str], settings: dict[str, Any], progress: bool
                     continue
                 x = torch.from_numpy(np.stack([decoded[i - start] for i in ok])).permute(0, 3, 1, 2)
                 x = ((x.float() / 255 - mean) / std).to(device)  # (B, 3, S, S), as the trainer normalises
+                x = x.contiguous(memory_format=layout)
                 total = np.zeros((len(ok), len(cnn.classes)))
                 for k, net in enumerate(nets):
                     p, f = _forward(net, x, views)
