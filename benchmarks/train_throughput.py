@@ -42,8 +42,10 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -133,14 +135,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def e2e_train(rows: pd.DataFrame, cfg: dict[str, Any], workers: int) -> tuple[float, Any]:
-    """Images/s of one training epoch through ``train_lesion_cnn``; and the result (for predict)."""
+def e2e_train(rows: pd.DataFrame, cfg: dict[str, Any], workers: int,
+              cache_dir: Path | None = None) -> tuple[float, Any]:
+    """Images/s of one training epoch through ``train_lesion_cnn``; and the result (for predict).
+    With ``cache_dir``, the decoded images come from that (already filled) image cache."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train_lesion_cnn(rows, cfg["model"], pretrained=False, folds=_OneFold(),
                                   image_size=cfg["size"], epochs=1, batch_size=cfg["batch"],
                                   device=cfg["device"], amp=cfg["amp"], num_workers=workers,
-                                  progress=False)
+                                  cache_dir=cache_dir, progress=False)
     seconds = float(result.history["seconds"].iloc[0])
     return (len(rows) - 1) / seconds, result
 
@@ -214,13 +218,16 @@ def measure(cfg: dict[str, Any], train_rows: pd.DataFrame, infer_rows: pd.DataFr
     runs: dict[str, list[float]] = {k: [] for k in
                                     ["net_train", "net_infer", "data_train", "data_infer",
                                      *[f"e2e_train_w{w}" for w in workers],
+                                     *[f"e2e_train_cached_w{w}" for w in workers],
                                      *[f"e2e_infer_w{w}" for w in workers]]}
+    cache = Path(tempfile.mkdtemp(prefix="dermctx-image-cache-"))  # filled by the warm-up round
     loads = []
     for r in range(repeats + 1):  # round 0 warms up and is discarded
         got: dict[str, float] = {}
         result = None
         for w in workers:
             got[f"e2e_train_w{w}"], result = e2e_train(train_rows, cfg, w)
+            got[f"e2e_train_cached_w{w}"], _ = e2e_train(train_rows, cfg, w, cache)
             got[f"e2e_infer_w{w}"] = e2e_infer(result, infer_rows)
         got["net_train"] = net_train(train_batches, labels, cfg)
         model = result.models[0].to(cfg["device"])
@@ -235,8 +242,11 @@ def measure(cfg: dict[str, Any], train_rows: pd.DataFrame, infer_rows: pd.DataFr
             for k, v in got.items():
                 runs[k].append(v)
             loads.append(load_average())
+    shutil.rmtree(cache, ignore_errors=True)
     out: dict[str, Any] = {k: summary(v) for k, v in runs.items()}
     for w in workers:
+        out[f"ratio_train_cached_w{w}"] = summary([a / b for a, b in zip(runs[f"e2e_train_cached_w{w}"],
+                                                                          runs["net_train"], strict=True)])
         for kind in ("train", "infer"):
             ratios = [a / b for a, b in zip(runs[f"e2e_{kind}_w{w}"], runs[f"net_{kind}"], strict=True)]
             out[f"ratio_{kind}_w{w}"] = summary(ratios)
@@ -263,11 +273,16 @@ HEADER = ("| pass | DataLoader workers | network alone (img/s) | end to end (img
 
 def table_rows(res: dict[str, Any], workers: list[int]) -> str:
     lines = []
-    for kind, label in (("train", "training (fwd + bwd + step)"), ("infer", "inference (forward)")):
+    for kind, label in (("train", "training (fwd + bwd + step)"), ("train_cached", "training, `cache_dir` filled"),
+                        ("infer", "inference (forward)")):
+        net, data = kind.split("_")[0], "" if kind == "train_cached" else kind
         for w in workers:
-            lines.append(f"| {label} | {w} | {_fmt(res[f'net_{kind}'])} | {_fmt(res[f'e2e_{kind}_w{w}'])} | "
-                         f"{_fmt(res[f'ratio_{kind}_w{w}'], pct=True)} | {_fmt(res[f'data_{kind}'])} | "
-                         f"{_fmt(res[f'serial_{kind}'], pct=True)} |")
+            if f"e2e_{kind}_w{w}" not in res:  # a run from before the cached row existed
+                continue
+            lines.append(f"| {label} | {w} | {_fmt(res[f'net_{net}'])} | {_fmt(res[f'e2e_{kind}_w{w}'])} | "
+                         f"{_fmt(res[f'ratio_{kind}_w{w}'], pct=True)} | "
+                         f"{_fmt(res[f'data_{data}']) if data else '-'} | "
+                         f"{_fmt(res[f'serial_{data}'], pct=True) if data else '-'} |")
     return "\n".join(lines)
 
 
@@ -317,7 +332,8 @@ def main() -> None:
                       image_table(args.gpu_infer_images, args.gpu_passes), [args.gpu_workers], args.repeats)
         gpu["device"] = name
         gpu["goal"] = GOAL
-        gpu["met"] = {k: gpu[f"ratio_{k}_w{args.gpu_workers}"]["median"] >= GOAL for k in ("train", "infer")}
+        gpu["met"] = {k: gpu[f"ratio_{k}_w{args.gpu_workers}"]["median"] >= GOAL
+                      for k in ("train", "train_cached", "infer")}
     else:
         gpu = {"device": None, "note": "no GPU: torch.cuda.is_available() was False on this machine, "
                                        "so no GPU throughput was measured"}
@@ -346,9 +362,13 @@ def main() -> None:
                   "times).\n\n"
                   + HEADER + "\n" + table_rows(gpu, [w]) + "\n\n"
                   f"Goal: end to end >= {100 * GOAL:.0f}% of the network alone. Training: "
-                  f"{'met' if gpu['met']['train'] else '**not met**'}; inference: "
+                  f"{'met' if gpu['met']['train'] else '**not met**'}; training from the filled image cache: "
+                  f"{'met' if gpu['met']['train_cached'] else '**not met**'}; inference: "
                   f"{'met' if gpu['met']['infer'] else '**not met**'}. The columns are those of the CPU "
-                  "section (`train_throughput.md`); here each DataLoader worker is a process of its own.")
+                  "section (`train_throughput.md`); here each DataLoader worker is a process of its own. "
+                  "*`cache_dir` filled*: the same epoch through `train_lesion_cnn(..., cache_dir=...)` with the "
+                  "image cache filled by the discarded warm-up round, as every epoch after a run's first: "
+                  "the workers read each resized image instead of decoding the original, then augment it.")
     else:
         gpu_md = ("**No GPU was available** (`torch.cuda.is_available()` was False on this machine), so no GPU "
                   f"throughput was measured. On a CUDA machine the same command measures {args.model} at "
@@ -391,6 +411,9 @@ a discarded warm-up round.
   if decoding and the network simply alternated, 1 / (1 + network rate / data rate), per repeat.
   An end-to-end ratio well below it means time lost beyond the data path itself (or noise:
   the same network step varies by about 20% between runs on this shared virtual machine).
+- *`cache_dir` filled*: the same epoch with `train_lesion_cnn(..., cache_dir=...)`, its image
+  cache filled by the discarded warm-up round (as in every epoch after a run's first): resized
+  images are read instead of decoded.
 - Workers 0 is the trainer's default: decoding and augmenting run in the training process,
   between steps. With W >= 1 they run in W other processes, in parallel with the network; the
   training process keeps {args.threads} torch thread(s), so {args.threads} + W processes share

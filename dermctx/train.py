@@ -48,7 +48,7 @@ from dermctx.errors import (
     error_record,
     errors_frame,
 )
-from dermctx.io.images import load_image
+from dermctx.io.images import ImageCache, load_image
 from dermctx.metrics import auc
 from dermctx.optim import discriminative_param_groups, sgdr_schedule
 from dermctx.splits import PatientKFold
@@ -68,6 +68,7 @@ class _Images(torch.utils.data.Dataset):
         self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
         self.std = torch.tensor(spec["std"]).view(3, 1, 1)
         self.jitter = _augmentations() if augment else None
+        self.read = ImageCache(spec["cache_dir"]).load if spec.get("cache_dir") else load_image
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -75,7 +76,7 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, str]:
         size = self.spec["image_size"]
         try:
-            image = load_image(self.paths[i], size, colour_constancy=self.spec["colour_constancy"])
+            image = self.read(self.paths[i], size, colour_constancy=self.spec["colour_constancy"])
         except DermctxError as exc:
             return torch.zeros(3, size, size), int(self.labels[i]), i, str(exc)
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)  # (3, S, S) uint8
@@ -395,6 +396,7 @@ def train_lesion_cnn(
     amp: bool = True,
     compile: bool = False,
     num_workers: int = 0,
+    cache_dir: str | PathLike[str] | None = None,
     random_state: int = 0,
     progress: bool = True,
 ) -> TrainResult:
@@ -449,6 +451,12 @@ def train_lesion_cnn(
         training process). This is torch's name for torch's setting; it is not a thread count
         (dermctx calls thread counts ``n_jobs``, e.g. :class:`~dermctx.Embedder`'s decoding
         threads).
+    cache_dir : path, optional
+        Keep each decoded, resized image in this folder (:class:`~dermctx.io.images.ImageCache`)
+        so that later epochs and folds read it instead of decoding the original again; results
+        are identical with or without it. Worth it on a GPU, where decoding large originals is
+        slower than the network's step (``benchmarks/results/train_throughput_gpu.md``); about
+        432 KiB per image at 384 px.
     random_state : int
         Seeds the split, the weights of new layers, the shuffling and the augmentations: a CPU
         run with ``num_workers=0`` repeats exactly.
@@ -489,7 +497,7 @@ def train_lesion_cnn(
         "final_model": final_model, "amp": amp, "compile": compile, "num_workers": num_workers,
         "n_rows": len(table), "external_rows": 0 if external is None else len(external),
     }
-    spec = _runtime_spec(settings | {"device": device})
+    spec = _runtime_spec(settings | {"device": device}) | {"cache_dir": cache_dir}
     usable, errors = _usable_rows(table, "train")
     y_usable = y[usable.index.to_numpy()]
     ext, y_ext = _external(external, table, target, classes)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dermctx.errors import DermctxError, ImageError
-from dermctx.io.images import colour_constancy, load_image
+from dermctx.io.images import ImageCache, colour_constancy, load_image
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -224,3 +224,49 @@ def test_a_long_strip_is_refused_not_resized_to_gigabytes(tmp_path):
     with pytest.raises(ImageError, match=r"strip\.png: 3000 x 1 pixels.*aspect='pad'"):
         load_image(path, 512)
     assert load_image(path, 64, aspect="pad").shape == (64, 64, 3)
+
+
+def test_image_cache_gives_the_decoded_image_and_decodes_each_file_once(tmp_path, monkeypatch):
+    import dermctx.io.images as images
+
+    path = tmp_path / "a.jpg"
+    Image.fromarray(_smooth(300, 200)).save(path, quality=90)
+    cache = ImageCache(tmp_path / "cache")
+    first = cache.load(path, 64, colour_constancy="grey_world")
+    np.testing.assert_array_equal(first, load_image(path, 64, colour_constancy="grey_world"))
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    calls = []
+    real = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: calls.append(a) or real(*a, **k))
+    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"), first)
+    assert calls == []  # read from the cache
+    cache.load(path, 64)  # other settings: decoded and kept apart
+    cache.load(path, 32, colour_constancy="grey_world")
+    assert len(calls) == 2 and len(list((tmp_path / "cache").rglob("*.npy"))) == 3
+    # a changed file is decoded afresh, never served from the old entry
+    Image.fromarray(255 - _smooth(300, 200)).save(path, quality=95)
+    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"),
+                                  real(path, 64, colour_constancy="grey_world"))
+    assert len(calls) == 3
+    # a damaged entry is decoded again and rewritten
+    for entry in (tmp_path / "cache").rglob("*.npy"):
+        entry.write_bytes(b"\x93NUMPY broken")
+    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"),
+                                  real(path, 64, colour_constancy="grey_world"))
+    assert len(calls) == 4
+    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"),
+                                  real(path, 64, colour_constancy="grey_world"))
+    assert len(calls) == 4  # rewritten: read from the cache again
+
+
+def test_image_cache_keeps_load_images_errors_and_caches_no_failure(tmp_path):
+    cache = ImageCache(tmp_path / "cache")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    for source, size in ((bad, 64), (tmp_path / "missing.jpg", 64), (bad, 0), (bad, True)):
+        with pytest.raises(ImageError) as cached:
+            cache.load(source, size)
+        with pytest.raises(ImageError) as plain:
+            load_image(source, size)
+        assert str(cached.value) == str(plain.value)
+    assert not list((tmp_path / "cache").rglob("*.npy"))

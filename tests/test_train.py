@@ -217,8 +217,10 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(tmp_path / "table.csv"), "--image-dir", str(tmp_path / "img"),
                  "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs", "1",
-                 "--folds", "2", "--batch-size", "16", "--out", str(run), "--no-progress"]) == 0
+                 "--folds", "2", "--batch-size", "16", "--out", str(run), "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "40 out-of-fold scores" in capsys.readouterr().err
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 40
     assert main(["fit", str(tmp_path / "table.csv"), "--cnn", str(run), "--out", str(tmp_path / "ranker")]) == 0
     out = tmp_path / "scores.csv"
     assert main(["score", str(tmp_path / "table.csv"), "--image-dir", str(tmp_path / "img"), "--cnn", str(run),
@@ -307,3 +309,13 @@ def test_training_starts_from_a_checkpoint(tmp_path):
     with pytest.raises(dermctx.ModelError, match="does not fit the model"):
         train_lesion_cnn(table, "test_efficientnet", image_size=32, checkpoint=other,
                          folds=dermctx.PatientKFold(2, random_state=0), **FAST)
+
+
+def test_an_image_cache_changes_nothing_but_the_decoding(tmp_path):
+    table = _square_task(tmp_path / "img", 40)
+    settings = {**FAST, "image_size": 32, "epochs": 2, "folds": dermctx.PatientKFold(2, random_state=0)}
+    plain = train_lesion_cnn(table, "test_efficientnet", **settings)
+    cached = train_lesion_cnn(table, "test_efficientnet", cache_dir=tmp_path / "cache", **settings)
+    pd.testing.assert_frame_equal(plain.oof, cached.oof)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 40  # each image decoded once, kept
+    assert "cache_dir" not in cached.settings  # not a setting of the run: resuming ignores it

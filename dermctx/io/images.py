@@ -10,7 +10,10 @@ faster than a full decode and within ~40-55 dB PSNR of it (see ``benchmarks/imag
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -21,7 +24,7 @@ from PIL import Image, ImageOps
 
 from dermctx.errors import ImageError
 
-__all__ = ["ASPECTS", "COLOUR_CONSTANCY", "DRAFT_OVERSAMPLE", "colour_constancy", "load_image"]
+__all__ = ["ASPECTS", "COLOUR_CONSTANCY", "DRAFT_OVERSAMPLE", "ImageCache", "colour_constancy", "load_image"]
 
 Aspect = Literal["crop", "pad", "squash"]
 ASPECTS: tuple[str, ...] = ("crop", "pad", "squash")
@@ -256,3 +259,63 @@ def load_image(
         out[top : top + th, left : left + tw] = arr
         arr = out
     return np.ascontiguousarray(arr)
+
+
+class ImageCache:
+    """Decoded images on disk, so that a file is decoded and resized once, not every epoch.
+
+    Decoding a dermoscopy original costs far more than the network's step on a GPU (ISIC 2020
+    JPEGs are 640x480 to 6000x4000 pixels): :func:`load_image`'s output is kept as one ``.npy``
+    file per image under ``folder``, keyed by the file's resolved path, size in bytes and
+    modification time, and by the output size, aspect and colour constancy, so a changed file
+    or other settings are decoded afresh. A cached image is bit-identical to a fresh decode.
+    Files that fail to decode are not cached (the error comes again, with its message). Writes
+    go to a temporary name and are renamed, so several DataLoader workers may share a folder.
+    At 384 px an image takes 432 KiB (14 GiB for the 33,126 ISIC 2020 images).
+
+    Parameters
+    ----------
+    folder : path
+        The cache folder (created when missing). Safe to delete at any time.
+    """
+
+    VERSION = 1  # part of every key: raise it when load_image's output changes
+
+    def __init__(self, folder: str | PathLike[str]):
+        self.folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"ImageCache({str(self.folder)!r})"
+
+    def load(self, source: Any, size: int, *, aspect: Aspect = "crop",
+             colour_constancy: str | None = None) -> np.ndarray:
+        """:func:`load_image` through the cache: same arguments, same result and errors."""
+        path, _ = _source_path(source)
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        if stat is None or isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            # a missing file or a bad argument: load_image raises, with its message
+            return load_image(source, size, aspect=aspect, colour_constancy=colour_constancy)
+        key = hashlib.sha1(repr((self.VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns, int(size),
+                                 aspect, colour_constancy)).encode()).hexdigest()
+        file = self.folder / key[:2] / f"{key}.npy"
+        if file.is_file():
+            try:
+                arr = np.load(file, allow_pickle=False)
+                if arr.dtype == np.uint8 and arr.shape == (size, size, 3):
+                    return arr
+            except (OSError, ValueError):  # a truncated or foreign file: decoded afresh, rewritten
+                pass
+        arr = load_image(source, size, aspect=aspect, colour_constancy=colour_constancy)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, file)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return arr
