@@ -61,12 +61,14 @@ SCHEDULES = ("sgdr", "cosine", "constant")
 
 
 class _Images(torch.utils.data.Dataset):
-    """Rows of a lesion table as (image (3, S, S) float32, label, position, error message)."""
+    """Rows of a lesion table as (image (3, S, S) uint8, label, position, error message).
+
+    Images stay uint8 until :func:`_to_input` normalises a batch on the model's device: a
+    quarter of the bytes through the DataLoader's shared memory and the copy to a GPU.
+    """
 
     def __init__(self, paths: Sequence[str], labels: np.ndarray, spec: dict[str, Any], augment: bool):
         self.paths, self.labels, self.spec, self.augment = list(paths), labels, spec, augment
-        self.mean = torch.tensor(spec["mean"]).view(3, 1, 1)
-        self.std = torch.tensor(spec["std"]).view(3, 1, 1)
         self.jitter = _augmentations() if augment else None
         self.read = ImageCache(spec["cache_dir"]).load if spec.get("cache_dir") else load_image
 
@@ -78,12 +80,19 @@ class _Images(torch.utils.data.Dataset):
         try:
             image = self.read(self.paths[i], size, colour_constancy=self.spec["colour_constancy"])
         except DermctxError as exc:
-            return torch.zeros(3, size, size), int(self.labels[i]), i, str(exc)
+            return torch.zeros(3, size, size, dtype=torch.uint8), int(self.labels[i]), i, str(exc)
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)  # (3, S, S) uint8
         if self.jitter is not None:
             x = torch.rot90(self.jitter(x), int(torch.randint(4, ())), dims=(1, 2))
-        x = (x.float() / 255 - self.mean) / self.std
-        return x, int(self.labels[i]), i, ""
+        return x.contiguous(), int(self.labels[i]), i, ""
+
+
+def _to_input(x: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
+    """A uint8 batch (B, 3, S, S) as the network's float32 input on its device, normalised."""
+    device = torch.device(spec["device"])
+    mean = torch.tensor(spec["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"], device=device).view(1, 3, 1, 1)
+    return (x.to(device, non_blocking=True).float() / 255 - mean) / std
 
 
 def _augmentations() -> Any:
@@ -146,7 +155,7 @@ def _predict(model: nn.Module, rows: pd.DataFrame, spec: dict[str, Any], desc: s
             ok = np.array([e == "" for e in err])
             failed.update({int(p): e for p, e in zip(pos.tolist(), err, strict=True) if e})
             if ok.any():
-                out = model(x[ok].to(spec["device"]))
+                out = model(_to_input(x[ok], spec))
                 probs[pos.numpy()[ok]] = torch.softmax(out.float(), dim=1).cpu().numpy()
     return probs, failed
 
@@ -204,7 +213,7 @@ def _train_fold(rows: pd.DataFrame, labels: np.ndarray, val: pd.DataFrame | None
             failed.update({int(p): e for p, e in zip(pos.tolist(), err, strict=True) if e})
             if not ok.any():
                 continue
-            x, y = x[ok].to(spec["device"]), y[ok].to(spec["device"])
+            x, y = _to_input(x[ok], spec), y[ok].to(spec["device"])
             loss = train_step(net, x, y, loss_fn, opt, scaler, amp=cuda and spec["amp"])
             step += 1
             if schedule is not None:
