@@ -119,7 +119,8 @@ class LesionPipeline(BaseEstimator):
         Patient-bootstrap resamples of the AUCs stored in :attr:`provenance_`.
     device : str, optional
         ``"cpu"``, ``"cuda"``...; default CUDA when available. On CUDA the CNN runs under
-        float16 autocast in channels_last layout (scores agree with the CPU's to about 1e-3).
+        float16 autocast in channels_last layout (``tests/test_gpu.py`` checks the CNN scores
+        against the CPU's within 2e-3).
     batch_size : int
         Images per forward pass (small batches are faster per image on a CPU).
     n_jobs : int

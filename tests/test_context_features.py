@@ -217,6 +217,14 @@ def test_same_scores_for_shuffled_training_rows(measured):
     np.testing.assert_allclose(a.oof_proba_, b.oof_proba_[np.argsort(shuffled.index)], atol=1e-9)
 
 
+def test_the_order_of_the_declared_columns_does_not_change_the_model(measured):
+    test = _measured(40, seed=3)
+    fitted = [ContextRanker(score_col=None, context_features=cols, **FAST).fit(measured, measured["target"])
+              for cols in (COLS, COLS[::-1])]
+    assert fitted[0].context_features_ == fitted[1].context_features_ == COLS  # the table's order
+    np.testing.assert_array_equal(fitted[0].decision_function(test), fitted[1].decision_function(test))
+
+
 def test_stacked_set_model_reads_context_features(measured, one_torch_thread):
     r = ContextRanker(score_col=None, context_features=COLS, use_set_model=True,
                       set_model_params={"max_epochs": 3}, **FAST).fit(measured, measured["target"])

@@ -317,7 +317,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     context_scales_ : dict of str to float
         Training std of each patient-context column (the z floor), fixed at fit.
     context_features_ : list of str
-        The context feature columns used (``context_features`` resolved).
+        The context feature columns used (``context_features`` resolved), in the training
+        table's column order: the order of the list given does not change the model.
     outlier_groups_ : dict of str to list of str
     outlier_scales_ : dict of str to (float, float)
         Training mean and std of each outlier-group column.
@@ -414,7 +415,11 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                     and str(c).lower() not in LABEL_COLUMNS
                     and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
                     and X[c].nunique(dropna=True) > 1]
-        return [str(c) for c in self.context_features]
+        # in the table's column order, so that the order of the list does not change the model
+        # (LightGBM samples columns by position); a column X lacks is refused later, by name
+        declared = [str(c) for c in self.context_features]
+        position = {str(c): i for i, c in enumerate(X.columns)}
+        return sorted(declared, key=lambda c: position.get(c, len(position)))
 
     def _outlier_groups(self) -> dict[str, list[str]]:
         if self.outlier_groups is None:
