@@ -109,14 +109,14 @@ def test_context_features_beat_raw_values_and_outlier_group_is_used(ranker, meas
     assert wp > 0.85 and wp > wp_raw + 0.05
     names = set(ranker.gbm_.feature_names_in_)
     assert {"size_mm__z", "size_mm__med_diff", "size_mm__site_z", "context__lof"} <= names
-    assert ranker.outlier_groups_ == {"context": COLS}
+    assert ranker.outlier_groups_ == {"context": sorted(COLS)}
 
 
 def test_auto_picks_measurements_not_identity_metadata_or_labels(measured):
     t = measured.assign(lesion_id=np.arange(len(measured)), mel_thick_mm=np.nan, constant=1.0,
                         note="x", fold=0)
     r = ContextRanker(score_col=None, context_features="auto", outlier_groups={}, **FAST).fit(t, t["target"])
-    assert r.context_features_ == COLS
+    assert r.context_features_ == sorted(COLS)
     assert ContextRanker().set_params(context_features="auto").get_params()["context_features"] == "auto"
     leaky = t.assign(size_copy=np.where(t["target"] == 1, t["size_mm"], np.nan))  # given on melanomas only
     with pytest.raises(LeakageError, match="size_copy"):
@@ -217,25 +217,41 @@ def test_same_scores_for_shuffled_training_rows(measured):
     np.testing.assert_allclose(a.oof_proba_, b.oof_proba_[np.argsort(shuffled.index)], atol=1e-9)
 
 
-def test_the_order_of_the_declared_columns_does_not_change_the_model(measured):
+def test_neither_the_list_order_nor_the_column_order_changes_the_model(measured):
     test = _measured(40, seed=3)
-    fitted = [ContextRanker(score_col=None, context_features=cols, **FAST).fit(measured, measured["target"])
-              for cols in (COLS, COLS[::-1])]
-    assert fitted[0].context_features_ == fitted[1].context_features_ == COLS  # the table's order
-    np.testing.assert_array_equal(fitted[0].decision_function(test), fitted[1].decision_function(test))
+    reversed_table = measured[measured.columns[::-1]]
+    fitted = [ContextRanker(score_col=None, context_features=cols, **FAST).fit(X, X["target"])
+              for cols, X in ((COLS, measured), (COLS[::-1], measured), (COLS, reversed_table))]
+    assert fitted[0].context_features_ == fitted[1].context_features_ == fitted[2].context_features_ == sorted(COLS)
+    for other in fitted[1:]:
+        np.testing.assert_array_equal(fitted[0].decision_function(test), other.decision_function(test))
+    auto = [ContextRanker(score_col=None, context_features="auto", **FAST).fit(X, X["target"])
+            for X in (measured, reversed_table)]
+    assert auto[0].context_features_ == auto[1].context_features_
+    np.testing.assert_array_equal(auto[0].decision_function(test), auto[1].decision_function(test))
+
+
+def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(measured):
+    y = measured["target"]
+    with pytest.raises(TableError, match=r"lists \['size_mm'\] more than once"):
+        ContextRanker(score_col=None, context_features=["size_mm", "size_mm", "hue"], **FAST).fit(measured, y)
+    with pytest.raises(TableError, match=r"identity column.*patient_id"):
+        ContextRanker(score_col=None, context_features=["size_mm", "patient_id"], **FAST).fit(measured, y)
+    with pytest.raises(TableError, match="did you mean 'colour' for 'color'"):
+        ContextRanker(score_col=None, context_features=["size_mm", "color"], **FAST).fit(measured, y)
 
 
 def test_stacked_set_model_reads_context_features(measured, one_torch_thread):
     r = ContextRanker(score_col=None, context_features=COLS, use_set_model=True,
                       set_model_params={"max_epochs": 3}, **FAST).fit(measured, measured["target"])
-    assert list(r.set_model_.feature_names_in_) == COLS and r.offset_coef_[2] != 0
+    assert list(r.set_model_.feature_names_in_) == sorted(COLS) and r.offset_coef_[2] != 0
     assert "set_model" in r.feature_contributions(measured.iloc[:30]).columns
 
 
 def test_save_load_keeps_context_and_refuses_wrong_types(ranker, measured, tmp_path):
     ranker.save(tmp_path / "m")
     back = ContextRanker.load(tmp_path / "m")
-    assert back.context_features_ == COLS and back.outlier_groups_ == {"context": COLS}
+    assert back.context_features_ == sorted(COLS) and back.outlier_groups_ == {"context": sorted(COLS)}
     np.testing.assert_allclose(back.decision_function(measured), ranker.decision_function(measured))
     meta_path = tmp_path / "m" / "context_ranker.json"
     meta = json.loads(meta_path.read_text())
@@ -308,7 +324,7 @@ def test_lesion_model_stands_in_for_a_missing_cnn(ranker, measured, tmp_path):
     staged = ContextRanker(score_col=None, context_features=COLS, lesion_model=True, **FAST).fit(
         measured, measured["target"])
     assert staged.lesion_model_ is not None and staged.offset_coef_[1] > 0
-    assert list(staged.lesion_model_.feature_names_in_) == ["age", "sex", "site", *COLS]
+    assert list(staged.lesion_model_.feature_names_in_) == ["age", "sex", "site", *sorted(COLS)]
     assert [g["weight"] for g in staged.gate_scores_] == list(GATE_WEIGHTS)
     test = _measured(40, seed=5)
     np.testing.assert_allclose(staged.feature_contributions(test).sum(axis=1), staged.decision_function(test),

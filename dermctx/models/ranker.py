@@ -32,6 +32,7 @@ not the patient's skin); they are read only with ``use_image_size=True``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import warnings
 from collections.abc import Sequence
@@ -317,8 +318,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     context_scales_ : dict of str to float
         Training std of each patient-context column (the z floor), fixed at fit.
     context_features_ : list of str
-        The context feature columns used (``context_features`` resolved), in the training
-        table's column order: the order of the list given does not change the model.
+        The context feature columns used (``context_features`` resolved), sorted by name: neither
+        the order of the list nor the table's column order changes the model.
     outlier_groups_ : dict of str to list of str
     outlier_scales_ : dict of str to (float, float)
         Training mean and std of each outlier-group column.
@@ -410,16 +411,22 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                         f"{int(not_number.sum())} cell(s) are not (first: {preview_cells(X[c].iloc[i])} at "
                         f"{describe_rows(X, np.asarray(not_number))}); clean them (missing is fine), or "
                         "list the context features yourself")
-            return [str(c) for c in X.columns
-                    if c not in taken and not str(c).startswith(prefix) and not _is_index_column(c)
-                    and str(c).lower() not in LABEL_COLUMNS
-                    and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
-                    and X[c].nunique(dropna=True) > 1]
-        # in the table's column order, so that the order of the list does not change the model
-        # (LightGBM samples columns by position); a column X lacks is refused later, by name
+            return sorted(str(c) for c in X.columns
+                          if c not in taken and not str(c).startswith(prefix) and not _is_index_column(c)
+                          and str(c).lower() not in LABEL_COLUMNS
+                          and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+                          and X[c].nunique(dropna=True) > 1)
         declared = [str(c) for c in self.context_features]
-        position = {str(c): i for i, c in enumerate(X.columns)}
-        return sorted(declared, key=lambda c: position.get(c, len(position)))
+        twice = sorted({c for c in declared if declared.count(c) > 1})
+        if twice:
+            raise TableError(f"ContextRanker: context_features lists {twice} more than once; list each column once")
+        identity = [c for c in declared if c in ("patient_id", "image_id", "lesion_id", "path")]
+        if identity:
+            raise TableError(f"ContextRanker: context_features lists identity column(s) {identity}: they name a "
+                             "patient, lesion or file, not a measurement; list measurement columns")
+        # sorted by name: neither the list's order nor the table's column order changes the model
+        # (LightGBM samples and breaks ties between columns by position)
+        return sorted(declared)
 
     def _outlier_groups(self) -> dict[str, list[str]]:
         if self.outlier_groups is None:
@@ -460,9 +467,13 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         cols += emb
         missing = [c for c in cols if c not in X.columns]
         if missing:
+            shown = ", ".join(repr(str(c)) for c in list(X.columns)[:40])
+            more = f" and {len(X.columns) - 40} more" if len(X.columns) > 40 else ""
+            close = {m: difflib.get_close_matches(str(m), [str(c) for c in X.columns], n=1) for m in missing[:10]}
+            hint = "".join(f"; did you mean {v[0]!r} for {k!r}?" for k, v in close.items() if v)
             raise TableError(
-                f"ContextRanker: X lacks column(s) {missing[:10]} "
-                f"(columns {list(X.columns)[:20]}); add them or change the settings"
+                f"ContextRanker: X lacks column(s) {missing[:10]}{hint} (X has {len(X.columns)} columns: "
+                f"{shown}{more}); add them or change the settings"
             )
         return cols
 
