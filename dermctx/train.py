@@ -329,6 +329,18 @@ class TrainResult:
                         image_size=self.settings["image_size"], **kwargs)
 
 
+def _check_writable(folder: Path, name: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ModelError(f"{name} {str(folder)!r} is not a writable folder ({exc.strerror or exc})") from exc
+
+
 def _runtime_spec(settings: dict[str, Any]) -> dict[str, Any]:
     spec = dict(settings)
     spec["device"] = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -507,6 +519,8 @@ def train_lesion_cnn(
         "n_rows": len(table), "external_rows": 0 if external is None else len(external),
     }
     spec = _runtime_spec(settings | {"device": device}) | {"cache_dir": cache_dir}
+    if cache_dir is not None:
+        _check_writable(Path(cache_dir), "cache_dir")
     usable, errors = _usable_rows(table, "train")
     y_usable = y[usable.index.to_numpy()]
     ext, y_ext = _external(external, table, target, classes)

@@ -234,7 +234,7 @@ def test_image_cache_gives_the_decoded_image_and_decodes_each_file_once(tmp_path
     cache = ImageCache(tmp_path / "cache")
     first = cache.load(path, 64, colour_constancy="grey_world")
     np.testing.assert_array_equal(first, load_image(path, 64, colour_constancy="grey_world"))
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache").rglob("*.rgb"))) == 1
     calls = []
     real = images.load_image
     monkeypatch.setattr(images, "load_image", lambda *a, **k: calls.append(a) or real(*a, **k))
@@ -242,21 +242,51 @@ def test_image_cache_gives_the_decoded_image_and_decodes_each_file_once(tmp_path
     assert calls == []  # read from the cache
     cache.load(path, 64)  # other settings: decoded and kept apart
     cache.load(path, 32, colour_constancy="grey_world")
-    assert len(calls) == 2 and len(list((tmp_path / "cache").rglob("*.npy"))) == 3
+    assert len(calls) == 2 and len(list((tmp_path / "cache").rglob("*.rgb"))) == 3
     # a changed file is decoded afresh, never served from the old entry
     Image.fromarray(255 - _smooth(300, 200)).save(path, quality=95)
     np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"),
                                   real(path, 64, colour_constancy="grey_world"))
     assert len(calls) == 3
-    # a damaged entry is decoded again and rewritten
-    for entry in (tmp_path / "cache").rglob("*.npy"):
-        entry.write_bytes(b"\x93NUMPY broken")
-    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"),
-                                  real(path, 64, colour_constancy="grey_world"))
-    assert len(calls) == 4
-    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"),
-                                  real(path, 64, colour_constancy="grey_world"))
-    assert len(calls) == 4  # rewritten: read from the cache again
+    # damaged entries (emptied, truncated, pixels zeroed at the same length, another image's entry
+    # copied over it) are decoded again and rewritten, never served
+    entries = sorted((tmp_path / "cache").rglob("*.rgb"))
+    expected = real(path, 64, colour_constancy="grey_world")
+    entry = next(e for e in entries if e.stat().st_size == 64 * 64 * 3 + 20 and e.read_bytes()[:-20] == expected.tobytes())
+    other = next(e for e in entries if e != entry and e.stat().st_size == entry.stat().st_size)
+    damages = [b"", entry.read_bytes()[:1000], bytes(64 * 64 * 3) + entry.read_bytes()[-20:], other.read_bytes()]
+    for k, damaged in enumerate(damages):
+        entry.write_bytes(damaged)
+        np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"), expected)
+        assert len(calls) == 4 + k
+    np.testing.assert_array_equal(cache.load(path, 64, colour_constancy="grey_world"), expected)
+    assert len(calls) == 3 + len(damages)  # rewritten: read from the cache again
+
+
+def test_image_cache_decodes_a_file_edited_in_place_with_its_modification_time_restored(tmp_path):
+    import os
+
+    path = tmp_path / "a.tif"  # uncompressed: an edit of pixel bytes keeps the file's size
+    Image.fromarray(_smooth(120, 80)).save(path)
+    cache = ImageCache(tmp_path / "cache")
+    before = cache.load(path, 32)
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 3000] = bytes(3000)  # as an editor that keeps the size...
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and restores the modification time
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    after = cache.load(path, 32)
+    np.testing.assert_array_equal(after, load_image(path, 32))
+    assert not np.array_equal(after, before)
+
+
+def test_image_cache_says_when_its_folder_cannot_be_written(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(_smooth(60, 40)).save(path)
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(OSError, match=r"image cache .*afile: cannot write there"):
+        ImageCache(tmp_path / "afile").load(path, 16)
 
 
 def test_image_cache_keeps_load_images_errors_and_caches_no_failure(tmp_path):
@@ -269,4 +299,4 @@ def test_image_cache_keeps_load_images_errors_and_caches_no_failure(tmp_path):
         with pytest.raises(ImageError) as plain:
             load_image(source, size)
         assert str(cached.value) == str(plain.value)
-    assert not list((tmp_path / "cache").rglob("*.npy"))
+    assert not list((tmp_path / "cache").rglob("*.rgb"))

@@ -220,7 +220,7 @@ def test_cli_train_fit_score_and_explain(tmp_path, capsys):
                  "--folds", "2", "--batch-size", "16", "--out", str(run), "--no-progress",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "40 out-of-fold scores" in capsys.readouterr().err
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 40
+    assert len(list((tmp_path / "cache").rglob("*.rgb"))) == 40
     assert main(["fit", str(tmp_path / "table.csv"), "--cnn", str(run), "--out", str(tmp_path / "ranker")]) == 0
     out = tmp_path / "scores.csv"
     assert main(["score", str(tmp_path / "table.csv"), "--image-dir", str(tmp_path / "img"), "--cnn", str(run),
@@ -317,5 +317,10 @@ def test_an_image_cache_changes_nothing_but_the_decoding(tmp_path):
     plain = train_lesion_cnn(table, "test_efficientnet", **settings)
     cached = train_lesion_cnn(table, "test_efficientnet", cache_dir=tmp_path / "cache", **settings)
     pd.testing.assert_frame_equal(plain.oof, cached.oof)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 40  # each image decoded once, kept
+    assert len(list((tmp_path / "cache").rglob("*.rgb"))) == 40  # each image decoded once, kept
     assert "cache_dir" not in cached.settings  # not a setting of the run: resuming ignores it
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(dermctx.ModelError, match=r"cache_dir .*afile.* is not a writable folder"):
+        train_lesion_cnn(table, "test_efficientnet", cache_dir=tmp_path / "afile", out_dir=tmp_path / "run",
+                         **settings)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -265,10 +265,13 @@ class ImageCache:
     """Decoded images on disk, so that a file is decoded and resized once, not every epoch.
 
     Decoding a dermoscopy original costs far more than the network's step on a GPU (ISIC 2020
-    JPEGs are 640x480 to 6000x4000 pixels): :func:`load_image`'s output is kept as one ``.npy``
-    file per image under ``folder``, keyed by the file's resolved path, size in bytes and
-    modification time, and by the output size, aspect and colour constancy, so a changed file
-    or other settings are decoded afresh. A cached image is bit-identical to a fresh decode.
+    JPEGs are 640x480 to 6000x4000 pixels): :func:`load_image`'s output is kept as one ``.rgb``
+    file per image under ``folder``. An entry is keyed by the file's resolved path, device,
+    inode, size and modification *and* status-change times (``st_ctime``, which a tool that
+    restores the modification time after an edit cannot set back), and by the output size,
+    aspect and colour constancy: an edited file or other settings are decoded afresh. Each entry
+    ends with a SHA-1 of its key and pixels, so a truncated, damaged or swapped entry is
+    detected and decoded again, never served. A served image is bit-identical to a fresh decode.
     Files that fail to decode are not cached (the error comes again, with its message). Writes
     go to a temporary name and are renamed, so several DataLoader workers may share a folder.
     At 384 px an image takes 432 KiB (14 GiB for the 33,126 ISIC 2020 images).
@@ -277,9 +280,14 @@ class ImageCache:
     ----------
     folder : path
         The cache folder (created when missing). Safe to delete at any time.
+
+    Raises
+    ------
+    OSError
+        An entry cannot be written (the message names the cache folder).
     """
 
-    VERSION = 1  # part of every key: raise it when load_image's output changes
+    VERSION = 2  # part of every key: raise it when load_image's output or the entry format changes
 
     def __init__(self, folder: str | PathLike[str]):
         self.folder = Path(folder)
@@ -292,30 +300,35 @@ class ImageCache:
         """:func:`load_image` through the cache: same arguments, same result and errors."""
         path, _ = _source_path(source)
         try:
-            stat = path.stat()
+            st = path.stat()
         except OSError:
-            stat = None
-        if stat is None or isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            st = None
+        if st is None or isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             # a missing file or a bad argument: load_image raises, with its message
             return load_image(source, size, aspect=aspect, colour_constancy=colour_constancy)
-        key = hashlib.sha1(repr((self.VERSION, str(path.resolve()), stat.st_size, stat.st_mtime_ns, int(size),
-                                 aspect, colour_constancy)).encode()).hexdigest()
-        file = self.folder / key[:2] / f"{key}.npy"
-        if file.is_file():
-            try:
-                arr = np.load(file, allow_pickle=False)
-                if arr.dtype == np.uint8 and arr.shape == (size, size, 3):
-                    return arr
-            except (OSError, ValueError):  # a truncated or foreign file: decoded afresh, rewritten
-                pass
+        key = repr((self.VERSION, str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                    st.st_ctime_ns, int(size), aspect, colour_constancy)).encode()
+        name = hashlib.sha1(key).hexdigest()
+        file = self.folder / name[:2] / f"{name}.rgb"
+        n = int(size) * int(size) * 3
+        try:
+            data = file.read_bytes()
+        except OSError:  # not cached yet (or unreadable): decoded afresh
+            data = b""
+        if len(data) == n + 20 and hashlib.sha1(key + data[:n]).digest() == data[n:]:
+            return np.frombuffer(data[:n], dtype=np.uint8).reshape(int(size), int(size), 3).copy()
         arr = load_image(source, size, aspect=aspect, colour_constancy=colour_constancy)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+        pixels = arr.tobytes()
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+        except OSError as exc:
+            raise OSError(exc.errno, f"image cache {self.folder}: cannot write there ({exc.strerror})") from exc
         try:
             with os.fdopen(fd, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
+                f.write(pixels + hashlib.sha1(key + pixels).digest())
             os.replace(tmp, file)
-        except OSError:
+        except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise
+            raise OSError(exc.errno, f"image cache {self.folder}: cannot write {file.name} ({exc.strerror})") from exc
         return arr
