@@ -26,19 +26,11 @@ pytestmark = [
 ]
 
 
-def _square_task(folder: Path, n: int = 120, seed: int = 0) -> pd.DataFrame:
-    """48x48 noise images; class 1 has a bright square in the top-left corner. Two per patient."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        image = rng.integers(60, 140, (48, 48, 3)).astype(np.uint8)
-        if i % 2:
-            image[6:18, 6:18] = 250
-        Image.fromarray(image).save(folder / f"img{i}.png")
-        rows.append({"image_id": f"img{i}", "patient_id": f"P{i // 2}", "target": i % 2,
-                     "path": str(folder / f"img{i}.png"), "age": 50.0, "sex": "female", "site": "torso"})
-    return pd.DataFrame(rows)
+def _square_task(folder: Path, n: int = 120) -> pd.DataFrame:
+    """test_train's generated task (48x48 noise, class 1 with a bright square), with metadata."""
+    from test_train import _square_task as square_task
+
+    return square_task(folder, n).assign(age=50.0, sex="female", site="torso")
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
