@@ -72,8 +72,10 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
     Raises
     ------
     LeakageError
-        Naming the column: a label-derived name, or a column that is non-missing on some rows
-        but only on rows of one class while the other class is present.
+        Naming the column: a label-derived name, a column that is non-missing on some rows
+        but only on rows of one class while the other class is present, a two-valued copy of
+        the label, or a column with one value on every row of a class (at least 10) that the
+        other class never takes while it varies there.
     """
     refuse_label_columns(columns, who=who)
     y = np.asarray(y)
@@ -105,4 +107,11 @@ def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.nda
         seen = as_texts(seen)
     if seen.nunique() == 2 and pd.crosstab(seen.astype(str), y[present]).gt(0).sum(axis=1).eq(1).all():
         return "takes two values that are exactly the two classes (a copy of the label)"
+    labels = y[present]
+    for c in classes:  # one value on every row of a class, never on the other: a filled-in label column
+        own, other = seen[labels == c], seen[labels != c]
+        if len(own) >= 10 and own.nunique(dropna=False) == 1 and other.nunique() >= 2 and not (other == own.iloc[0]).any():
+            value = own.iloc[0].item() if isinstance(own.iloc[0], np.generic) else own.iloc[0]
+            return (f"is {value!r} on all {len(own)} rows with label {c} and never on the other class "
+                    "(a label column with its blanks filled in, e.g. a melanoma thickness set to 0 elsewhere)")
     return None

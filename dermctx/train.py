@@ -518,8 +518,10 @@ def train_lesion_cnn(
         "final_model": final_model, "amp": amp, "compile": compile, "num_workers": num_workers,
         "n_rows": len(table), "external_rows": 0 if external is None else len(external),
     }
-    spec = _runtime_spec(settings | {"device": device}) | {"cache_dir": cache_dir}
+    spec = _runtime_spec(settings | {"device": device}) | {"cache_dir": None if cache_dir is None else str(cache_dir)}
     if cache_dir is not None:
+        if not str(cache_dir).strip():
+            raise ModelError("cache_dir is empty; give a folder, or None for no cache")
         _check_writable(Path(cache_dir), "cache_dir")
     usable, errors = _usable_rows(table, "train")
     y_usable = y[usable.index.to_numpy()]

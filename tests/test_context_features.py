@@ -121,6 +121,14 @@ def test_auto_picks_measurements_not_identity_metadata_or_labels(measured):
     leaky = t.assign(size_copy=np.where(t["target"] == 1, t["size_mm"], np.nan))  # given on melanomas only
     with pytest.raises(LeakageError, match="size_copy"):
         ContextRanker(score_col=None, context_features="auto", **FAST).fit(leaky, leaky["target"])
+    # a label column with its blanks filled in: 0 on every benign lesion, a thickness or a sign on melanomas
+    rng = np.random.default_rng(0)
+    for filled in (np.where(t["target"] == 1, rng.uniform(0.2, 3.0, len(t)), 0.0),
+                   np.where(t["target"] == 1, rng.choice([-1.0, 1.0], len(t)), 0.0)):
+        for features in ("auto", [*COLS, "thickness"]):
+            with pytest.raises(LeakageError, match=r"'thickness' is 0.0 on all .* rows with label 0 and never"):
+                ContextRanker(score_col=None, context_features=features, **FAST).fit(t.assign(thickness=filled),
+                                                                                   t["target"])
 
 
 def test_contributions_sum_to_the_score_and_explanation_names_the_planted_deviation(ranker):

@@ -281,6 +281,19 @@ def test_image_cache_decodes_a_file_edited_in_place_with_its_modification_time_r
     assert not np.array_equal(after, before)
 
 
+def test_image_cache_decodes_afresh_when_the_decoding_settings_change(tmp_path, monkeypatch):
+    import dermctx.io.images as images
+
+    path = tmp_path / "a.jpg"
+    Image.fromarray(_smooth(1200, 800)).save(path, quality=90)
+    cache = ImageCache(tmp_path / "cache")
+    before = cache.load(path, 64)
+    monkeypatch.setattr(images, "DRAFT_OVERSAMPLE", 8.0)  # a finer JPEG draft: other pixels
+    fresh = load_image(path, 64)
+    assert not np.array_equal(fresh, before)
+    np.testing.assert_array_equal(cache.load(path, 64), fresh)
+
+
 def test_image_cache_says_when_its_folder_cannot_be_written(tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray(_smooth(60, 40)).save(path)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps
 
 from dermctx.errors import ImageError
@@ -268,8 +269,11 @@ class ImageCache:
     JPEGs are 640x480 to 6000x4000 pixels): :func:`load_image`'s output is kept as one ``.rgb``
     file per image under ``folder``. An entry is keyed by the file's resolved path, device,
     inode, size and modification *and* status-change times (``st_ctime``, which a tool that
-    restores the modification time after an edit cannot set back), and by the output size,
-    aspect and colour constancy: an edited file or other settings are decoded afresh. Each entry
+    restores the modification time after an edit cannot set back), by the output size, aspect
+    and colour constancy, and by what else shapes the decode (:data:`DRAFT_OVERSAMPLE`, the
+    Pillow version): an edited file or other settings are decoded afresh. Not seen: an edit that
+    changes none of those times, such as a second write through an already-dirty memory map;
+    clear the cache after editing images that way. Each entry
     ends with a SHA-1 of its key and pixels, so a truncated, damaged or swapped entry is
     detected and decoded again, never served. A served image is bit-identical to a fresh decode.
     Files that fail to decode are not cached (the error comes again, with its message). Writes
@@ -307,7 +311,8 @@ class ImageCache:
             # a missing file or a bad argument: load_image raises, with its message
             return load_image(source, size, aspect=aspect, colour_constancy=colour_constancy)
         key = repr((self.VERSION, str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                    st.st_ctime_ns, int(size), aspect, colour_constancy)).encode()
+                    st.st_ctime_ns, int(size), aspect, colour_constancy, DRAFT_OVERSAMPLE,
+                    PIL.__version__)).encode()
         name = hashlib.sha1(key).hexdigest()
         file = self.folder / name[:2] / f"{name}.rgb"
         n = int(size) * int(size) * 3
