@@ -74,8 +74,8 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
     LeakageError
         Naming the column: a label-derived name, a column that is non-missing on some rows
         but only on rows of one class while the other class is present, a two-valued copy of
-        the label, or a column with one value on every row of a class (at least 10) that the
-        other class never takes while it varies there.
+        the label, or a numeric column with one value on every row of a class (at least 10) that
+        the other class never takes while it varies there.
     """
     refuse_label_columns(columns, who=who)
     y = np.asarray(y)
@@ -108,6 +108,8 @@ def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.nda
     if seen.nunique() == 2 and pd.crosstab(seen.astype(str), y[present]).gt(0).sum(axis=1).eq(1).all():
         return "takes two values that are exactly the two classes (a copy of the label)"
     labels = y[present]
+    if not pd.api.types.is_numeric_dtype(seen) or pd.api.types.is_bool_dtype(seen):
+        return None  # categories (sex, site) may well be one value on a small class
     for c in classes:  # one value on every row of a class, never on the other: a filled-in label column
         own, other = seen[labels == c], seen[labels != c]
         if len(own) >= 10 and own.nunique(dropna=False) == 1 and other.nunique() >= 2 and not (other == own.iloc[0]).any():
