@@ -239,6 +239,16 @@ def test_neither_the_list_order_nor_the_column_order_changes_the_model(measured)
     np.testing.assert_array_equal(auto[0].decision_function(test), auto[1].decision_function(test))
 
 
+def test_the_order_of_extra_features_and_outlier_groups_does_not_change_the_model(measured):
+    test = _measured(40, seed=3)
+    settings = [({"extra_features": COLS[:2], "outlier_groups": {"a": COLS[:2], "b": COLS[2:]}}),
+                ({"extra_features": COLS[1::-1], "outlier_groups": {"b": COLS[:1:-1], "a": COLS[1::-1]}})]
+    fitted = [ContextRanker(score_col=None, context_features=COLS[2:], **FAST, **kw).fit(measured, measured["target"])
+              for kw in settings]
+    assert fitted[0].outlier_groups_ == fitted[1].outlier_groups_ == {"a": sorted(COLS[:2]), "b": sorted(COLS[2:])}
+    np.testing.assert_array_equal(fitted[0].decision_function(test), fitted[1].decision_function(test))
+
+
 def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(measured):
     y = measured["target"]
     with pytest.raises(TableError, match=r"lists \['size_mm'\] more than once"):

@@ -241,8 +241,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         AUC unchanged (within +-0.001) and raised within-patient AUC and top-1 in both settings
         when boosted from the logit offset (docs/ranking.md); set False for the plain model.
     extra_features : sequence of str
-        Further per-lesion columns to use as they are (numeric or categorical). Label-derived
-        names (:data:`dermctx.label_guard.LABEL_COLUMNS`) are refused.
+        Further per-lesion columns to use as they are (numeric or categorical); their order does
+        not change the model. Label-derived names (:data:`dermctx.label_guard.LABEL_COLUMNS`)
+        are refused.
     context_features : sequence of str or "auto"
         Per-lesion numeric columns (ISIC 2024's ``tbp_lv_*`` colour, size, border and symmetry
         measurements, or a clinic's own) used raw **and** relative to the patient's other
@@ -260,7 +261,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         mean and std): distance to the centroid of the patient's other lesions, its rank, kNN
         distance and local outlier factor (:func:`dermctx.features.patient_outlier_features`).
         None: one group ``"context"`` of all the context features when there are two or more;
-        ``{}``: none.
+        ``{}``: none. Kept as ``outlier_groups_``, sorted by name (groups and columns): the
+        order given does not change the model.
     lesion_model : bool
         Without a CNN score: fit a per-lesion :class:`~dermctx.MetadataGBM` (its default
         settings, unweighted classes) on age, sex, site, the raw context features and
@@ -435,7 +437,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if not isinstance(self.outlier_groups, dict):
             raise TableError(f"ContextRanker: outlier_groups must be a dict name -> columns or None, "
                              f"got {type(self.outlier_groups).__name__}")
-        groups = {str(k): [str(c) for c in v] for k, v in self.outlier_groups.items()}
+        # sorted by name, as context_features: the dict's order does not change the model
+        groups = {str(k): sorted(str(c) for c in v) for k, v in sorted(self.outlier_groups.items(), key=lambda kv: str(kv[0]))}
         refuse_label_columns([c for v in groups.values() for c in v], who="ContextRanker")
         return groups
 
@@ -594,7 +597,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             work["area"] = feats["area"]
             work["width"] = feats["width"]
             ctx_cols += ["area", "width"]
-        for col in self.extra_features:
+        for col in sorted(self.extra_features, key=str):  # by name: the list's order does not matter
             v = X[col]
             feats[col] = (v.to_numpy(dtype=float, na_value=np.nan) if pd.api.types.is_numeric_dtype(v)
                           else v.astype(object).where(v.notna(), None).to_numpy())
@@ -807,7 +810,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
 
     def _lesion_columns(self) -> list[str]:
         """The lesion model's inputs, as named in the correction GBM's feature frame."""
-        return list(dict.fromkeys(["age", "sex", "site", *self.context_features_, *self.extra_features]))
+        return list(dict.fromkeys(["age", "sex", "site", *self.context_features_,
+                                   *sorted(self.extra_features, key=str)]))
 
     @staticmethod
     def _warn_lost_lesions(X: pd.DataFrame, bad: np.ndarray) -> None:
