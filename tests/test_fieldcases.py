@@ -129,6 +129,10 @@ def test_shared_lesion_ids_are_named(clinic_csv, capsys):
     assert main(["split", str(clinic_csv), "--folds", "3"]) == 2
     err = capsys.readouterr().err
     assert "warning: " in err and "'1' is shared by 40 patients" in err and "--lesion-ids per-patient" in err
+    for command in ("split", "describe"):  # the same warning from two steps is shown once
+        main([command, str(clinic_csv)])
+        err = capsys.readouterr().err
+        assert err.count("warning: ") == err.count("is shared by 40 patients, ") == 1, err
 
 
 def test_lesion_ids_per_patient(clinic_csv, tmp_path):

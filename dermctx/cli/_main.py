@@ -108,7 +108,7 @@ def _warnings_as_messages(command: str) -> Iterator[None]:
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, (DermctxWarning, UserWarning)):
             text = str(message)
-            key = re.sub(r"^[^:]*: ", "", text)  # the same warning about the table, from two steps
+            key = re.sub(r"^\S+: ", "", text)  # the same warning about the table, from two steps (a file prefix)
             if key not in seen:
                 seen.add(key)
                 print(f"dermctx {command}: warning: {' '.join(text.split())}", file=sys.stderr)
