@@ -470,6 +470,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         cols += emb
         missing = [c for c in cols if c not in X.columns]
         if missing:
+            not_text = [c for c in X.columns if not isinstance(c, str) and str(c) in missing]
+            if not_text:
+                raise TableError(f"ContextRanker: X's column name(s) {not_text[:10]} are not text; dermctx reads "
+                                 "columns by text name: rename them, e.g. X.columns = X.columns.astype(str)")
             shown = ", ".join(repr(str(c)) for c in list(X.columns)[:40])
             more = f" and {len(X.columns) - 40} more" if len(X.columns) > 40 else ""
             close = {m: difflib.get_close_matches(str(m), [str(c) for c in X.columns], n=1) for m in missing[:10]}
