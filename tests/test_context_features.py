@@ -257,6 +257,8 @@ def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(me
         ContextRanker(score_col=None, context_features=["size_mm", "patient_id"], **FAST).fit(measured, y)
     with pytest.raises(TableError, match="did you mean 'colour' for 'color'"):
         ContextRanker(score_col=None, context_features=["size_mm", "color"], **FAST).fit(measured, y)
+    with pytest.raises(TableError, match=r"'site' holds text \(e.g. .*extra_features"):
+        ContextRanker(score_col=None, context_features=["size_mm", "site"], **FAST).fit(measured, y)
     numbered = measured.assign(**{"5": measured["hue"]}).rename(columns={"5": 5})
     with pytest.raises(TableError, match=r"column name\(s\) \[5\] are not text"):
         ContextRanker(score_col=None, context_features=["size_mm", 5], **FAST).fit(numbered, y)

@@ -426,6 +426,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if identity:
             raise TableError(f"ContextRanker: context_features lists identity column(s) {identity}: they name a "
                              "patient, lesion or file, not a measurement; list measurement columns")
+        for c in declared:  # a text column is refused as a column, not as each of its rows
+            if c in X.columns and not pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any():
+                numbers, not_number = to_numbers(X[c], booleans=False)
+                if numbers.notna().sum() < 0.5 * X[c].notna().sum():
+                    first = X[c][np.asarray(not_number)].iloc[0] if not_number.any() else X[c].dropna().iloc[0]
+                    raise TableError(f"ContextRanker: context_features column {c!r} holds text (e.g. "
+                                     f"{preview_cells(first)}), not numbers; context features are numeric "
+                                     "measurements: list it in extra_features to use it as a category")
         # sorted by name: neither the list's order nor the table's column order changes the model
         # (LightGBM samples and breaks ties between columns by position)
         return sorted(declared)
