@@ -426,6 +426,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         if identity:
             raise TableError(f"ContextRanker: context_features lists identity column(s) {identity}: they name a "
                              "patient, lesion or file, not a measurement; list measurement columns")
+        refuse_label_columns(declared, who="ContextRanker")  # a label by name first: the gravest
         for c in declared:  # a text column is refused as a column, not as each of its rows
             if c in X.columns and not pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any():
                 numbers, not_number = to_numbers(X[c], booleans=False)
