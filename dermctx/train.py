@@ -23,6 +23,7 @@ A final model trained on every patient gives embeddings in one shared space
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -63,7 +64,7 @@ SCHEDULES = ("sgdr", "cosine", "constant")
 class _Images(torch.utils.data.Dataset):
     """Rows of a lesion table as (image (3, S, S) uint8, label, position, error message).
 
-    Images stay uint8 until :func:`_to_input` normalises a batch on the model's device: a
+    Images stay uint8 until :class:`_ToInput` normalises a batch on the model's device: a
     quarter of the bytes through the DataLoader's shared memory and the copy to a GPU.
     """
 
@@ -87,12 +88,17 @@ class _Images(torch.utils.data.Dataset):
         return x.contiguous(), int(self.labels[i]), i, ""
 
 
-def _to_input(x: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
-    """A uint8 batch (B, 3, S, S) as the network's float32 input on its device, normalised."""
-    device = torch.device(spec["device"])
-    mean = torch.tensor(spec["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec["std"], device=device).view(1, 3, 1, 1)
-    return (x.to(device, non_blocking=True).float() / 255 - mean) / std
+class _ToInput:
+    """uint8 batches (B, 3, S, S) as the network's float32 input on its device, normalised (the
+    mean and std are put on the device once, not per batch)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.device = torch.device(spec["device"])
+        self.mean = torch.tensor(spec["mean"], device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(spec["std"], device=self.device).view(1, 3, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.device, non_blocking=True).float() / 255 - self.mean) / self.std
 
 
 def _augmentations() -> Any:
@@ -149,13 +155,14 @@ def _predict(model: nn.Module, rows: pd.DataFrame, spec: dict[str, Any], desc: s
     failed: dict[int, str] = {}
     model.eval()
     cuda = spec["device"].startswith("cuda")
+    to_input = _ToInput(spec)
     with torch.inference_mode(), torch.autocast("cuda", enabled=cuda and spec["amp"]):
         for x, _, pos, err in tqdm(_loader(rows, np.zeros(len(rows), int), spec, train=False, seed=0),
                                    desc=desc, disable=not progress, leave=False):
             ok = np.array([e == "" for e in err])
             failed.update({int(p): e for p, e in zip(pos.tolist(), err, strict=True) if e})
             if ok.any():
-                out = model(_to_input(x[ok], spec))
+                out = model(to_input(x[ok]))
                 probs[pos.numpy()[ok]] = torch.softmax(out.float(), dim=1).cpu().numpy()
     return probs, failed
 
@@ -203,6 +210,7 @@ def _train_fold(rows: pd.DataFrame, labels: np.ndarray, val: pd.DataFrame | None
     cuda = spec["device"].startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and spec["amp"])
     net: Any = torch.compile(model) if spec["compile"] else model
+    to_input = _ToInput(spec)
     history, failed, step = [], {}, 0
     for epoch in range(spec["epochs"]):
         start, total, seen = time.perf_counter(), 0.0, 0
@@ -213,7 +221,7 @@ def _train_fold(rows: pd.DataFrame, labels: np.ndarray, val: pd.DataFrame | None
             failed.update({int(p): e for p, e in zip(pos.tolist(), err, strict=True) if e})
             if not ok.any():
                 continue
-            x, y = _to_input(x[ok], spec), y[ok].to(spec["device"])
+            x, y = to_input(x[ok]), y[ok].to(spec["device"])
             loss = train_step(net, x, y, loss_fn, opt, scaler, amp=cuda and spec["amp"])
             step += 1
             if schedule is not None:
@@ -331,8 +339,6 @@ class TrainResult:
 
 def _check_writable(folder: Path, name: str) -> None:
     """Refuse, before any work, a folder that cannot be created or written."""
-    import tempfile
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
