@@ -74,8 +74,8 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
     LeakageError
         Naming the column: a label-derived name, a column that is non-missing on some rows
         but only on rows of one class while the other class is present, a two-valued copy of
-        the label, or a numeric column with one value on every row of a class (at least 10) that
-        the other class never takes while it varies there.
+        the label, or a numeric column whose rows off its most common value (at least 10) are all
+        of one class (a label column with its blanks filled in).
     """
     refuse_label_columns(columns, who=who)
     y = np.asarray(y)
@@ -110,10 +110,16 @@ def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.nda
     labels = y[present]
     if not pd.api.types.is_numeric_dtype(seen) or pd.api.types.is_bool_dtype(seen):
         return None  # categories (sex, site) may well be one value on a small class
-    for c in classes:  # one value on every row of a class, never on the other: a filled-in label column
-        own, other = seen[labels == c], seen[labels != c]
-        if len(own) >= 10 and own.nunique(dropna=False) == 1 and other.nunique() >= 2 and not (other == own.iloc[0]).any():
-            value = own.iloc[0].item() if isinstance(own.iloc[0], np.generic) else own.iloc[0]
-            return (f"is {value!r} on all {len(own)} rows with label {c} and never on the other class "
-                    "(a label column with its blanks filled in, e.g. a melanoma thickness set to 0 elsewhere)")
+    # every row off the column's most common value is of one class: a label column with its blanks
+    # filled in (a melanoma thickness set to 0 elsewhere, a copy of the target with 0 for unknown),
+    # or one class held at a single value the other never takes
+    mode = seen.mode(dropna=True)
+    if len(mode):
+        off = (seen != mode.iloc[0]).to_numpy()
+        marked = np.unique(labels[off])
+        if off.sum() >= 10 and len(marked) == 1:
+            value = mode.iloc[0].item() if isinstance(mode.iloc[0], np.generic) else mode.iloc[0]
+            return (f"differs from its most common value ({value!r}) on {int(off.sum())} rows, all with label "
+                    f"{marked[0]} (a label column with its blanks filled in, e.g. a melanoma thickness set to 0 "
+                    "elsewhere)")
     return None

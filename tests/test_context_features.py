@@ -121,12 +121,17 @@ def test_auto_picks_measurements_not_identity_metadata_or_labels(measured):
     leaky = t.assign(size_copy=np.where(t["target"] == 1, t["size_mm"], np.nan))  # given on melanomas only
     with pytest.raises(LeakageError, match="size_copy"):
         ContextRanker(score_col=None, context_features="auto", **FAST).fit(leaky, leaky["target"])
-    # a label column with its blanks filled in: 0 on every benign lesion, a thickness or a sign on melanomas
+    # a label column with its blanks filled in: 0 on every benign lesion and on some melanomas (unknown),
+    # a thickness, a sign or a copy of the target on the others
     rng = np.random.default_rng(0)
+    known = (t["target"] == 1) & (rng.uniform(size=len(t)) < 0.7)
     for filled in (np.where(t["target"] == 1, rng.uniform(0.2, 3.0, len(t)), 0.0),
-                   np.where(t["target"] == 1, rng.choice([-1.0, 1.0], len(t)), 0.0)):
+                   np.where(t["target"] == 1, rng.choice([-1.0, 1.0], len(t)), 0.0),
+                   np.where(known, rng.uniform(0.2, 3.0, len(t)), 0.0),
+                   np.where(known, 1.0, 0.0)):
         for features in ("auto", [*COLS, "thickness"]):
-            with pytest.raises(LeakageError, match=r"'thickness' is 0.0 on all .* rows with label 0 and never"):
+            with pytest.raises(LeakageError, match=r"'thickness' differs from its most common value \(0.0\) "
+                                                   r"on \d+ rows, all with label 1"):
                 ContextRanker(score_col=None, context_features=features, **FAST).fit(t.assign(thickness=filled),
                                                                                    t["target"])
 
