@@ -462,7 +462,9 @@ def train_lesion_cnn(
     out_dir : path, optional
         Where to write ``fold<k>.safetensors``, ``oof.parquet``, ``history.csv``, ``errors.csv``
         and ``settings.json``; a re-run with the same settings resumes after the finished folds,
-        and other settings are refused.
+        and other settings are refused. The check covers the rows, not the image files: a
+        finished fold is read back even if its images changed since; after editing images, use
+        a new ``out_dir``.
     external : DataFrame, optional
         Labelled rows with image paths added to every training fold (and the final model), never
         validated or scored, e.g. ISIC 2019. They may not share image or patient ids with
