@@ -462,9 +462,12 @@ def train_lesion_cnn(
     out_dir : path, optional
         Where to write ``fold<k>.safetensors``, ``oof.parquet``, ``history.csv``, ``errors.csv``
         and ``settings.json``; a re-run with the same settings resumes after the finished folds,
-        and other settings are refused. The check covers the rows, not the image files: a
-        finished fold is read back even if its images changed since; after editing images, use
-        a new ``out_dir``.
+        and other settings are refused. ``images.parquet`` there records each image file's size
+        and modification and status-change times; a resume finding any of them changed is
+        refused, naming the files (a finished fold would otherwise return scores of the old
+        images). Use a new ``out_dir``, or, when the pixels are known to be the same (files
+        copied with their times, permissions changed), delete ``images.parquet`` to accept the
+        files as they are now. A run folder written without that file resumes with a warning.
     external : DataFrame, optional
         Labelled rows with image paths added to every training fold (and the final model), never
         validated or scored, e.g. ISIC 2019. They may not share image or patient ids with
@@ -545,6 +548,8 @@ def train_lesion_cnn(
     settings["n_folds"] = int(fold_of.max()) + 1
     _check_training_folds(usable, y_usable, y_ext, settings["n_folds"], errors)
     out = _prepare_out_dir(out_dir, settings)
+    if out is not None:
+        _check_image_files(out, pd.concat([table[["image_id", "path"]], ext[["image_id", "path"]]]))
 
     oof_parts, history, models, checkpoints = [], [], [], []
     failures: dict[int, str] = {}
@@ -673,6 +678,57 @@ def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, An
         raise ModelError(f"{out}: holds a run with other settings ({diff}); use another out_dir")
     path.write_text(text)
     return out
+
+
+def _image_stamps(rows: pd.DataFrame) -> pd.DataFrame:
+    """Size and modification / status-change times (ns) of each row's image file; -1 if absent."""
+    stamps = []
+    for path in rows["path"]:
+        try:
+            st = Path(path).stat() if isinstance(path, str | PathLike) and str(path) else None
+        except OSError:
+            st = None
+        stamps.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns) if st is not None else (-1, -1, -1))
+    frame = pd.DataFrame(stamps, columns=["size", "mtime_ns", "ctime_ns"], dtype=np.int64)
+    frame.insert(0, "path", [str(p) if isinstance(p, str | PathLike) else "" for p in rows["path"]])
+    frame.insert(0, "image_id", rows["image_id"].astype(str).to_numpy())
+    return frame
+
+
+def _check_image_files(out: Path, rows: pd.DataFrame) -> None:
+    """Refuse to resume a run whose image files changed since it started; record them otherwise."""
+    path = out / "images.parquet"
+    now = _image_stamps(rows)
+    if not path.exists():
+        if any(out.glob("fold*.oof.parquet")) or (out / "all.safetensors").exists():
+            warnings.warn(f"{out}: this run folder has no images.parquet (written by an older dermctx, or "
+                          "deleted): finished folds are read back without checking that their images are "
+                          "unchanged; the image files as they are now are recorded for later resumes",
+                          DermctxWarning, stacklevel=3)
+        now.to_parquet(path, index=False)
+        return
+    old = pd.read_parquet(path)
+    both = old.merge(now, on=["image_id", "path"], how="outer", suffixes=("_run", "_now"), indicator=True)
+    if (both["_merge"] != "both").any():  # the settings fingerprint already covers ids and paths
+        raise ModelError(f"{path}: lists other images than the table; use another out_dir")
+    changed = both[(both["size_run"] != both["size_now"]) | (both["mtime_ns_run"] != both["mtime_ns_now"])
+                   | (both["ctime_ns_run"] != both["ctime_ns_now"])]
+    if len(changed):
+        def what(r: Any) -> str:
+            if r.size_now < 0:
+                return "now missing"
+            if r.size_run < 0:
+                return "missing when the run started, present now"
+            if r.size_run != r.size_now:
+                return f"size {r.size_run} -> {r.size_now} bytes"
+            if r.mtime_ns_run != r.mtime_ns_now:
+                return "modified"
+            return "rewritten or its permissions changed (status-change time)"
+
+        shown = "; ".join(f"{r.path} ({what(r)})" for r in changed.head(5).itertuples())
+        raise ModelError(f"{out}: {len(changed)} image file(s) changed since this run started, e.g. {shown}. "
+                         "Its finished folds would return scores of the old images. Use a new out_dir; if the "
+                         f"pixels are known to be unchanged, delete {path} to accept the files as they are now")
 
 
 def _warn_external_failures(bad: dict[int, str], n_table: int, where: str) -> None:

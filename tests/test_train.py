@@ -123,6 +123,42 @@ def test_resume_after_a_killed_fold_gives_the_same_scores(tmp_path):
         train_lesion_cnn(table, "test_efficientnet", out_dir=partial, **(settings | {"epochs": 2}))
 
 
+def test_resuming_after_the_images_changed_is_refused(tmp_path):
+    """A finished fold read back would score the old pixels: changed image files are refused."""
+    import os
+    import warnings
+
+    table = _square_task(tmp_path / "img", 24)
+    settings = dict(FAST, image_size=32, folds=dermctx.PatientKFold(2, random_state=0), out_dir=tmp_path / "run")
+    first = train_lesion_cnn(table, "test_efficientnet", **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unchanged resume is quiet and reads every fold back
+        again = train_lesion_cnn(table, "test_efficientnet", **settings)
+    pd.testing.assert_frame_equal(again.oof, first.oof)
+    target = Path(table["path"].iloc[5])
+    data, stat = target.read_bytes(), target.stat()
+    target.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(dermctx.ModelError, match=r"1 image file\(s\) changed.*img5\.png \(size"):
+        train_lesion_cnn(table, "test_efficientnet", **settings)
+    target.write_bytes(data)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same bytes and time, yet rewritten
+    with pytest.raises(dermctx.ModelError, match="status-change time"):
+        train_lesion_cnn(table, "test_efficientnet", **settings)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    missing = tmp_path / "img" / "img7.png"
+    kept = missing.read_bytes()
+    missing.unlink()
+    with pytest.raises(dermctx.ModelError, match=r"2 image file\(s\).*img5\.png \(modified\).*img7\.png \(now missing\)"):
+        train_lesion_cnn(table, "test_efficientnet", **settings)
+    missing.write_bytes(kept)
+    # deleting the record accepts the files as they are (with a warning), and records them again
+    (tmp_path / "run" / "images.parquet").unlink()
+    with pytest.warns(dermctx.DermctxWarning, match="no images.parquet"):
+        resumed = train_lesion_cnn(table, "test_efficientnet", **settings)
+    pd.testing.assert_frame_equal(resumed.oof, first.oof)  # read back: the old images' scores
+    assert (tmp_path / "run" / "images.parquet").exists()
+
+
 def test_learns_a_visual_signal_and_looks_at_it(tmp_path):
     """A check that can fail: a clear signal is learned, shuffled labels are not."""
     settings = dict(pretrained=False, image_size=48, epochs=4, batch_size=16, lr=3e-3, schedule="cosine",
