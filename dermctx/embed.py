@@ -42,7 +42,7 @@ from dermctx.checkpoints import (
 )
 from dermctx.embedding_store import read_embeddings, resume_store, settings_differences, write_part
 from dermctx.errors import ImageError, ModelError, TableError, error_record, errors_frame
-from dermctx.io.images import ASPECTS, COLOUR_CONSTANCY, load_image
+from dermctx.io.images import ASPECTS, COLOUR_CONSTANCY, file_stamps, load_image
 from dermctx.table import (
     as_texts,
     cell_text,
@@ -430,7 +430,8 @@ class Embedder:
             raise ModelError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self._ensure_built()
         store_path = Path(store) if store is not None else None
-        done = resume_store(store_path, self.settings_) if store_path is not None else pd.DataFrame()
+        files = file_stamps(rows["path"]).set_index(rows["image_id"].to_numpy()) if store_path is not None else None
+        done = resume_store(store_path, self.settings_, files) if store_path is not None else pd.DataFrame()
         todo = rows[~rows["image_id"].isin(done.index)] if len(done) else rows
 
         new_ids: list[str] = []
@@ -441,7 +442,8 @@ class Embedder:
 
         def flush() -> None:
             if store_path is not None and buffer_ids:
-                write_part(store_path, buffer_ids, np.concatenate(buffer_emb), self.settings_)
+                write_part(store_path, buffer_ids, np.concatenate(buffer_emb), self.settings_,
+                           files.loc[buffer_ids] if files is not None else None)
             buffer_ids.clear()
             buffer_emb.clear()
 

@@ -1,12 +1,14 @@
 """The Parquet embedding store: per-image embeddings on disk, resumable, tied to their settings.
 
-A store is a folder of part files (``part-*.parquet``, columns ``image_id`` and ``emb_*``
-float32) whose schema metadata records the settings that produced them (model, weights hash,
-image size, aspect, TTA, colour constancy, normalisation, precision, width:
-:data:`SETTINGS_KEYS`). :class:`dermctx.Embedder` appends parts as it computes them
-(:func:`write_part`, each written atomically) and, on a re-run, reads what is already there
-(:func:`resume_store`); a store made with other settings is refused with
-:class:`~dermctx.errors.ModelError`, never mixed. Read a store with :func:`read_embeddings`.
+A store is a folder of part files (``part-*.parquet``, columns ``image_id``, ``emb_*`` float32
+and the image file's ``file_size`` and ``file_mtime_ns``) whose schema metadata records the
+settings that produced them (model, weights hash, image size, aspect, TTA, colour constancy,
+normalisation, precision, width: :data:`SETTINGS_KEYS`). :class:`dermctx.Embedder` appends
+parts as it computes them (:func:`write_part`, each written atomically) and, on a re-run, reads
+what is already there (:func:`resume_store`); a store made with other settings is refused with
+:class:`~dermctx.errors.ModelError`, never mixed. An image whose file changed size or
+modification time since it was stored is embedded again (with a warning), and the newer part
+wins. Read a store with :func:`read_embeddings`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -23,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dermctx._deprecation import renamed_parameters
-from dermctx.errors import ModelError
+from dermctx.errors import DermctxWarning, ModelError
 from dermctx.table import as_texts, embedding_column_names
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 _META_KEY = b"dermctx.embeddings"  # the schema metadata key of a part's settings (JSON)
+_FILE_COLUMNS = ("file_size", "file_mtime_ns")  # each stored image file's stamp (-1: not recorded)
 #: Settings that must match for a store to be resumed (or its parts read together).
 SETTINGS_KEYS: tuple[str, ...] = ("model", "weights", "image_size", "aspect", "tta",
                                   "colour_constancy", "mean", "std", "precision", "dim")
@@ -101,28 +105,40 @@ def settings_differences(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def write_part(store: Path, image_ids: Sequence[str], emb: np.ndarray,
-                settings: dict[str, Any]) -> Path:
-    """Append one part file atomically (write to a hidden temporary name, then rename)."""
+               settings: dict[str, Any], files: pd.DataFrame | None = None) -> Path:
+    """Append one part file atomically (write to a hidden temporary name, then rename).
+
+    ``files``: the images' ``size`` and ``mtime_ns`` (:func:`dermctx.io.images.file_stamps`), one
+    row per image id in order; without it the part records -1 (not checked on resume).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     columns = {"image_id": pa.array([str(i) for i in image_ids], pa.string())}
     for j, name in enumerate(embedding_column_names(emb.shape[1])):
         columns[name] = pa.array(emb[:, j], pa.float32())
+    for column, field in zip(_FILE_COLUMNS, ("size", "mtime_ns"), strict=True):
+        values = np.full(len(image_ids), -1, np.int64) if files is None else files[field].to_numpy(np.int64)
+        columns[column] = pa.array(values, pa.int64())
     table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(settings).encode()})
     store.mkdir(parents=True, exist_ok=True)
-    name = f"part-{len(_store_parts(store)):05d}-{uuid.uuid4().hex[:8]}.parquet"
+    numbers = [int(p.name[5:10]) for p in _store_parts(store) if p.name[:5] == "part-" and p.name[5:10].isdigit()]
+    # numbered after the last part, so that a part superseding an older one is read after it
+    name = f"part-{max(numbers, default=-1) + 1:05d}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = store / f".{name}.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, store / name)
     return store / name
 
 
-def resume_store(store: Path, settings: dict[str, Any]) -> pd.DataFrame:
+def resume_store(store: Path, settings: dict[str, Any], files: pd.DataFrame | None = None) -> pd.DataFrame:
     """The embeddings already in ``store``, for a run with ``settings`` to continue.
 
     Returns an empty DataFrame when the store does not exist yet (or has no parts), else
-    :func:`read_embeddings` of it.
+    :func:`read_embeddings` of it. With ``files`` (``size`` and ``mtime_ns`` indexed by image id,
+    the images as they are now), stored images whose file changed since are left out, so that
+    they are embedded again, with a :class:`~dermctx.errors.DermctxWarning` naming them; images
+    stored without a file stamp (by an older dermctx) are kept, with a warning.
 
     Raises
     ------
@@ -138,9 +154,26 @@ def resume_store(store: Path, settings: dict[str, Any]) -> pd.DataFrame:
             f"store {store} was made with other settings "
             f"({settings_differences(found, settings)}); use a new store path"
         )
-    if found is not None:
-        return read_embeddings(store)
-    return pd.DataFrame()
+    if found is None:
+        return pd.DataFrame()
+    done, stored = _read_store(store)
+    if files is None or not len(done):
+        return done
+    stamps = stored.loc[files.index.intersection(done.index)]
+    now = files.loc[stamps.index]
+    unknown = stamps["file_size"] < 0
+    changed = ~unknown & ((stamps["file_size"] != now["size"]) | (stamps["file_mtime_ns"] != now["mtime_ns"]))
+    if unknown.any():
+        warnings.warn(f"store {store}: {int(unknown.sum())} stored image(s) have no file record (stored by an "
+                      "older dermctx), so an edit of their files since cannot be seen; they are read back "
+                      "as stored", DermctxWarning, stacklevel=3)
+    if changed.any():
+        ids = list(stamps.index[changed])
+        warnings.warn(f"store {store}: {len(ids)} image file(s) changed size or modification time since they "
+                      f"were stored, e.g. {ids[:5]}; they are embedded again (the new part supersedes the old)",
+                      DermctxWarning, stacklevel=3)
+        done = done.drop(index=ids)
+    return done
 
 
 @renamed_parameters(store="path")
@@ -155,9 +188,9 @@ def read_embeddings(path: str | PathLike[str]) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        ``emb_*`` float32 columns indexed by ``image_id``, in the order the images were stored.
-        ``frame.attrs["dermctx"]`` holds the settings that produced them (model, weights hash,
-        image size, aspect, ...).
+        ``emb_*`` float32 columns indexed by ``image_id``, in the order the images were stored
+        (an image stored twice, after its file changed: the later part). ``frame.attrs["dermctx"]``
+        holds the settings that produced them (model, weights hash, image size, aspect, ...).
 
     Raises
     ------
@@ -169,17 +202,24 @@ def read_embeddings(path: str | PathLike[str]) -> pd.DataFrame:
     """
     if not isinstance(path, (str, PathLike)):
         raise ModelError(f"expected an embedding store folder (a path), got {type(path).__name__}")
-    store = Path(path)
+    return _read_store(Path(path))[0]
+
+
+def _read_store(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`read_embeddings`, and each image file's ``file_size`` and ``file_mtime_ns`` when
+    it was embedded (-1: not recorded), both indexed by ``image_id``."""
     parts = _store_parts(store)
     if not parts:
         raise ModelError(f"{str(store)[:300]}: no embedding store here (expected a folder of part-*.parquet)")
     settings = store_settings(store)
     frames = [_read_part(p) for p in parts]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame = frame.drop_duplicates("image_id", keep="first").set_index("image_id")
+    frame = frame.drop_duplicates("image_id", keep="last").set_index("image_id")
     frame.index = pd.Index(frame.index.astype(object), name="image_id")
+    files = frame[list(_FILE_COLUMNS)]
+    frame = frame.drop(columns=list(_FILE_COLUMNS))
     frame.attrs["dermctx"] = settings
-    return frame
+    return frame, files
 
 
 def _read_part(part: Path) -> pd.DataFrame:
@@ -199,10 +239,13 @@ def _read_part(part: Path) -> pd.DataFrame:
     ids = frame.pop("image_id")
     if ids.isna().any():
         raise ModelError(f"{part}: 'image_id' is missing on {int(ids.isna().sum())} row(s)")
+    stamps = {c: frame.pop(c) if c in frame.columns else pd.Series(-1, index=frame.index) for c in _FILE_COLUMNS}
     try:
         values = frame.astype(np.float32)
+        for column, stamp in stamps.items():
+            values[column] = stamp.fillna(-1).astype(np.int64)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"{part}: embedding columns hold values that are not numbers "
+        raise ModelError(f"{part}: embedding or file columns hold values that are not numbers "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from exc
     values.insert(0, "image_id", as_texts(ids).to_numpy(dtype=object))
     return values

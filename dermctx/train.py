@@ -49,7 +49,7 @@ from dermctx.errors import (
     error_record,
     errors_frame,
 )
-from dermctx.io.images import ImageCache, load_image
+from dermctx.io.images import ImageCache, file_stamps, load_image
 from dermctx.metrics import auc
 from dermctx.optim import discriminative_param_groups, sgdr_schedule
 from dermctx.splits import PatientKFold
@@ -681,15 +681,8 @@ def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, An
 
 
 def _image_stamps(rows: pd.DataFrame) -> pd.DataFrame:
-    """Size and modification / status-change times (ns) of each row's image file; -1 if absent."""
-    stamps = []
-    for path in rows["path"]:
-        try:
-            st = Path(path).stat() if isinstance(path, str | PathLike) and str(path) else None
-        except OSError:
-            st = None
-        stamps.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns) if st is not None else (-1, -1, -1))
-    frame = pd.DataFrame(stamps, columns=["size", "mtime_ns", "ctime_ns"], dtype=np.int64)
+    """``image_id``, ``path`` and the :func:`~dermctx.io.images.file_stamps` of each row's image."""
+    frame = file_stamps(rows["path"])
     frame.insert(0, "path", [str(p) if isinstance(p, str | PathLike) else "" for p in rows["path"]])
     frame.insert(0, "image_id", rows["image_id"].astype(str).to_numpy())
     return frame

@@ -157,6 +157,46 @@ def test_interrupted_run_resumes_without_recomputing(image_table: pd.DataFrame,
     np.testing.assert_array_equal(again.to_numpy(), emb.to_numpy())
 
 
+def test_a_stored_image_whose_file_changed_is_embedded_again(image_table: pd.DataFrame,
+                                                              tmp_path: Path) -> None:
+    import os
+
+    import pyarrow.parquet as pq
+
+    from dermctx.errors import DermctxWarning
+
+    store = tmp_path / "emb"
+    table = image_table.dropna(subset=["path"]).query("image_id != 'BROKEN'").reset_index(drop=True)
+    first, _ = Embedder(**TINY).embed(table, store=store, progress=False, chunk_size=3)
+    edited = Path(table["path"].iloc[4])
+    st = edited.stat()
+    Image.fromarray(_image(1234)).save(edited)  # another picture under the same image id and path
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    fresh, _ = Embedder(**TINY).embed(table, progress=False)  # no store: the truth
+    again = Embedder(**TINY)
+    forwards = {"images": 0}
+    again.model_.register_forward_hook(
+        lambda m, args, out: forwards.__setitem__("images", forwards["images"] + len(args[0])))
+    with pytest.warns(DermctxWarning, match=r"1 image file\(s\) changed.*ISIC_4"):
+        emb, _ = again.embed(table, store=store, progress=False)
+    assert forwards["images"] == 1  # only the edited image
+    np.testing.assert_allclose(emb.to_numpy(), fresh.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(emb.loc["ISIC_4"].to_numpy(), first.loc["ISIC_4"].to_numpy(), atol=1e-3)
+    # the store, read alone, gives the new embedding (the later part wins) and only emb_* columns
+    stored = read_embeddings(store)
+    assert list(stored.columns) == list(first.columns) and stored.index.is_unique
+    np.testing.assert_allclose(stored.loc[emb.index].to_numpy(), emb.to_numpy())
+    # a store written before file stamps (no file columns) is read back as stored, with a warning
+    old = tmp_path / "old"
+    old.mkdir()
+    for part in sorted(store.glob("part-*.parquet")):
+        t = pq.read_table(part)
+        pq.write_table(t.drop_columns(["file_size", "file_mtime_ns"]), old / part.name)
+    with pytest.warns(DermctxWarning, match="no file record"):
+        back, _ = Embedder(**TINY).embed(table, store=old, progress=False)
+    np.testing.assert_allclose(back.to_numpy(), emb.to_numpy())
+
+
 def test_store_made_with_other_settings_is_refused(image_table: pd.DataFrame,
                                                    tmp_path: Path) -> None:
     store = tmp_path / "emb.parquet"

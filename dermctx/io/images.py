@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import PIL
 from PIL import Image, ImageOps
 
 from dermctx.errors import ImageError
 
-__all__ = ["ASPECTS", "COLOUR_CONSTANCY", "DRAFT_OVERSAMPLE", "ImageCache", "colour_constancy", "load_image"]
+__all__ = ["ASPECTS", "COLOUR_CONSTANCY", "DRAFT_OVERSAMPLE", "ImageCache", "colour_constancy", "file_stamps",
+           "load_image"]
 
 Aspect = Literal["crop", "pad", "squash"]
 ASPECTS: tuple[str, ...] = ("crop", "pad", "squash")
@@ -64,6 +66,32 @@ def _source_path(source: Any) -> tuple[Path, str]:
     raise ImageError(
         f"expected a path or a lesion-table row with a 'path' entry, got {type(source).__name__}"
     )
+
+
+def file_stamps(paths: Any) -> pd.DataFrame:
+    """Size and modification / status-change times of each image file, to notice later edits.
+
+    Parameters
+    ----------
+    paths : iterable of path or None
+        Image file paths (a lesion table's ``path`` column); None or blank for rows without one.
+
+    Returns
+    -------
+    DataFrame
+        One row per path, in order: ``size`` (bytes), ``mtime_ns`` and ``ctime_ns``
+        (nanoseconds, ``os.stat``); -1 in all three where the file is absent or unreadable.
+    """
+    rows = []
+    for path in paths:
+        st = None
+        if not _is_missing(path) and str(path).strip():
+            try:
+                st = Path(str(path)).stat()
+            except (OSError, ValueError):  # absent, unreadable, or a name the OS refuses
+                st = None
+        rows.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns) if st is not None else (-1, -1, -1))
+    return pd.DataFrame(rows, columns=["size", "mtime_ns", "ctime_ns"], dtype=np.int64)
 
 
 def is_dicom_file(path: Path) -> bool:
