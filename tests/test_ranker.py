@@ -171,6 +171,12 @@ def test_score_patient_sorted_with_explanation(clinic):
         without = ranker.predict_proba(rest)[:, 1][list(rest.image_id).index(row["image_id"])]
         assert row["score"] - without == pytest.approx(row["raised_by_change"])
     assert (out["raised_by_change"] >= 0).all() and (out["lowered_by_change"] <= 0).all()
+    from dermctx.models.ranker import MIN_LOO_CHANGE  # a lesion is named only for a real effect
+
+    for side in ("raised_by", "lowered_by"):
+        named = out[side].notna()
+        assert (named == (out[f"{side}_change"] != 0)).all()
+        assert (out.loc[named, f"{side}_change"].abs() > MIN_LOO_CHANGE).all()
     # a melanoma photographed at another size than the patient's other image: that other image
     # is what raises its score (alone, nothing marks it as odd)
     pair = pd.concat([one[one.target == 0].iloc[:1], one[one.target == 1].iloc[:1]])

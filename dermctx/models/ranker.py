@@ -62,6 +62,7 @@ from dermctx.features import (
     patient_outlier_features,
 )
 from dermctx.formatting import plural
+from dermctx.input_shift import InputDistribution
 from dermctx.label_guard import LABEL_COLUMNS, check_feature_columns, refuse_label_columns
 from dermctx.models.folder import (
     MANIFEST,
@@ -135,6 +136,10 @@ _RANKER_OWNS = ("class_weight", "init_score_col", "guard_labels", "random_state"
 #: exact-equality rate means nothing for a continuous measurement, and the ratio to the mean is
 #: kept as the ratio to the median (robust, and defined for skewed sizes).
 CONTEXT_MEASURE_STATS: tuple[str, ...] = ("diff", "z", "rank", "med_diff", "med_ratio")
+#: ``score_patient`` names a lesion in ``raised_by`` / ``lowered_by`` only when its presence moves
+#: the score by more than this (probability units: 0.01 percentage points); below it, a change is
+#: LightGBM's rounding, not an effect.
+MIN_LOO_CHANGE: float = 1e-4
 #: Context features whose Spearman correlation on the training rows is at least this (in absolute
 #: value) form one family in the worded explanations (``feature_families_``).
 FAMILY_CORRELATION: float = 0.7
@@ -339,6 +344,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         lower).
     oof_proba_ : ndarray, (n,)
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
+    input_distribution_ : InputDistribution
+        The training quantiles of the per-patient medians of the numeric measurement columns
+        (CNN score, image size, context, outlier and numeric extra features). Scoring warns (``DermctxWarning``) when a
+        batch's column looks measured on another scale (:mod:`dermctx.input_shift`).
     """
 
     def __init__(
@@ -763,6 +772,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                              "or context_features")
         self._raise_problems(X, fitting=True)
         self._warn_empty_inputs(X, cols)
+        self.input_distribution_ = InputDistribution.fit(X, self._numeric_inputs(X))
         self._warn_repeated_lesions(X, "ContextRanker.fit")
         self.classes_ = np.array([0, 1])
 
@@ -885,6 +895,24 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                           "order the lesions differently (fill them in if you have them)",
                           DermctxWarning, stacklevel=3)
 
+    def _numeric_inputs(self, X: pd.DataFrame) -> list[str]:
+        """The numeric measurement columns read (CNN score, image size, extra and context ones)."""
+        cols = [self.score_col] if self.uses_cnn_ else []
+        cols += ["width", "height"] if self.use_image_size else []
+        cols += [*self.context_features_, *(c for v in self.outlier_groups_.values() for c in v)]
+        cols += [c for c in self.extra_features if pd.api.types.is_numeric_dtype(X[c])]
+        return [str(c) for c in dict.fromkeys(cols) if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+
+    def _warn_shifted_inputs(self, X: pd.DataFrame, who: str) -> None:
+        """Warn when a numeric input looks scored on another scale (:mod:`dermctx.input_shift`)."""
+        found = getattr(self, "input_distribution_", None)
+        messages = found.check(X) if found is not None and len(X) else []
+        if messages:
+            warnings.warn(f"{who}: {'; '.join(messages)}. Was the column measured in another unit or "
+                          "scale, or by another method? The model was not fitted on such values and reads "
+                          "them as its training extremes; convert the column, or refit on values like these",
+                          DermctxWarning, stacklevel=3)
+
     def _check_params(self) -> None:
         w = self.within_patient
         if not (w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= 1)):
@@ -960,6 +988,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         X = self._check_input(X)
         self._raise_problems(X)
         self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
+        self._warn_shifted_inputs(X, "ContextRanker")
         if not len(X):  # no lesions, no scores
             return np.zeros(0)
         return self._logit_unchecked(X)
@@ -1120,6 +1149,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         paths = X["path"].to_numpy() if "path" in X.columns else [None] * len(X)
         errors = errors_frame(error_record(ids[i], i, paths[i], "rank", msg) for i, msg in problems)
         good = X.iloc[np.flatnonzero(~bad)]
+        self._warn_shifted_inputs(good, "ContextRanker.rank")  # refused rows are the errors table's
         self._warn_lost_lesions(X, bad)
         score = _sigmoid(self._logit_unchecked(good)) if len(good) else np.zeros(0)
         scores = pd.DataFrame({
@@ -1159,7 +1189,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         DataFrame
             Sorted by ``score`` (highest first): ``image_id``, ``score``, ``rank`` (1 = most
             suspicious), ``raised_by`` / ``raised_by_change`` (the lesion whose presence most
-            raised this score, and by how much, in probability units; None/0 when none did) and
+            raised this score, and by how much, in probability units; None/0 when none moved it
+            by more than :data:`MIN_LOO_CHANGE`) and
             ``lowered_by`` / ``lowered_by_change`` (most lowered it; change < 0), and
             ``explanation``: the features that raised and lowered the score, worded against
             the patient's other lesions (:meth:`explain`).
@@ -1175,6 +1206,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             raise TableError(f"score_patient: expected one patient's lesions, got {len(pids)} patients {list(pids[:5])}")
         self._raise_problems(X)
         self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
+        self._warn_shifted_inputs(X, "ContextRanker.score_patient")
         self._warn_repeated_lesions(X, "ContextRanker.score_patient")
         n = len(X)
         ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(n).astype(str)
@@ -1199,10 +1231,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             down = change[i, lo] if len(left_out) else 0.0
             out.append({
                 "image_id": ids[i], "score": full[i], "rank": r,
-                "raised_by": ids[left_out[hi]] if up > 0 else None,
-                "raised_by_change": max(up, 0.0),
-                "lowered_by": ids[left_out[lo]] if down < 0 else None,
-                "lowered_by_change": min(down, 0.0),
+                "raised_by": ids[left_out[hi]] if up > MIN_LOO_CHANGE else None,
+                "raised_by_change": up if up > MIN_LOO_CHANGE else 0.0,
+                "lowered_by": ids[left_out[lo]] if down < -MIN_LOO_CHANGE else None,
+                "lowered_by_change": down if down < -MIN_LOO_CHANGE else 0.0,
                 "explanation": words[i],
             })
         return pd.DataFrame(out)
@@ -1264,6 +1296,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             "outlier_scales": {k: [float(m), float(sd)] for k, (m, sd) in self.outlier_scales_.items()},
             "within_patient_weight": float(self.within_patient_weight_),
             "feature_families": [list(f) for f in self.feature_families_],
+            "input_distribution": self.input_distribution_.to_state(),
             "gbm": gbm_meta,
         }
         (folder / "gbm.txt").write_text(gbm_text)
@@ -1373,6 +1406,12 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             raise ModelError(f"{meta_path}: feature_families is {str(families)[:60]!r}; expected lists "
                              "of context feature names")
         est.feature_families_ = [list(g) for g in families]
+        try:  # folders saved before input distributions were kept: no shift check
+            est.input_distribution_ = InputDistribution.from_state(f.mapping("input_distribution", {}))
+        except ValueError as exc:
+            raise ModelError(f"{meta_path}: input_distribution: {exc}") from exc
+        if not set(est.input_distribution_.columns) <= set(map(str, est.feature_names_in_)):
+            raise ModelError(f"{meta_path}: input_distribution names columns the model does not read")
         read = set(est.feature_names_in_)
         declared = [est.score_col] if est.uses_cnn_ else []
         declared += [*est.emb_cols_, *est.context_features_, *(c for v in est.outlier_groups_.values() for c in v)]
