@@ -267,6 +267,19 @@ def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(me
     numbered = measured.assign(**{"5": measured["hue"]}).rename(columns={"5": 5})
     with pytest.raises(TableError, match=r"column name\(s\) \[5\] are not text"):
         ContextRanker(score_col=None, context_features=["size_mm", 5], **FAST).fit(numbered, y)
+    # a row number under any name, a constant, a column also listed as an extra feature
+    extra = measured.assign(n=np.arange(1, len(measured) + 1), row_index=0.5, scanner=3.0)
+    with pytest.raises(TableError, match="column 'n' numbers the rows"):
+        ContextRanker(score_col=None, context_features=["size_mm", "n"], **FAST).fit(extra, y)
+    with pytest.raises(TableError, match="column 'row_index' numbers the rows"):
+        ContextRanker(score_col=None, context_features=["size_mm", "row_index"], **FAST).fit(extra, y)
+    with pytest.raises(TableError, match=r"column 'scanner' holds one value \(3\.0\)"):
+        ContextRanker(score_col=None, context_features=["size_mm", "scanner"], **FAST).fit(extra, y)
+    with pytest.raises(TableError, match=r"\['hue'\] listed in both context_features and extra_features"):
+        ContextRanker(score_col=None, context_features=["size_mm", "hue"], extra_features=["hue"],
+                      **FAST).fit(extra, y)
+    auto = ContextRanker(score_col=None, context_features="auto", **FAST)
+    assert auto._context_columns(extra) == sorted(COLS)  # 'auto' passes them over
 
 
 def test_stacked_set_model_reads_context_features(measured, one_torch_thread):

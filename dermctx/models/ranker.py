@@ -163,6 +163,14 @@ def _is_index_column(name: Any) -> bool:
     return text.startswith("unnamed:") or text in ("index", "level_0", "row", "row_id", "row_index")
 
 
+def _counts_rows(values: pd.Series) -> bool:
+    """True for a column that numbers the rows: 0, 1, 2, ... or 1, 2, 3, ... in table order (10+ rows)."""
+    if len(values) < 10 or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    v = values.to_numpy(dtype=float, na_value=np.nan)
+    return bool(np.array_equal(v, np.arange(len(v))) or np.array_equal(v, np.arange(1, len(v) + 1)))
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
@@ -426,7 +434,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                           if c not in taken and not str(c).startswith(prefix) and not _is_index_column(c)
                           and str(c).lower() not in LABEL_COLUMNS
                           and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
-                          and X[c].nunique(dropna=True) > 1)
+                          and X[c].nunique(dropna=True) > 1 and not _counts_rows(X[c]))
         declared = [str(c) for c in self.context_features]
         twice = sorted({c for c in declared if declared.count(c) > 1})
         if twice:
@@ -436,6 +444,20 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             raise TableError(f"ContextRanker: context_features lists identity column(s) {identity}: they name a "
                              "patient, lesion or file, not a measurement; list measurement columns")
         refuse_label_columns(declared, who="ContextRanker")  # a label by name first: the gravest
+        both = sorted(set(declared) & {str(c) for c in self.extra_features})
+        if both:
+            raise TableError(f"ContextRanker: {both} listed in both context_features and extra_features; list each "
+                             "column once (a context feature's raw value is an input too)")
+        for c in declared:
+            if c not in X.columns:
+                continue
+            if _is_index_column(c) or _counts_rows(X[c]):
+                raise TableError(f"ContextRanker: context_features column {c!r} numbers the rows (a row index), it "
+                                 "is not a measurement; leave it out")
+            if X[c].nunique(dropna=True) == 1:  # (missing on every row: warned about as an empty input)
+                raise TableError(f"ContextRanker: context_features column {c!r} holds one value "
+                                 f"({preview_cells(X[c].dropna().iloc[0])}) on every training row that has "
+                                 "one; it cannot tell lesions apart: leave it out")
         for c in declared:  # a text column is refused as a column, not as each of its rows
             if c in X.columns and not pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any():
                 numbers, not_number = to_numbers(X[c], booleans=False)
