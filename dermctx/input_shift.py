@@ -5,7 +5,7 @@ probability) is still a number, so nothing downstream refuses it, and a tree mod
 reads every value as one of its training extremes. :class:`InputDistribution` keeps, at fit
 time, the quantiles of each numeric input column's values and of its patients' medians by
 patient size (on a logit scale for a column whose training values all lie in (0, 1), a log
-scale for one whose values are all positive). Patients
+scale for a right-skewed positive one such as a size). Patients
 differ (one patient's lesions are all large, another's skin is darker), and a patient's median
 varies less the more lesions it has, so a batch is compared patient by patient, each against
 training patients with about as many lesions (a single lesion against the training values):
@@ -64,7 +64,8 @@ class InputDistribution:
     columns : dict of str to dict
         Column name -> ``{"scale": s, "values": q, "medians": {"2": q, "5": q, "20": q}}``:
         the scale it is compared on (``"logit"`` when every training value is in (0, 1), such as
-        a probability; ``"log"`` when every one is positive; else ``"linear"``); the quantiles
+        a probability; ``"log"`` when every one is positive and the logarithm makes them more
+        symmetric, such as a size; else ``"linear"``); the quantiles
         at 0, 0.5%, ..., 100% (201 non-decreasing numbers) of its training values on that scale;
         and of the medians of training patients with 2-4, 5-19 and 20 or more values (a size
         class with fewer than 20 such patients is left out). Build one with :meth:`fit`.
@@ -83,8 +84,7 @@ class InputDistribution:
         out = {}
         for col in columns:
             v, pid = _finite(X, col)
-            scale = ("logit" if ((v > 0) & (v < 1)).all() else "log" if (v > 0).all() else "linear") \
-                if len(v) else "linear"
+            scale = _scale_of(v)
             v = _on_scale(v, scale)
             medians, sizes = _patient_medians(v, pid)
             if len(medians) < _MIN_TRAINING:
@@ -172,6 +172,23 @@ def _patient_medians(v: np.ndarray, pid: np.ndarray) -> tuple[np.ndarray, np.nda
         return np.zeros(0), np.zeros(0, dtype=int)
     groups = pd.Series(v).groupby(pid, sort=False)
     return groups.median().to_numpy(dtype=float), groups.size().to_numpy()
+
+
+def _scale_of(v: np.ndarray) -> str:
+    """``"logit"`` for values all in (0, 1); ``"log"`` for positive values that the logarithm
+    makes more symmetric (sizes, spreads: right-skewed); else ``"linear"`` (coordinates...)."""
+    if not len(v):
+        return "linear"
+    if ((v > 0) & (v < 1)).all():
+        return "logit"
+    if (v > 0).all() and abs(_skew(np.log(v))) < abs(_skew(v)):
+        return "log"
+    return "linear"
+
+
+def _skew(v: np.ndarray) -> float:
+    sd = v.std()
+    return float(((v - v.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
 
 
 def _back(x: float, scale: str) -> float:

@@ -45,6 +45,12 @@ __all__ = ["ISIC2024_LABELS", "ExplanationContext", "describe", "format_probabil
 PATIENT_LEVEL: tuple[str, ...] = ("age", "sex", "patient")
 #: Contributions smaller than this (calibrated logit units) are not worded.
 MIN_CONTRIBUTION: float = 0.05
+#: A family of correlated measurements is worded by its most deviating member, followed by up to
+#: this many more members that deviate from the patient's other lesions by at least
+#: :data:`FAMILY_ALSO_SD` (leave-one-out z-score): a planted size deviation moves area,
+#: perimeter and diameter together, and the one that moved most is not always the one changed.
+FAMILY_ALSO: int = 2
+FAMILY_ALSO_SD: float = 1.5
 
 
 def source_of(feature: str) -> str:
@@ -122,7 +128,8 @@ class ExplanationContext:
     families : list of list of str
         Groups of strongly correlated context sources (size: area, perimeter, diameter...).
         Their contributions are worded together, by the member on which this lesion deviates
-        most: tree models spread the credit of one deviation over its correlated measurements.
+        most and up to :data:`FAMILY_ALSO` more that deviate by :data:`FAMILY_ALSO_SD` or more:
+        tree models spread the credit of one deviation over its correlated measurements.
     score_source : str or None
         The CNN score's column name (its raw value is a probability).
     """
@@ -168,10 +175,15 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         return f"unlike this patient's other lesions in {what}: {compare(source, 'further from their centre', 'closer to their centre')}"
     if source.startswith("family:"):
         members = ctx.families[int(source.split(":", 1)[1])]
-        dev = [abs(ctx.z[m][i]) if np.isfinite(ctx.z[m][i]) else -1.0 for m in members]
-        head = members[int(np.argmax(dev))]
-        others = len(members) - 1
-        return _phrase(head, i, ctx, standing) + f" and {plural(others, 'correlated measurement')}"
+        dev = np.array([abs(ctx.z[m][i]) if np.isfinite(ctx.z[m][i]) else -1.0 for m in members])
+        order = np.argsort(-dev, kind="stable")
+        also = [members[j] for j in order[1:1 + FAMILY_ALSO] if dev[j] >= FAMILY_ALSO_SD]
+        text = _phrase(members[order[0]], i, ctx, standing)
+        if also:
+            text += "; with " + ", ".join(f"{ctx.names.get(m, m)} {compare(m, short=True)} "
+                                          f"({ctx.z[m][i]:+.1f} SD)" for m in also)
+        others = len(members) - 1 - len(also)
+        return text + (f" and {plural(others, 'more correlated measurement')}" if others else "")
     if source in ctx.z:
         value = ctx.values[source][i]
         name = ctx.names.get(source, source)
