@@ -502,6 +502,7 @@ def validate_table(
     name: str | None = None,
     unknown_patients: Literal["error", "own"] = "error",
     lesion_ids: Literal["global", "per_patient"] = "global",
+    bad_ids: Literal["raise", "keep"] = "raise",
 ) -> pd.DataFrame:
     """Check a lesion table and return a normalised copy.
 
@@ -531,6 +532,13 @@ def validate_table(
         ``"per_patient"``: ids are numbered within each patient (1, 2, 3... per patient); they
         are stored as ``"<patient_id>/<lesion_id>"`` so that every later step (splits, cohort
         table, ranker folds) sees one lesion per id.
+    bad_ids : {"raise", "keep"}
+        Rows that cannot be identified: a blank ``image_id``, a blank or placeholder
+        ``patient_id`` (under ``unknown_patients="error"``), an ``image_id`` of an earlier row.
+        ``"raise"`` (default): refuse the table, naming the rows. ``"keep"``: keep them as they
+        are (a blank patient id as None) for a scorer that reports each as an error row
+        (:meth:`ContextRanker.rank <dermctx.ContextRanker.rank>`, ``dermctx score``); every other
+        check still applies, and fitting and splitting still refuse them.
 
     Warns
     -----
@@ -566,10 +574,13 @@ def validate_table(
         raise TableError(f"unknown_patients={unknown_patients!r}; expected 'error' or 'own'")
     if not isinstance(lesion_ids, str) or lesion_ids not in ("global", "per_patient"):
         raise TableError(f"lesion_ids={lesion_ids!r}; expected 'global' or 'per_patient'")
+    if not isinstance(bad_ids, str) or bad_ids not in ("raise", "keep"):
+        raise TableError(f"bad_ids={bad_ids!r}; expected 'raise' or 'keep'")
+    keep = bad_ids == "keep"
     out = table.copy()  # the caller's index is kept; messages name 0-based row positions
 
     blank = is_blank(out["image_id"])
-    if blank.any():
+    if blank.any() and not keep:
         raise TableError(
             f"{where}column 'image_id' is empty at {describe_rows(out, blank)}; "
             "every row needs an image_id"
@@ -588,12 +599,15 @@ def validate_table(
             raise TableError(f"{where}patient id {own[unknown][taken].iloc[0]!r} (for an unknown "
                              "patient) is already a real patient's id; rename that patient")
         out["patient_id"] = out["patient_id"].astype(object).where(~unknown, own)
-    elif unknown.any():
+    elif unknown.any() and not keep:
         check_identity(out, name=name)  # raises, naming the rows
-    out["patient_id"] = out["patient_id"].astype(str).str.strip()
+    blank_patient = is_blank(out["patient_id"])
+    patient = out["patient_id"].astype(str).str.strip().astype(object)
+    patient[blank_patient] = None
+    out["patient_id"] = patient
 
-    dup = out["image_id"].duplicated(keep=False).to_numpy()
-    if dup.any():
+    dup = out["image_id"].duplicated(keep=False).to_numpy() & ~is_blank(out["image_id"])
+    if dup.any() and not keep:
         raise TableError(
             f"{where}column 'image_id' has duplicate values at {describe_rows(out, dup)}; "
             "each image must appear once"

@@ -318,6 +318,26 @@ def test_an_internal_error_is_one_line_and_exit_3(files, monkeypatch, capsys):
 # --- the errors table ----------------------------------------------------------------------------
 
 
+def test_score_lists_rows_without_usable_ids_as_errors_and_scores_the_rest(files, tmp_path):
+    table = pd.read_csv(files["table"], dtype={"image_id": str, "patient_id": str})
+    table.loc[2, "patient_id"] = ""          # blank patient
+    table.loc[5, "patient_id"] = "unknown"   # placeholder patient
+    table.loc[8, "image_id"] = table.loc[9, "image_id"]  # an image id twice: the later row refused
+    table.loc[11, "image_id"] = ""           # no image id
+    table.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "t.csv"), "--scores", str(files["oof"]), "--score-col", "pred",
+                 "--model", str(files["model"]), "--out", str(out)]) == 1
+    errors = pd.read_csv(tmp_path / "scores.errors.csv")
+    assert errors["row"].tolist() == [2, 5, 9, 11]
+    # (row 11's blank id has no score in the scores file either: the join names it first)
+    assert [m.split(" ")[0] for m in errors["message"]] == ["patient_id", "patient_id", "image_id", "no"]
+    assert len(pd.read_csv(out)) + len(errors) == len(table)
+    # fitting on such a table is still refused, naming the rows
+    assert main(["fit", str(tmp_path / "t.csv"), "--scores", str(files["oof"]), "--score-col", "pred",
+                 "--out", str(tmp_path / "m")]) == 2
+
+
 def test_errors_path_rule():
     assert errors_path(Path("out/scores.csv"), "file") == Path("out/scores.errors.csv")
     assert errors_path(Path("out/scores.parquet"), "file") == Path("out/scores.errors.csv")

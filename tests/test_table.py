@@ -158,3 +158,14 @@ def test_the_tables_own_label_columns_have_their_own_name():
                                            "dermctx.table.TABLE_LABEL_COLUMNS"):
         old = table_module.LABEL_COLUMNS
     assert old == table_module.TABLE_LABEL_COLUMNS
+
+
+def test_bad_ids_keep_leaves_unidentifiable_rows_for_the_scorer():
+    t = pd.DataFrame({"image_id": ["a", "b", "b", "", "e"], "patient_id": ["P1", "", "P2", "P2", "-1"]})
+    with pytest.raises(TableError, match="column 'image_id' is empty at row 3"):
+        validate_table(t)
+    kept = validate_table(t, bad_ids="keep")
+    assert kept["patient_id"].tolist() == ["P1", None, "P2", "P2", "-1"]
+    assert kept["image_id"].tolist() == ["a", "b", "b", "", "e"]
+    with pytest.raises(TableError, match="bad_ids='drop'"):
+        validate_table(t, bad_ids="drop")

@@ -19,7 +19,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dermctx.errors import DermctxError, TableError
 
@@ -104,8 +104,8 @@ class Loaded:
     duplicates: pd.DataFrame | None = None
 
     def all_errors(self, *later: pd.DataFrame | None) -> pd.DataFrame:
-        """The join's errors, then those of later steps (whose ``row`` counts rows of ``table``),
-        every ``row`` a row of TABLE as read."""
+        """The join's errors and those of later steps (whose ``row`` counts rows of ``table``),
+        every ``row`` a row of TABLE as read, in row order."""
         import pandas as pd
 
         frames = [self.errors]
@@ -120,13 +120,16 @@ class Loaded:
         frames = [f for f in frames if len(f)]
         if len(frames) < 2:
             return frames[0] if frames else self.errors
-        return pd.concat(frames, ignore_index=True)
+        both = pd.concat(frames, ignore_index=True)
+        return both.sort_values("row", kind="stable", na_position="last").reset_index(drop=True)
 
 
-def load_table(args: argparse.Namespace, *, score_col: str | None = None) -> Loaded:
+def load_table(args: argparse.Namespace, *, score_col: str | None = None,
+               bad_ids: Literal["raise", "keep"] = "raise") -> Loaded:
     """Read TABLE as :func:`dermctx.read_table` does, say which layout, and apply the joins.
 
-    ``score_col`` is the column name the ``--scores`` values get (default ``--score-col``).
+    ``score_col`` is the column name the ``--scores`` values get (default ``--score-col``);
+    ``bad_ids="keep"`` keeps rows without usable ids for the scorer's errors table.
     With ``--image-dir``, says how many images were not found; raises :class:`Failed` (exit
     code 1, with the errors table) when none was.
     """
@@ -134,7 +137,7 @@ def load_table(args: argparse.Namespace, *, score_col: str | None = None) -> Loa
 
     from dermctx.errors import errors_frame
 
-    table = _read(args)
+    table = _read(args, bad_ids)
     loaded = Loaded(table=table, positions=np.arange(len(table)), errors=errors_frame(),
                     n_rows=len(table))
     if getattr(args, "duplicates", None) is not None:
@@ -155,10 +158,11 @@ def load_table(args: argparse.Namespace, *, score_col: str | None = None) -> Loa
     return loaded
 
 
-def _read(args: argparse.Namespace) -> pd.DataFrame:
+def _read(args: argparse.Namespace, bad_ids: Literal["raise", "keep"] = "raise") -> pd.DataFrame:
     from dermctx.io.registry import SOURCES, read_table
 
-    kwargs: dict[str, Any] = {"image_dir": args.image_dir, "labels": args.labels, "source": args.source}
+    kwargs: dict[str, Any] = {"image_dir": args.image_dir, "labels": args.labels, "source": args.source,
+                              "bad_ids": bad_ids}
     if args.unknown_patients is not None:
         kwargs["unknown_patients"] = args.unknown_patients
     if args.lesion_ids is not None:

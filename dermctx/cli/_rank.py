@@ -260,7 +260,9 @@ def _score(args: argparse.Namespace) -> int:
     model_col = ranker.score_col
     if model_col is None and (args.scores is not None or args.cnn is not None):
         raise DermctxError(f"{args.model} was fitted without a CNN score; drop --scores and --cnn")
-    loaded = load_table(args, score_col=model_col)
+    # rows without usable ids (blank or placeholder patient, blank or repeated image id) become
+    # error rows of the scores, as in ContextRanker.rank, not a refusal of the whole table
+    loaded = load_table(args, score_col=model_col, bad_ids="keep")
     if args.cnn is not None and model_col is not None:
         _join_cnn(loaded, args, model_col, new_images=True)
     elif model_col is not None and args.scores is None and args.score_col not in (None, model_col):

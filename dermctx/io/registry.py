@@ -94,6 +94,7 @@ def read_table(
     source: str | None = None,
     unknown_patients: Literal["error", "own"] = "error",
     lesion_ids: Literal["global", "per_patient"] = "global",
+    bad_ids: Literal["raise", "keep"] = "raise",
 ) -> pd.DataFrame:
     """Read any supported table (CSV, ``.csv.gz`` or Parquet), recognising its layout.
 
@@ -113,7 +114,7 @@ def read_table(
         A separate ground-truth file, for layouts that come as two files (ISIC 2019).
     source : str, optional
         A registered source name (``"isic2019"``...) to read as, instead of recognising it.
-    unknown_patients, lesion_ids
+    unknown_patients, lesion_ids, bad_ids
         As in :func:`dermctx.validate_table`.
 
     Returns
@@ -142,7 +143,7 @@ def read_table(
         chosen = by_name[source]
     logger.info("%s: read as %s (source %r)", name, chosen.title, chosen.name)
     table = read_source(chosen, frame, image_dir=image_dir, labels=labels,
-                        unknown_patients=unknown_patients, lesion_ids=lesion_ids, name=name)
+                        unknown_patients=unknown_patients, lesion_ids=lesion_ids, name=name, bad_ids=bad_ids)
     return table
 
 

@@ -364,6 +364,7 @@ def read_source(
     unknown_patients: Literal["error", "own"] = "error",
     lesion_ids: Literal["global", "per_patient"] = "global",
     name: str | None = None,
+    bad_ids: Literal["raise", "keep"] = "raise",
 ) -> pd.DataFrame:
     """Read a file (or frame) of layout ``source`` into a validated lesion table.
 
@@ -380,7 +381,7 @@ def read_source(
         when the table already has paths.
     labels : path or DataFrame, optional
         A separate ground-truth file, for sources that come as two files (ISIC 2019).
-    unknown_patients, lesion_ids
+    unknown_patients, lesion_ids, bad_ids
         As in :func:`dermctx.validate_table`.
     name : str, optional
         What to call the input in messages (default: its path).
@@ -444,7 +445,8 @@ def read_source(
     _numeric(frame, source, name)
     if source.name != "table" or "source" not in frame.columns:
         frame["source"] = source.name
-    table = validate_table(frame, name=name, unknown_patients=unknown_patients, lesion_ids=lesion_ids)
+    table = validate_table(frame, name=name, unknown_patients=unknown_patients, lesion_ids=lesion_ids,
+                           bad_ids=bad_ids)
     if image_dir is not None:
         given = table["path"].notna().to_numpy()
         if given.any():

@@ -82,6 +82,7 @@ from dermctx.table import (
     cell_text,
     describe_rows,
     embedding_columns,
+    is_blank,
     is_missing_scalar,
     normalise_metadata,
     placeholder_patient_ids,
@@ -545,6 +546,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             for i in np.flatnonzero(_copied_rows(X)):
                 problems.setdefault(int(i), f"image_id {ids.iloc[i]!r} appears on an earlier row too; "
                                     "each lesion image once")
+        if "image_id" in X.columns:
+            for i in np.flatnonzero(is_blank(X["image_id"])):
+                problems.setdefault(int(i), "image_id is missing or blank")
         for i in np.flatnonzero((pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()):
             problems.setdefault(int(i), "patient_id is missing or blank")
         for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
