@@ -1,14 +1,15 @@
 """The Parquet embedding store: per-image embeddings on disk, resumable, tied to their settings.
 
 A store is a folder of part files (``part-*.parquet``, columns ``image_id``, ``emb_*`` float32
-and the image file's ``file_size`` and ``file_mtime_ns``) whose schema metadata records the
+and the image file's ``file_size``, ``file_mtime_ns`` and ``file_ctime_ns``) whose schema metadata records the
 settings that produced them (model, weights hash, image size, aspect, TTA, colour constancy,
 normalisation, precision, width: :data:`SETTINGS_KEYS`). :class:`dermctx.Embedder` appends
 parts as it computes them (:func:`write_part`, each written atomically) and, on a re-run, reads
 what is already there (:func:`resume_store`); a store made with other settings is refused with
-:class:`~dermctx.errors.ModelError`, never mixed. An image whose file changed size or
-modification time since it was stored is embedded again (with a warning), and the newer part
-wins. Read a store with :func:`read_embeddings`.
+:class:`~dermctx.errors.ModelError`, never mixed. An image whose file changed size,
+modification or status-change time since it was stored is embedded again (with a warning), and
+the newer part wins. Read a store with :func:`read_embeddings`; :func:`stored_files` and
+:func:`changed_files` tell whether a table's images are still the ones embedded.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ from dermctx.table import as_texts, embedding_column_names
 
 __all__ = [
     "SETTINGS_KEYS",
+    "changed_files",
     "read_embeddings",
     "resume_store",
     "settings_differences",
     "store_settings",
+    "stored_files",
     "write_part",
 ]
 
 _META_KEY = b"dermctx.embeddings"  # the schema metadata key of a part's settings (JSON)
-_FILE_COLUMNS = ("file_size", "file_mtime_ns")  # each stored image file's stamp (-1: not recorded)
+#: Each stored image file's stamp when it was embedded (-1: not recorded).
+_FILE_COLUMNS = ("file_size", "file_mtime_ns", "file_ctime_ns")
 #: Settings that must match for a store to be resumed (or its parts read together).
 SETTINGS_KEYS: tuple[str, ...] = ("model", "weights", "image_size", "aspect", "tta",
                                   "colour_constancy", "mean", "std", "precision", "dim")
@@ -108,8 +112,9 @@ def write_part(store: Path, image_ids: Sequence[str], emb: np.ndarray,
                settings: dict[str, Any], files: pd.DataFrame | None = None) -> Path:
     """Append one part file atomically (write to a hidden temporary name, then rename).
 
-    ``files``: the images' ``size`` and ``mtime_ns`` (:func:`dermctx.io.images.file_stamps`), one
-    row per image id in order; without it the part records -1 (not checked on resume).
+    ``files``: the images' ``size``, ``mtime_ns`` and ``ctime_ns``
+    (:func:`dermctx.io.images.file_stamps`), one row per image id in order; without it the part
+    records -1 (not checked on resume).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -117,7 +122,7 @@ def write_part(store: Path, image_ids: Sequence[str], emb: np.ndarray,
     columns = {"image_id": pa.array([str(i) for i in image_ids], pa.string())}
     for j, name in enumerate(embedding_column_names(emb.shape[1])):
         columns[name] = pa.array(emb[:, j], pa.float32())
-    for column, field in zip(_FILE_COLUMNS, ("size", "mtime_ns"), strict=True):
+    for column, field in zip(_FILE_COLUMNS, ("size", "mtime_ns", "ctime_ns"), strict=True):
         values = np.full(len(image_ids), -1, np.int64) if files is None else files[field].to_numpy(np.int64)
         columns[column] = pa.array(values, pa.int64())
     table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(settings).encode()})
@@ -160,20 +165,41 @@ def resume_store(store: Path, settings: dict[str, Any], files: pd.DataFrame | No
     if files is None or not len(done):
         return done
     stamps = stored.loc[files.index.intersection(done.index)]
-    now = files.loc[stamps.index]
     unknown = stamps["file_size"] < 0
-    changed = ~unknown & ((stamps["file_size"] != now["size"]) | (stamps["file_mtime_ns"] != now["mtime_ns"]))
+    changed = changed_files(stamps, files)
     if unknown.any():
         warnings.warn(f"store {store}: {int(unknown.sum())} stored image(s) have no file record (stored by an "
                       "older dermctx), so an edit of their files since cannot be seen; they are read back "
                       "as stored", DermctxWarning, stacklevel=3)
     if changed.any():
         ids = list(stamps.index[changed])
-        warnings.warn(f"store {store}: {len(ids)} image file(s) changed size or modification time since they "
-                      f"were stored, e.g. {ids[:5]}; they are embedded again (the new part supersedes the old)",
+        warnings.warn(f"store {store}: {len(ids)} image file(s) changed (size, modification or status-change "
+                      f"time) or went missing since they were stored, e.g. {ids[:5]}; they are embedded again "
+                      "(the new part supersedes the old; a file that cannot be read is an error row)",
                       DermctxWarning, stacklevel=3)
         done = done.drop(index=ids)
     return done
+
+
+def stored_files(path: str | PathLike[str]) -> pd.DataFrame:
+    """Each stored image file's ``file_size``, ``file_mtime_ns`` and ``file_ctime_ns`` when it was
+    embedded (-1: not recorded, parts written by an older dermctx), indexed by ``image_id``."""
+    return _read_store(Path(path))[1]
+
+
+def changed_files(stored: pd.DataFrame, now: pd.DataFrame) -> pd.Series:
+    """Per image id of ``stored`` (:func:`stored_files`): True where the file now differs.
+
+    ``now`` holds ``size``, ``mtime_ns`` and ``ctime_ns`` (:func:`dermctx.io.images.file_stamps`,
+    -1 for a missing file) indexed by image id, covering ``stored``'s ids. A stamp not recorded
+    (-1) is not compared.
+    """
+    now = now.loc[stored.index]
+    out = pd.Series(False, index=stored.index)
+    for column, field in zip(_FILE_COLUMNS, ("size", "mtime_ns", "ctime_ns"), strict=True):
+        recorded = stored[column] >= 0
+        out |= recorded & (stored[column] != now[field])
+    return out
 
 
 @renamed_parameters(store="path")
@@ -206,7 +232,7 @@ def read_embeddings(path: str | PathLike[str]) -> pd.DataFrame:
 
 
 def _read_store(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`read_embeddings`, and each image file's ``file_size`` and ``file_mtime_ns`` when
+    """:func:`read_embeddings`, and each image file's ``file_size``, ``file_mtime_ns``, ``file_ctime_ns`` when
     it was embedded (-1: not recorded), both indexed by ``image_id``."""
     parts = _store_parts(store)
     if not parts:

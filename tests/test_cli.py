@@ -491,6 +491,17 @@ def test_chain_embed_then_fit_score_and_bench(tmp_path, capsys):
                  "--out", str(tmp_path / "s2.csv")]) == 1
     errors = pd.read_csv(tmp_path / "s2.errors.csv")
     assert errors["image_id"].tolist() == ["NEW_1", "NEW_2"] and set(errors["stage"]) == {"embeddings"}
+    # an image edited since it was embedded: with the images at hand, its stale embedding is refused
+    edited = tmp_path / "img" / f"{table['image_id'].iloc[3]}.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(edited)
+    with_images = [*join, "--image-dir", str(tmp_path / "img"), "--model", str(tmp_path / "m")]
+    assert main(["score", str(tmp_path / "t.csv"), *with_images, "--out", str(tmp_path / "s3.csv")]) == 1
+    errors = pd.read_csv(tmp_path / "s3.errors.csv")
+    assert errors["row"].tolist() == [3] and "changed" in errors["message"].iloc[0]
+    assert main(["embed", str(tmp_path / "t.csv"), "--image-dir", str(tmp_path / "img"),  # embedded anew
+                 "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32",
+                 "--jobs", "1", "--out", str(tmp_path / "emb")]) == 0
+    assert main(["score", str(tmp_path / "t.csv"), *with_images, "--out", str(tmp_path / "s3.csv")]) == 0
 
 
 def test_chain_split_then_train_reuses_the_folds(tmp_path):

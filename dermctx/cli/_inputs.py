@@ -282,6 +282,7 @@ def _join_scores(loaded: Loaded, path: Path, column: str, as_name: str, table_pa
 
 
 def _join_embeddings(loaded: Loaded, path: Path, table_path: Path) -> None:
+    import numpy as np
     import pandas as pd
 
     from dermctx.embedding_store import read_embeddings
@@ -294,11 +295,25 @@ def _join_embeddings(loaded: Loaded, path: Path, table_path: Path) -> None:
     keys = pd.Index(emb.index.astype(str))
     _say_unknown(path, keys, loaded.table, table_path, "embedding(s)")
     ids = loaded.table["image_id"].astype(str)
-    ok = ids.isin(keys).to_numpy()
+    ok = ids.isin(keys).to_numpy().copy()
+    messages = [f"no embedding for this image id in {path}"] * len(ok)
+    if "path" in loaded.table.columns:  # images on disk: still the ones embedded?
+        from dermctx.embedding_store import changed_files, stored_files
+        from dermctx.io.images import file_stamps
+
+        has_file = ok & loaded.table["path"].notna().to_numpy()
+        stored = stored_files(path)
+        stored = stored.set_axis(stored.index.astype(str), axis=0)
+        where = ids[has_file]
+        now = file_stamps(loaded.table["path"][has_file]).set_axis(where.to_numpy(), axis=0)
+        changed = changed_files(stored.loc[where.to_numpy()], now[~now.index.duplicated()]).to_numpy()
+        for pos in np.flatnonzero(has_file)[changed]:
+            ok[pos] = False
+            messages[pos] = (f"the image file changed (size, modification or status-change time) since it was "
+                             f"embedded into {path}; run 'dermctx embed' with that store again to embed it anew")
     joined = emb.set_axis(keys, axis=0).reindex(ids.to_numpy()).set_axis(loaded.table.index, axis=0)
     loaded.table = pd.concat([loaded.table, joined], axis=1)
-    keep_rows(loaded, ok, "embeddings", [f"no embedding for this image id in {path}"] * len(ok),
-          path, table_path)
+    keep_rows(loaded, ok, "embeddings", messages, path, table_path)
     print(f"{path}: {joined.shape[1]} embedding columns joined on {len(loaded.table)} row(s)",
           file=sys.stderr)
 
