@@ -465,9 +465,10 @@ def train_lesion_cnn(
         and other settings are refused. ``images.parquet`` there records each image file's size
         and modification and status-change times; a resume finding any of them changed is
         refused, naming the files (a finished fold would otherwise return scores of the old
-        images). Use a new ``out_dir``, or, when the pixels are known to be the same (files
-        copied with their times, permissions changed), delete ``images.parquet`` to accept the
-        files as they are now. A run folder written without that file resumes with a warning.
+        images). Use a new ``out_dir``, or, when only times or permissions changed and the
+        pixels are known to be the same, delete ``images.parquet`` to accept the files as they
+        are now. A run folder written without that file resumes with a warning; a finished
+        fold whose scored images are missing now is refused either way.
     external : DataFrame, optional
         Labelled rows with image paths added to every training fold (and the final model), never
         validated or scored, e.g. ISIC 2019. They may not share image or patient ids with
@@ -543,13 +544,14 @@ def train_lesion_cnn(
         fold_of[te] = k
     usable = usable.assign(fold=fold_of[usable.index.to_numpy()])
     # a resumed run must be the same rows, labels, folds and external rows, not just the settings
-    settings["rows_sha1"] = _fingerprint(table[["image_id", "patient_id"]].assign(y=y, fold=fold_of, path=table["path"]))
+    rows = table[["image_id", "patient_id"]].assign(y=y, fold=fold_of, path=table["path"])
+    settings["rows_sha1"] = _fingerprint(rows)
     settings["external_sha1"] = _fingerprint(ext[["image_id", "patient_id"]].assign(y=y_ext))
     settings["n_folds"] = int(fold_of.max()) + 1
     _check_training_folds(usable, y_usable, y_ext, settings["n_folds"], errors)
-    out = _prepare_out_dir(out_dir, settings)
-    if out is not None:
-        _check_image_files(out, pd.concat([table[["image_id", "path"]], ext[["image_id", "path"]]]))
+    image_rows = pd.concat([table[["image_id", "path"]], ext[["image_id", "path"]]])
+    out = _prepare_out_dir(out_dir, settings, rows)
+    stamps = _check_image_files(out, image_rows) if out is not None else None
 
     oof_parts, history, models, checkpoints = [], [], [], []
     failures: dict[int, str] = {}
@@ -561,6 +563,7 @@ def train_lesion_cnn(
         if out is not None and done is not None and done.exists() and (out / f"fold{k}.oof.parquet").exists():
             net = _build(spec, len(classes), weights=done)
             part = pd.read_parquet(out / f"fold{k}.oof.parquet")
+            _refuse_missing_images(out, k, part, stamps)
             hist = pd.read_csv(out / f"fold{k}.history.csv").to_dict("records")
             failed = pd.read_csv(out / f"fold{k}.failed.csv", dtype={"message": str})
             failures.update(zip(failed["row"].astype(int), failed["message"], strict=True))
@@ -664,8 +667,30 @@ def _external(external: pd.DataFrame | None, table: pd.DataFrame, target: str | 
     return usable.assign(fold=-1).set_index(pd.RangeIndex(10**9, 10**9 + len(usable))), y[usable.index.to_numpy()]
 
 
-def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, Any]) -> Path | None:
-    """Create ``out_dir``; refuse one written with other settings (never mix two runs)."""
+def _rows_difference(out: Path, rows: pd.DataFrame | None, run_sha1: str) -> str:
+    """How the table's ``rows`` (image id, patient, label, fold, path) differ from the run's: only
+    in their image paths (from the run's ``images.parquet``), or otherwise."""
+    generic = "other rows (image ids, patients, labels, folds or image paths differ from the run's)"
+    if rows is None or not (out / "images.parquet").exists():
+        return generic
+    old = pd.read_parquet(out / "images.parquet", columns=["image_id", "path"]).head(len(rows))
+    if old["image_id"].tolist() != rows["image_id"].astype(str).tolist():
+        return generic
+    old_paths = old["path"].where(old["path"] != "", None).to_numpy(dtype=object)
+    if _fingerprint(rows.assign(path=old_paths)) != run_sha1:
+        return generic
+    now = rows["path"].map(lambda v: str(v) if isinstance(v, str | PathLike) else "").to_numpy()
+    moved = np.flatnonzero(old["path"].to_numpy() != now)
+    i = int(moved[0]) if len(moved) else 0
+    return (f"other image paths ({len(moved)} row(s), e.g. {old['path'].iloc[i]!r} -> {now[i]!r}): a run is tied "
+            "to its image files, so images moved or copied elsewhere need a new out_dir")
+
+
+def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, Any],
+                     rows: pd.DataFrame | None = None) -> Path | None:
+    """Create ``out_dir``; refuse one written with other settings (never mix two runs).
+
+    ``rows``: the frame fingerprinted as ``rows_sha1``, to say when only image paths changed."""
     if out_dir is None:
         return None
     out = Path(out_dir)
@@ -675,7 +700,11 @@ def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, An
     if path.exists() and json.loads(path.read_text()) != json.loads(text):
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
-        raise ModelError(f"{out}: holds a run with other settings ({diff}); use another out_dir")
+        changed_rows = diff.pop("rows_sha1", None)
+        what = [f"other settings ({diff})"] if diff else []
+        if changed_rows is not None:
+            what.append(_rows_difference(out, rows, old["rows_sha1"]))
+        raise ModelError(f"{out}: holds a run with {' and '.join(what)}; use another out_dir")
     path.write_text(text)
     return out
 
@@ -688,8 +717,22 @@ def _image_stamps(rows: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _check_image_files(out: Path, rows: pd.DataFrame) -> None:
-    """Refuse to resume a run whose image files changed since it started; record them otherwise."""
+def _refuse_missing_images(out: Path, k: int, part: pd.DataFrame, stamps: pd.DataFrame | None) -> None:
+    """A finished fold read back must not return scores of images that no longer exist."""
+    if stamps is None:
+        return
+    gone = stamps.iloc[part["row"].to_numpy(int)]
+    gone = gone[gone["size"] < 0]
+    if len(gone):
+        raise ModelError(f"{out}: fold {k} is finished, but the image file(s) of {len(gone)} of its scored row(s) "
+                         f"are missing now, e.g. {gone['path'].iloc[0] or gone['image_id'].iloc[0]!r}: its scores "
+                         "would be of images that no longer exist. Restore them, or use a new out_dir")
+
+
+def _check_image_files(out: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """Refuse to resume a run whose image files changed since it started; record them otherwise.
+
+    Returns the files' stamps now, one row per row of ``rows``."""
     path = out / "images.parquet"
     now = _image_stamps(rows)
     if not path.exists():
@@ -699,7 +742,7 @@ def _check_image_files(out: Path, rows: pd.DataFrame) -> None:
                           "unchanged; the image files as they are now are recorded for later resumes",
                           DermctxWarning, stacklevel=3)
         now.to_parquet(path, index=False)
-        return
+        return now
     old = pd.read_parquet(path)
     both = old.merge(now, on=["image_id", "path"], how="outer", suffixes=("_run", "_now"), indicator=True)
     if (both["_merge"] != "both").any():  # the settings fingerprint already covers ids and paths
@@ -719,9 +762,12 @@ def _check_image_files(out: Path, rows: pd.DataFrame) -> None:
             return "rewritten or its permissions changed (status-change time)"
 
         shown = "; ".join(f"{r.path} ({what(r)})" for r in changed.head(5).itertuples())
+        times_only = bool(((changed["size_run"] == changed["size_now"]) & (changed["size_now"] >= 0)).all())
+        accept = (f"; if their pixels are known to be unchanged (only times or permissions changed), delete {path} "
+                  "to accept the files as they are now" if times_only else "")
         raise ModelError(f"{out}: {len(changed)} image file(s) changed since this run started, e.g. {shown}. "
-                         "Its finished folds would return scores of the old images. Use a new out_dir; if the "
-                         f"pixels are known to be unchanged, delete {path} to accept the files as they are now")
+                         f"Its finished folds would return scores of the old images. Use a new out_dir{accept}")
+    return now
 
 
 def _warn_external_failures(bad: dict[int, str], n_table: int, where: str) -> None:

@@ -138,11 +138,12 @@ def test_resuming_after_the_images_changed_is_refused(tmp_path):
     target = Path(table["path"].iloc[5])
     data, stat = target.read_bytes(), target.stat()
     target.write_bytes(data[: len(data) // 2])  # truncated
-    with pytest.raises(dermctx.ModelError, match=r"1 image file\(s\) changed.*img5\.png \(size"):
+    with pytest.raises(dermctx.ModelError, match=r"1 image file\(s\) changed.*img5\.png \(size") as refused:
         train_lesion_cnn(table, "test_efficientnet", **settings)
+    assert "delete" not in str(refused.value)  # a size change is never offered as acceptable
     target.write_bytes(data)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same bytes and time, yet rewritten
-    with pytest.raises(dermctx.ModelError, match="status-change time"):
+    with pytest.raises(dermctx.ModelError, match="status-change time.*delete .*images.parquet to accept"):
         train_lesion_cnn(table, "test_efficientnet", **settings)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     missing = tmp_path / "img" / "img7.png"
@@ -157,6 +158,18 @@ def test_resuming_after_the_images_changed_is_refused(tmp_path):
         resumed = train_lesion_cnn(table, "test_efficientnet", **settings)
     pd.testing.assert_frame_equal(resumed.oof, first.oof)  # read back: the old images' scores
     assert (tmp_path / "run" / "images.parquet").exists()
+    # ... but never a score of an image that no longer exists
+    (tmp_path / "run" / "images.parquet").unlink()
+    missing.unlink()
+    with pytest.warns(dermctx.DermctxWarning, match="no images.parquet"), \
+            pytest.raises(dermctx.ModelError, match=r"fold \d is finished, but the image file\(s\) of 1 .*img7\.png"):
+        train_lesion_cnn(table, "test_efficientnet", **settings)
+    missing.write_bytes(kept)
+    # images copied elsewhere: other paths, named
+    shutil.copytree(tmp_path / "img", tmp_path / "copy")
+    moved = table.assign(path=table["path"].str.replace(str(tmp_path / "img"), str(tmp_path / "copy")))
+    with pytest.raises(dermctx.ModelError, match=r"other image paths \(24 row\(s\), e\.g\. .*img0\.png' -> .*copy"):
+        train_lesion_cnn(moved, "test_efficientnet", **settings)
 
 
 def test_learns_a_visual_signal_and_looks_at_it(tmp_path):
@@ -304,12 +317,13 @@ def test_runs_that_cannot_be_trained_or_resumed_are_refused(tmp_path):
     table = _square_task(tmp_path / "img", 24)
     settings = dict(FAST, image_size=32, out_dir=tmp_path / "run")
     train_lesion_cnn(table, "test_efficientnet", folds=dermctx.PatientKFold(2, random_state=0), **settings)
-    for changed in ({"folds": dermctx.PatientKFold(3, random_state=0)},   # other folds
-                    {"folds": dermctx.PatientKFold(2, random_state=5)}):  # other split seed
-        with pytest.raises(dermctx.ModelError, match="other settings"):
+    for changed, why in (({"folds": dermctx.PatientKFold(3, random_state=0)}, "other settings"),  # other folds
+                         ({"folds": dermctx.PatientKFold(2, random_state=5)},  # other split seed
+                          "other rows")):
+        with pytest.raises(dermctx.ModelError, match=why):
             train_lesion_cnn(table, "test_efficientnet", **(settings | changed))
     other = _square_task(tmp_path / "other", 24, seed=1).assign(patient_id=lambda t: "Q" + t["patient_id"])
-    with pytest.raises(dermctx.ModelError, match="other settings"):  # another table, same size
+    with pytest.raises(dermctx.ModelError, match="other rows"):  # another table, same size
         train_lesion_cnn(other, "test_efficientnet", folds=dermctx.PatientKFold(2, random_state=0), **settings)
     with pytest.raises(dermctx.ModelError, match="no row has a usable image"):
         train_lesion_cnn(table.assign(path=None), "test_efficientnet", **FAST)
