@@ -280,6 +280,22 @@ def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(me
                       **FAST).fit(extra, y)
     auto = ContextRanker(score_col=None, context_features="auto", **FAST)
     assert auto._context_columns(extra) == sorted(COLS)  # 'auto' passes them over
+    # the same as text, a patient id as a number, and extra features that would be misread
+    codes = pd.factorize(measured["patient_id"])[0] + 1000
+    more = measured.assign(n_text=[str(i) for i in range(len(measured))], pid_num=codes,
+                           skin=codes / 7.0,  # a patient-level measurement: allowed
+                           counted=measured["size_mm"].round(2).astype(str).where(measured.index % 50 != 3, "-"),
+                           as_text=measured["size_mm"].round(2).astype(str))
+    for cols, why in ((["size_mm", "n_text"], "column 'n_text' numbers the rows"),
+                      (["size_mm", "pid_num"], "column 'pid_num' holds one value per patient")):
+        with pytest.raises(TableError, match=why):
+            ContextRanker(score_col=None, context_features=cols, **FAST).fit(more, y)
+    picked = auto._context_columns(more.drop(columns=["counted", "as_text"]))
+    assert "pid_num" not in picked and "skin" in picked
+    for col, why in (("counted", r"mostly numbers but \d+ cell\(s\) are not \(first: '-'"),
+                     ("as_text", "holds numbers written as text"), ("pid_num", "names the patient")):
+        with pytest.raises(TableError, match=f"extra_features column '{col}' .*{why}"):
+            ContextRanker(score_col=None, context_features=["size_mm"], extra_features=[col], **FAST).fit(more, y)
 
 
 def test_stacked_set_model_reads_context_features(measured, one_torch_thread):

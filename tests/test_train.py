@@ -143,7 +143,7 @@ def test_resuming_after_the_images_changed_is_refused(tmp_path):
     assert "delete" not in str(refused.value)  # a size change is never offered as acceptable
     target.write_bytes(data)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same bytes and time, yet rewritten
-    with pytest.raises(dermctx.ModelError, match="status-change time.*delete .*images.parquet to accept"):
+    with pytest.raises(dermctx.ModelError, match=r"status-change time.*delete .*images\.parquet to accept"):
         train_lesion_cnn(table, "test_efficientnet", **settings)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     missing = tmp_path / "img" / "img7.png"

@@ -138,9 +138,9 @@ _RANKER_OWNS = ("class_weight", "init_score_col", "guard_labels", "random_state"
 #: kept as the ratio to the median (robust, and defined for skewed sizes).
 CONTEXT_MEASURE_STATS: tuple[str, ...] = ("diff", "z", "rank", "med_diff", "med_ratio")
 #: ``score_patient`` names a lesion in ``raised_by`` / ``lowered_by`` only when its presence moves
-#: the score by more than this (probability units: 0.01 percentage points); below it, a change is
-#: LightGBM's rounding, not an effect.
-MIN_LOO_CHANGE: float = 1e-4
+#: the score by more than this (probability units: 0.1 percentage points); below it, a change
+#: means nothing to a reader (and may be LightGBM's rounding).
+MIN_LOO_CHANGE: float = 1e-3
 #: Context features whose Spearman correlation on the training rows is at least this (in absolute
 #: value) form one family in the worded explanations (``feature_families_``).
 FAMILY_CORRELATION: float = 0.7
@@ -165,11 +165,25 @@ def _is_index_column(name: Any) -> bool:
 
 
 def _counts_rows(values: pd.Series) -> bool:
-    """True for a column that numbers the rows: 0, 1, 2, ... or 1, 2, 3, ... in table order (10+ rows)."""
-    if len(values) < 10 or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    """True for a column that numbers the rows: 0, 1, 2, ... or 1, 2, 3, ... in table order (10+
+    rows), as numbers or as text."""
+    if len(values) < 10 or pd.api.types.is_bool_dtype(values):
         return False
-    v = values.to_numpy(dtype=float, na_value=np.nan)
+    v = to_numbers(values, booleans=False)[0].to_numpy(dtype=float)
     return bool(np.array_equal(v, np.arange(len(v))) or np.array_equal(v, np.arange(1, len(v) + 1)))
+
+
+def _names_patients(values: pd.Series, patient_id: pd.Series) -> bool:
+    """True for a column of whole numbers that is one value per patient, a different one for each
+    of 10+ patients: a patient identifier written as a number, not a measurement of the lesion (a
+    patient-level measurement with a fraction, such as a skin-tone index, is not taken for one)."""
+    numbers = to_numbers(values, booleans=False)[0]
+    frame = pd.DataFrame({"p": patient_id.astype(str).to_numpy(), "v": numbers.to_numpy(dtype=float)}).dropna()
+    n = frame["p"].nunique()
+    if n < 10 or (frame["v"] != frame["v"].round()).any():
+        return False
+    per_patient = frame.groupby("p")["v"].nunique()
+    return bool((per_patient == 1).all() and frame["v"].nunique() == n)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -435,7 +449,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                           if c not in taken and not str(c).startswith(prefix) and not _is_index_column(c)
                           and str(c).lower() not in LABEL_COLUMNS
                           and pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
-                          and X[c].nunique(dropna=True) > 1 and not _counts_rows(X[c]))
+                          and X[c].nunique(dropna=True) > 1 and not _counts_rows(X[c])
+                          and not _names_patients(X[c], X["patient_id"]))
         declared = [str(c) for c in self.context_features]
         twice = sorted({c for c in declared if declared.count(c) > 1})
         if twice:
@@ -455,6 +470,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             if _is_index_column(c) or _counts_rows(X[c]):
                 raise TableError(f"ContextRanker: context_features column {c!r} numbers the rows (a row index), it "
                                  "is not a measurement; leave it out")
+            if _names_patients(X[c], X["patient_id"]):
+                raise TableError(f"ContextRanker: context_features column {c!r} holds one value per patient, a "
+                                 "different one for each: it names the patient (an id written as a number), it is "
+                                 "not a measurement of the lesion; leave it out")
             if X[c].nunique(dropna=True) == 1:  # (missing on every row: warned about as an empty input)
                 raise TableError(f"ContextRanker: context_features column {c!r} holds one value "
                                  f"({preview_cells(X[c].dropna().iloc[0])}) on every training row that has "
@@ -482,6 +501,34 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         groups = {str(k): sorted(str(c) for c in v) for k, v in sorted(self.outlier_groups.items(), key=lambda kv: str(kv[0]))}
         refuse_label_columns([c for v in groups.values() for c in v], who="ContextRanker")
         return groups
+
+    def _check_extra_features(self, X: pd.DataFrame) -> None:
+        """Refuse extra features that would be misread: numbers written as text (read as a
+        category of thousands of levels), a mostly numeric column with text cells (the numbers
+        lost in a category), a row index or a patient id."""
+        for c in sorted((c for c in self.extra_features if c in X.columns), key=str):
+            v = X[c]
+            if _is_index_column(c) or _counts_rows(v):
+                raise TableError(f"ContextRanker: extra_features column {c!r} numbers the rows (a row index); "
+                                 "leave it out")
+            if _names_patients(v, X["patient_id"]):
+                raise TableError(f"ContextRanker: extra_features column {c!r} holds one value per patient, a "
+                                 "different one for each: it names the patient; leave it out")
+            if pd.api.types.is_numeric_dtype(v) or isinstance(v.dtype, pd.CategoricalDtype) or not v.notna().any():
+                continue
+            numbers, not_number = to_numbers(v, booleans=False)
+            n_text = int(np.asarray(not_number).sum())
+            if numbers.notna().sum() >= 0.5 * v.notna().sum():
+                if n_text:
+                    i = int(np.flatnonzero(not_number)[0])
+                    raise TableError(
+                        f"ContextRanker: extra_features column {c!r} is mostly numbers but {n_text} cell(s) are "
+                        f"not (first: {preview_cells(v.iloc[i])} at {describe_rows(X, np.asarray(not_number))}); "
+                        "read as a category its numbers would be lost: clean those cells (missing is fine)")
+                raise TableError(
+                    f"ContextRanker: extra_features column {c!r} holds numbers written as text (e.g. "
+                    f"{preview_cells(v.dropna().iloc[0])}); convert it with pd.to_numeric, or, for a category "
+                    "coded by numbers, make it a pandas Categorical")
 
     def _declare(self, X: pd.DataFrame) -> list[str]:
         """The input columns this configuration reads from ``X`` (checked against the labels)."""
@@ -785,6 +832,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         self.context_features_ = self._context_columns(X)
         self.outlier_groups_ = self._outlier_groups()
         cols = self._declare(X)
+        self._check_extra_features(X)
         check_feature_columns(X, y, [c for c in cols if c != "patient_id"], who="ContextRanker")
         self.feature_names_in_ = np.asarray(cols, dtype=object)
         self.n_features_in_ = len(cols)
