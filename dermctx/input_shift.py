@@ -143,8 +143,8 @@ class InputDistribution:
             ks = _ks_distance(v, d["values"]) if n_pat >= MIN_PATIENTS else 0.0
             found = []
             if out and out > OUT_SHARE * n_pat:
-                found.append(f"{plural(out, 'patient')} of {n_pat} here {'has' if out == 1 else 'have'} a median far "
-                             "outside those of the training patients with as many lesions")
+                found.append(f"{plural(out, 'patient')} of {n_pat} here {'has' if out == 1 else 'have'} a median "
+                             "far beyond those of training patients with as many lesions")
             if outside:
                 found.append(f"{outside} of {len(v)} value(s) lie outside "
                              f"{'[0, 1], where every training value lay' if d['scale'] == 'logit' else 'the positive numbers, where every training value lay'}")

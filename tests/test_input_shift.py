@@ -29,7 +29,7 @@ def fitted() -> tuple[ContextRanker, pd.DataFrame]:
 
 
 def _shift_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
-    return [str(w.message) for w in caught if "another unit or scale" in str(w.message)]
+    return [str(w.message) for w in caught if "Another unit, scale or method" in str(w.message)]
 
 
 def test_a_column_on_another_scale_warns_and_unchanged_patients_do_not(fitted, tmp_path):

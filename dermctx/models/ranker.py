@@ -982,10 +982,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         found = getattr(self, "input_distribution_", None)
         messages = found.check(X) if found is not None and len(X) else []
         if messages:
-            warnings.warn(f"{who}: {'; '.join(messages)}. Was the column measured in another unit or "
-                          "scale, or by another method? The model was not fitted on such values and reads "
-                          "them as its training extremes; convert the column, or refit on values like these",
-                          DermctxWarning, stacklevel=3)
+            warnings.warn(f"{who}: {'; '.join(messages)}. Another unit, scale or method? The model was not "
+                          "fitted on values like these and their scores are unreliable: convert the column, or "
+                          "refit", DermctxWarning, stacklevel=3)
 
     def _check_params(self) -> None:
         w = self.within_patient
