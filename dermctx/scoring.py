@@ -47,13 +47,13 @@ def _chunk_of(patient_ids: pd.Series, chunk_patients: int) -> tuple[np.ndarray, 
     return codes // chunk_patients, max(1, -(-len(uniques) // chunk_patients))
 
 
-def _score_rows(model: Any, X: pd.DataFrame, positions: np.ndarray, explain: bool
+def _score_rows(model: Any, X: pd.DataFrame, positions: np.ndarray, explain: bool, labels: Any = None
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``model.rank`` on one chunk, with ``row`` (the position in the whole input) on both tables."""
     X = X.reset_index(drop=True)
     if "image_id" not in X.columns:  # as rank() names rows without ids: by input position
         X = X.assign(image_id=positions.astype(str))
-    scores, errors = model.rank(X, explain=explain)
+    scores, errors = model.rank(X, explain=explain, labels=labels)
     bad = np.zeros(len(X), dtype=bool)
     bad[errors["row"].to_numpy(dtype=np.int64)] = True
     scores.insert(0, "row", positions[~bad])
@@ -75,6 +75,7 @@ def score_table(
     *,
     chunk_patients: int = CHUNK_PATIENTS,
     explain: bool = False,
+    labels: Any = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score a lesion table ``chunk_patients`` whole patients at a time.
@@ -89,6 +90,8 @@ def score_table(
         Patients per chunk; intermediate memory is that of one chunk.
     explain : bool
         Add the worded ``explanation`` column (:meth:`ContextRanker.explain`).
+    labels : None, "isic2024" or dict of str to str
+        Words for the columns in the explanations (:meth:`ContextRanker.explain`).
     progress : bool
         A progress bar over chunks.
 
@@ -114,10 +117,10 @@ def score_table(
     chunk, n_chunks = _chunk_of(table["patient_id"], chunk_patients)
     order = np.argsort(chunk, kind="stable")
     bounds = np.flatnonzero(np.diff(chunk[order])) + 1
-    parts = [_score_rows(model, table.iloc[rows], rows, explain)
+    parts = [_score_rows(model, table.iloc[rows], rows, explain, labels)
              for rows in _progress(np.split(order, bounds) if len(order) else [], n_chunks, progress, "score")]
     if not parts:  # no rows
-        scores, errors = model.rank(table, explain=explain)
+        scores, errors = model.rank(table, explain=explain, labels=labels)
         return scores.assign(row=pd.Series(dtype="int64"))[["row", *scores.columns]], errors
     scores = pd.concat([p[0] for p in parts], ignore_index=True).sort_values("row", kind="stable")
     errors = errors_frame(r for p in parts for r in p[1].to_dict(orient="records"))
@@ -161,33 +164,34 @@ def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path) 
     return [f for f in files if f.exists()]
 
 
-def _score_file(model: Any, part: Path, explain: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _score_file(model: Any, part: Path, explain: bool, labels: Any = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     import pyarrow.parquet as pq
 
     frame = pq.read_table(part).to_pandas()
     positions = frame.pop("__row__").to_numpy()
-    return _score_rows(model, frame, positions, explain)
+    return _score_rows(model, frame, positions, explain, labels)
 
 
-def _local(model: Any, parts: list[Path], explain: bool, progress: bool
+def _local(model: Any, parts: list[Path], explain: bool, labels: Any, progress: bool
            ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     for part in _progress(parts, len(parts), progress, "score"):
-        yield _score_file(model, part, explain)
+        yield _score_file(model, part, explain, labels)
 
 
 class _RayScorer:
     """A Ray Data actor: loads the saved model once, scores whole-patient chunk files."""
 
-    def __init__(self, model_dir: str, explain: bool) -> None:
+    def __init__(self, model_dir: str, explain: bool, labels: Any = None) -> None:
         from dermctx.models.ranker import ContextRanker
 
         self.model = ContextRanker.load(model_dir)
         self.explain = explain
+        self.labels = labels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out_scores, out_errors = [], []
         for part in batch["part"]:
-            scores, errors = _score_file(self.model, Path(str(part)), self.explain)
+            scores, errors = _score_file(self.model, Path(str(part)), self.explain, self.labels)
             scores_path = Path(str(part)).with_suffix(".scores.parquet")
             scores.to_parquet(scores_path, index=False)
             errors_path = Path(str(part)).with_suffix(".errors.parquet")
@@ -197,7 +201,7 @@ class _RayScorer:
         return {"scores": np.array(out_scores), "errors": np.array(out_errors)}
 
 
-def _ray(model: Any, parts: list[Path], explain: bool, work: Path, actors: int | None
+def _ray(model: Any, parts: list[Path], explain: bool, labels: Any, work: Path, actors: int | None
          ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     try:
         import ray
@@ -209,7 +213,7 @@ def _ray(model: Any, parts: list[Path], explain: bool, work: Path, actors: int |
     model_dir = work / "model"
     model.save(model_dir)  # workers read the model as data, like any saved model
     ds = ray.data.from_items([{"part": str(p)} for p in parts]).map_batches(
-        _RayScorer, fn_constructor_args=(str(model_dir), explain), batch_size=1,
+        _RayScorer, fn_constructor_args=(str(model_dir), explain, labels), batch_size=1,
         concurrency=int(actors or 2), batch_format="numpy")
     done = {Path(str(r["scores"])).name: r for r in ds.take_all()}
     for part in parts:  # chunk order, as local scoring
@@ -227,6 +231,7 @@ def score_parquet(
     backend: Literal["local", "ray"] = "local",
     ray_actors: int | None = None,
     explain: bool = False,
+    labels: Any = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Score a Parquet lesion table of any size into a Parquet file of scores.
@@ -249,6 +254,8 @@ def score_parquet(
         each loading the model from a saved copy; equal to local scoring.
     explain : bool
         Add the worded ``explanation`` column.
+    labels : None, "isic2024" or dict of str to str
+        Words for the columns in the explanations (:meth:`ContextRanker.explain`).
     progress : bool
         A progress bar over chunks (local backend).
 
@@ -300,8 +307,8 @@ def score_parquet(
             parts = _partition(source, columns, chunk_patients, work)
         except (OSError, pa.ArrowException) as exc:
             raise TableError(f"{source}: could not be read ({type(exc).__name__}: {exc})") from exc
-        chunks = (_ray(model, parts, explain, work, ray_actors) if backend == "ray"
-                  else _local(model, parts, explain, progress))
+        chunks = (_ray(model, parts, explain, labels, work, ray_actors) if backend == "ray"
+                  else _local(model, parts, explain, labels, progress))
         try:
             for scores, errs in chunks:
                 errors.append(errs)

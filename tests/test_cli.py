@@ -544,3 +544,22 @@ def test_readme_main_job_on_isic2020(isic_dir, tmp_path, capsys):
     assert main(["bench", str(gt), "--scores", str(oof), "--score-col", "pred", "--fold-col", "fold",
                  "--models", "cnn", "--n-boot", "50", "--out", str(tmp_path / "bench")]) == 1
     assert "| CNN alone | 0.9" in capsys.readouterr().out
+
+
+def test_score_explains_in_plain_words_for_isic2024_columns(tmp_path):
+    from dermctx.synthetic import make_tbp_patients
+
+    cols = ["tbp_lv_areaMM2", "tbp_lv_deltaB", "tbp_lv_norm_color"]
+    keep = ["image_id", "patient_id", "age", "sex", "site", "target", *cols]
+    make_tbp_patients(80, random_state=0)[keep].to_csv(tmp_path / "train.csv", index=False)
+    make_tbp_patients(3, random_state=1)[keep].drop(columns="target").to_csv(tmp_path / "new.csv", index=False)
+    assert main(["fit", str(tmp_path / "train.csv"), "--score-col", "none", "--context-features", ",".join(cols),
+                 "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    score = ["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "m"), "--explain"]
+    assert main([*score, "--out", str(tmp_path / "raw.csv")]) == 0
+    assert main([*score, "--explain-words", "isic2024", "--out", str(tmp_path / "words.csv")]) == 0
+    raw, words = pd.read_csv(tmp_path / "raw.csv"), pd.read_csv(tmp_path / "words.csv")
+    assert raw["explanation"].str.contains("tbp_lv_").any() and not words["explanation"].str.contains("tbp_lv_").any()
+    assert words["explanation"].str.contains("area \\(mm²\\)|yellowness|colour").any()
+    assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "m"),
+                 "--explain-words", "isic2024"]) == 2  # without --explain: a usage error

@@ -273,6 +273,9 @@ def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(me
         ContextRanker(score_col=None, context_features=["size_mm", "n"], **FAST).fit(extra, y)
     with pytest.raises(TableError, match="column 'row_index' numbers the rows"):
         ContextRanker(score_col=None, context_features=["size_mm", "row_index"], **FAST).fit(extra, y)
+    with pytest.raises(TableError, match="column 'flag' holds True/False"):
+        ContextRanker(score_col=None, context_features=["size_mm", "flag"], **FAST).fit(
+            extra.assign(flag=extra["size_mm"] > 0), y)
     with pytest.raises(TableError, match=r"column 'scanner' holds one value \(3\.0\)"):
         ContextRanker(score_col=None, context_features=["size_mm", "scanner"], **FAST).fit(extra, y)
     with pytest.raises(TableError, match=r"\['hue'\] listed in both context_features and extra_features"):

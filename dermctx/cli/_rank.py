@@ -210,6 +210,9 @@ def _score_options(opts: Options) -> None:
     opts.output.add_argument("--explain", action="store_true",
                              help="add the worded explanation of each score (which measurements "
                                   "raised or lowered it)")
+    opts.output.add_argument("--explain-words", choices=("isic2024",), default=None,
+                             help="with --explain: plain words for the ISIC 2024 (SLICE-3D) tbp_lv_* columns "
+                                  "(e.g. 'area (mm²)' for tbp_lv_areaMM2) instead of their names")
     opts.run.add_argument("--chunk-patients", type=positive_int, default=None, metavar="N",
                           help="score this many whole patients at a time (bounded memory); a Parquet "
                                "TABLE with dermctx's column names and a .parquet --out are then "
@@ -234,7 +237,7 @@ def _score_streamed(ranker: Any, args: argparse.Namespace) -> int:
 
     from dermctx.scoring import score_parquet
 
-    errors = score_parquet(ranker, args.table, args.out, explain=args.explain,
+    errors = score_parquet(ranker, args.table, args.out, explain=args.explain, labels=args.explain_words,
                            progress=show_progress(args),
                            **given(args, chunk_patients="chunk_patients", backend="backend"))
     n_rows = pq.ParquetFile(args.table).metadata.num_rows
@@ -250,6 +253,8 @@ def _score(args: argparse.Namespace) -> int:
     from dermctx.scoring import score_table
 
     ranker = ContextRanker.load(args.model)
+    if args.explain_words is not None and not args.explain:
+        raise DermctxError("--explain-words words the explanations: give --explain too")
     if args.out is not None and args.out.exists() and args.out.resolve() == Path(args.table).resolve():
         raise DermctxError(f"--out {args.out} is the input table; write the scores to another file")
     if _streamable(args):
@@ -275,10 +280,10 @@ def _score(args: argparse.Namespace) -> int:
         require_column(loaded.table, model_col, args, default=args.score_col is None)
     if args.chunk_patients is not None:
         scores, errors = score_table(ranker, loaded.table, chunk_patients=args.chunk_patients,
-                                     explain=args.explain, progress=show_progress(args))
+                                     explain=args.explain, labels=args.explain_words, progress=show_progress(args))
         scores = scores.drop(columns="row")
     else:
-        scores, errors = ranker.rank(loaded.table, explain=args.explain)
+        scores, errors = ranker.rank(loaded.table, explain=args.explain, labels=args.explain_words)
     write_frame(scores, args.out)
     print(f"{args.table}: scored {len(scores)} of {loaded.n_rows} lesions"
           + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)

@@ -479,6 +479,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                                  f"({preview_cells(X[c].dropna().iloc[0])}) on every training row that has "
                                  "one; it cannot tell lesions apart: leave it out")
         for c in declared:  # a text column is refused as a column, not as each of its rows
+            if c in X.columns and pd.api.types.is_bool_dtype(X[c]):
+                raise TableError(f"ContextRanker: context_features column {c!r} holds True/False, not a "
+                                 "measurement; list it in extra_features (a yes/no property of the lesion), or "
+                                 "convert it to 0/1 if its share among the patient's lesions matters")
             if c in X.columns and not pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any():
                 numbers, not_number = to_numbers(X[c], booleans=False)
                 if numbers.notna().sum() < 0.5 * X[c].notna().sum():
