@@ -134,6 +134,16 @@ def test_auto_picks_measurements_not_identity_metadata_or_labels(measured):
                                                    r"on \d+ rows, all with label 1"):
                 ContextRanker(score_col=None, context_features=features, **FAST).fit(t.assign(thickness=filled),
                                                                                    t["target"])
+    # ... but not a sparse column whose few non-zero rows happen to be all benign (as likely as not
+    # at this prevalence: a ReLU embedding dimension), nor a benign-only measurement on a few rows
+    benign = np.flatnonzero(t["target"].to_numpy() == 0)
+    sparse = np.zeros(len(t))
+    sparse[rng.choice(benign, 15, replace=False)] = rng.uniform(0.1, 2.0, 15)
+    share = (t["target"] == 0).mean()
+    assert share ** 15 > 1e-6  # chance, not a leak
+    r = ContextRanker(score_col=None, context_features=[*COLS, "sparse"], **FAST).fit(t.assign(sparse=sparse),
+                                                                                     t["target"])
+    assert "sparse" in r.context_features_
 
 
 def test_contributions_sum_to_the_score_and_explanation_names_the_planted_deviation(ranker):
