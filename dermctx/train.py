@@ -551,7 +551,8 @@ def train_lesion_cnn(
     _check_training_folds(usable, y_usable, y_ext, settings["n_folds"], errors)
     image_rows = pd.concat([table[["image_id", "path"]], ext[["image_id", "path"]]])
     out = _prepare_out_dir(out_dir, settings, rows)
-    stamps = _check_image_files(out, image_rows) if out is not None else None
+    if out is not None:
+        _check_image_files(out, image_rows)
 
     oof_parts, history, models, checkpoints = [], [], [], []
     failures: dict[int, str] = {}
@@ -563,7 +564,6 @@ def train_lesion_cnn(
         if out is not None and done is not None and done.exists() and (out / f"fold{k}.oof.parquet").exists():
             net = _build(spec, len(classes), weights=done)
             part = pd.read_parquet(out / f"fold{k}.oof.parquet")
-            _refuse_missing_images(out, k, part, stamps)
             hist = pd.read_csv(out / f"fold{k}.history.csv").to_dict("records")
             failed = pd.read_csv(out / f"fold{k}.failed.csv", dtype={"message": str})
             failures.update(zip(failed["row"].astype(int), failed["message"], strict=True))
@@ -683,7 +683,7 @@ def _rows_difference(out: Path, rows: pd.DataFrame | None, run_sha1: str) -> str
     moved = np.flatnonzero(old["path"].to_numpy() != now)
     i = int(moved[0]) if len(moved) else 0
     return (f"other image paths ({len(moved)} row(s), e.g. {old['path'].iloc[i]!r} -> {now[i]!r}): a run is tied "
-            "to its image files, so images moved or copied elsewhere need a new out_dir")
+            "to its image files (images moved or copied elsewhere)")
 
 
 def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, Any],
@@ -717,32 +717,31 @@ def _image_stamps(rows: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _refuse_missing_images(out: Path, k: int, part: pd.DataFrame, stamps: pd.DataFrame | None) -> None:
-    """A finished fold read back must not return scores of images that no longer exist."""
-    if stamps is None:
-        return
-    gone = stamps.iloc[part["row"].to_numpy(int)]
-    gone = gone[gone["size"] < 0]
-    if len(gone):
-        raise ModelError(f"{out}: fold {k} is finished, but the image file(s) of {len(gone)} of its scored row(s) "
-                         f"are missing now, e.g. {gone['path'].iloc[0] or gone['image_id'].iloc[0]!r}: its scores "
-                         "would be of images that no longer exist. Restore them, or use a new out_dir")
+def _refuse_missing_images(out: Path, stamps: pd.DataFrame) -> None:
+    """Finished folds read back must not return scores of images that no longer exist."""
+    for part_path in sorted(out.glob("fold*.oof.parquet")):
+        gone = stamps.iloc[pd.read_parquet(part_path, columns=["row"])["row"].to_numpy(int)]
+        gone = gone[gone["size"] < 0]
+        if len(gone):
+            fold = part_path.name.split(".")[0]
+            raise ModelError(f"{out}: {fold} is finished, but the image file(s) of {len(gone)} of its scored row(s) "
+                             f"are missing now, e.g. {gone['path'].iloc[0] or gone['image_id'].iloc[0]!r}: its "
+                             "scores would be of images that no longer exist. Restore them, or use a new out_dir")
 
 
-def _check_image_files(out: Path, rows: pd.DataFrame) -> pd.DataFrame:
-    """Refuse to resume a run whose image files changed since it started; record them otherwise.
-
-    Returns the files' stamps now, one row per row of ``rows``."""
+def _check_image_files(out: Path, rows: pd.DataFrame) -> None:
+    """Refuse to resume a run whose image files changed since it started; record them otherwise."""
     path = out / "images.parquet"
     now = _image_stamps(rows)
     if not path.exists():
+        _refuse_missing_images(out, now)  # before anything is recorded
         if any(out.glob("fold*.oof.parquet")) or (out / "all.safetensors").exists():
             warnings.warn(f"{out}: this run folder has no images.parquet (written by an older dermctx, or "
                           "deleted): finished folds are read back without checking that their images are "
                           "unchanged; the image files as they are now are recorded for later resumes",
                           DermctxWarning, stacklevel=3)
         now.to_parquet(path, index=False)
-        return now
+        return
     old = pd.read_parquet(path)
     both = old.merge(now, on=["image_id", "path"], how="outer", suffixes=("_run", "_now"), indicator=True)
     if (both["_merge"] != "both").any():  # the settings fingerprint already covers ids and paths
@@ -767,7 +766,6 @@ def _check_image_files(out: Path, rows: pd.DataFrame) -> pd.DataFrame:
                   "to accept the files as they are now" if times_only else "")
         raise ModelError(f"{out}: {len(changed)} image file(s) changed since this run started, e.g. {shown}. "
                          f"Its finished folds would return scores of the old images. Use a new out_dir{accept}")
-    return now
 
 
 def _warn_external_failures(bad: dict[int, str], n_table: int, where: str) -> None:

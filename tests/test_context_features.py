@@ -305,8 +305,11 @@ def test_declared_columns_listed_twice_missing_or_naming_identity_are_refused(me
             ContextRanker(score_col=None, context_features=cols, **FAST).fit(more, y)
     picked = auto._context_columns(more.drop(columns=["counted", "as_text"]))
     assert "pid_num" not in picked and "skin" in picked
+    more = more.assign(comma=measured["size_mm"].round(2).astype(str).str.replace(".", ","),
+                       unit=measured["size_mm"].round(2).abs().astype(str) + " mm2")
     for col, why in (("counted", r"mostly numbers but \d+ cell\(s\) are not \(first: '-'"),
-                     ("as_text", "holds numbers written as text"), ("pid_num", "names the patient")):
+                     ("as_text", "holds numbers written as text"), ("pid_num", "names the patient"),
+                     ("comma", "decimal commas"), ("unit", "numbers written with units")):
         with pytest.raises(TableError, match=f"extra_features column '{col}' .*{why}"):
             ContextRanker(score_col=None, context_features=["size_mm"], extra_features=[col], **FAST).fit(more, y)
 
@@ -483,3 +486,13 @@ def test_a_worded_deviation_never_contradicts_its_count():
     skewed = _phrase("x", 0, ctx, standing)
     assert skewed == "x higher than 4 of the patient's 5 other lesions"
     assert _phrase("x", 6, ctx, standing) == "x higher than 2 of the patient's 2 other lesions (+2.5 SD from their mean)"
+
+
+def test_a_text_cell_in_a_numeric_extra_feature_is_that_rows_error_at_scoring(measured):
+    t = measured.assign(uv=np.random.default_rng(0).uniform(0, 10, len(measured)))
+    r = ContextRanker(score_col=None, context_features=COLS, extra_features=["uv"], **FAST).fit(t, t["target"])
+    new = _measured(20, seed=5).assign(uv=2.0).astype({"uv": object})
+    new.loc[new.index[[3, 7]], "uv"] = "-"
+    scores, errors = r.rank(new)
+    assert errors["row"].tolist() == [3, 7] and "column 'uv' is '-'" in errors["message"].iloc[0]
+    assert len(scores) == len(new) - 2

@@ -35,7 +35,7 @@ def _shift_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 def test_a_column_on_another_scale_warns_and_unchanged_patients_do_not(fitted, tmp_path):
     ranker, held_out = fitted
     assert {c: d["scale"] for c, d in ranker.input_distribution_.columns.items()} == {
-        "tbp_lv_areaMM2": "log", "tbp_lv_deltaB": "linear", "tbp_lv_eccentricity": "logit",
+        "age": "linear", "tbp_lv_areaMM2": "log", "tbp_lv_deltaB": "linear", "tbp_lv_eccentricity": "logit",
         "tbp_lv_nevi_confidence": "linear"}  # positive, but left-skewed: log would not help
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -115,3 +115,10 @@ def test_rank_reads_the_shift_of_the_rows_it_scores_only(fitted):
         scores, errors = ranker.rank(bad)
     assert len(scores) == len(bad) - 1
     assert len(errors) == 1 and _shift_warnings(caught) == []
+
+
+def test_age_in_decades_warns(fitted):
+    ranker, held_out = fitted
+    assert "age" in ranker.input_distribution_.columns
+    with pytest.warns(DermctxWarning, match="column 'age'"):
+        ranker.rank(held_out.assign(age=held_out["age"] / 10))

@@ -307,9 +307,12 @@ def _join_embeddings(loaded: Loaded, path: Path, table_path: Path) -> None:
         where = ids[has_file]
         now = file_stamps(loaded.table["path"][has_file]).set_axis(where.to_numpy(), axis=0)
         changed = changed_files(stored.loc[where.to_numpy()], now[~now.index.duplicated()]).to_numpy()
-        for pos in np.flatnonzero(has_file)[changed]:
+        gone = (now["size"].to_numpy() < 0)
+        for pos, missing in zip(np.flatnonzero(has_file)[changed], gone[changed], strict=True):
             ok[pos] = False
-            messages[pos] = (f"the image file changed (size, modification or status-change time) since it was "
+            messages[pos] = ("the image file is missing now (its stored embedding is of a file that is gone)"
+                             if missing else
+                             f"the image file changed (size, modification or status-change time) since it was "
                              f"embedded into {path}; run 'dermctx embed' with that store again to embed it anew")
     joined = emb.set_axis(keys, axis=0).reindex(ids.to_numpy()).set_axis(loaded.table.index, axis=0)
     loaded.table = pd.concat([loaded.table, joined], axis=1)

@@ -520,6 +520,14 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                                  "different one for each: it names the patient; leave it out")
             if pd.api.types.is_numeric_dtype(v) or isinstance(v.dtype, pd.CategoricalDtype) or not v.notna().any():
                 continue
+            text = v.dropna().astype(str).str.strip()
+            for pattern, what in ((r"[-+]?\d+,\d+", "numbers written with decimal commas"),
+                                  (r"[-+]?\d+(?:[.,]\d+)?\s*(?:[^\W\d_]+[\d²³]?|%)",
+                                   "numbers written with units")):
+                if len(text) and text.str.fullmatch(pattern).mean() >= 0.5:
+                    raise TableError(f"ContextRanker: extra_features column {c!r} holds {what} (e.g. "
+                                     f"{text.iloc[0]!r}); read as a category its numbers would be lost: convert "
+                                     "it to numbers (pandas: decimal=',' when reading, or strip the unit)")
             numbers, not_number = to_numbers(v, booleans=False)
             n_text = int(np.asarray(not_number).sum())
             if numbers.notna().sum() >= 0.5 * v.notna().sum():
@@ -605,7 +613,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
             problems.setdefault(int(i), f"patient_id {str(pid.iloc[i])!r} is a placeholder for an "
                                 "unknown patient; give the real id (or 'unknown:<image_id>')")
-        numeric = dict.fromkeys([*self.context_features_, *(c for v in self.outlier_groups_.values() for c in v)])
+        gbm = getattr(self, "gbm_", None)  # fitted: extra features it reads as numbers, not categories
+        numeric_extra = [] if gbm is None else [c for c in self.extra_features if str(c) not in gbm.categories_]
+        numeric = dict.fromkeys([*self.context_features_, *(c for v in self.outlier_groups_.values() for c in v),
+                                 *numeric_extra])
         for col in numeric:  # missing is fine; text, dates, booleans are never read as numbers
             _, not_number = to_numbers(X[col], booleans=False)
             for i in np.flatnonzero(not_number):
@@ -976,7 +987,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _numeric_inputs(self, X: pd.DataFrame) -> list[str]:
         """The numeric measurement columns read (CNN score, image size, extra and context ones)."""
         cols = [self.score_col] if self.uses_cnn_ else []
-        cols += ["width", "height"] if self.use_image_size else []
+        cols += ["age", "width", "height"] if self.use_image_size else ["age"]
         cols += [*self.context_features_, *(c for v in self.outlier_groups_.values() for c in v)]
         cols += [c for c in self.extra_features if pd.api.types.is_numeric_dtype(X[c])]
         return [str(c) for c in dict.fromkeys(cols) if not isinstance(X[c].dtype, pd.CategoricalDtype)]
