@@ -1,14 +1,14 @@
 """The Parquet embedding store: per-image embeddings on disk, resumable, tied to their settings.
 
 A store is a folder of part files (``part-*.parquet``, columns ``image_id``, ``emb_*`` float32
-and the image file's ``file_size``, ``file_mtime_ns`` and ``file_ctime_ns``) whose schema metadata records the
+and the image file's ``file_size``, ``file_mtime_ns``, ``file_ctime_ns`` and ``file_path``) whose schema metadata records the
 settings that produced them (model, weights hash, image size, aspect, TTA, colour constancy,
 normalisation, precision, width: :data:`SETTINGS_KEYS`). :class:`dermctx.Embedder` appends
 parts as it computes them (:func:`write_part`, each written atomically) and, on a re-run, reads
 what is already there (:func:`resume_store`); a store made with other settings is refused with
 :class:`~dermctx.errors.ModelError`, never mixed. An image whose file changed size,
-modification or status-change time since it was stored is embedded again (with a warning), and
-the newer part wins. Read a store with :func:`read_embeddings`; :func:`stored_files` and
+modification or status-change time, or whose row names another file, since it was stored is
+embedded again (with a warning), and the newer part wins. Read a store with :func:`read_embeddings`; :func:`stored_files` and
 :func:`changed_files` tell whether a table's images are still the ones embedded.
 """
 
@@ -125,6 +125,8 @@ def write_part(store: Path, image_ids: Sequence[str], emb: np.ndarray,
     for column, field in zip(_FILE_COLUMNS, ("size", "mtime_ns", "ctime_ns"), strict=True):
         values = np.full(len(image_ids), -1, np.int64) if files is None else files[field].to_numpy(np.int64)
         columns[column] = pa.array(values, pa.int64())
+    columns["file_path"] = pa.array([""] * len(image_ids) if files is None else
+                                    [str(v) for v in files["path"]], pa.string())
     table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(settings).encode()})
     store.mkdir(parents=True, exist_ok=True)
     numbers = [int(p.name[5:10]) for p in _store_parts(store) if p.name[:5] == "part-" and p.name[5:10].isdigit()]
@@ -174,7 +176,8 @@ def resume_store(store: Path, settings: dict[str, Any], files: pd.DataFrame | No
     if changed.any():
         ids = list(stamps.index[changed])
         warnings.warn(f"store {store}: {len(ids)} image file(s) changed (size, modification or status-change "
-                      f"time) or went missing since they were stored, e.g. {ids[:5]}; they are embedded again "
+                      f"time, or another file path) or went missing since they were stored, e.g. {ids[:5]}; they "
+                      "are embedded again "
                       "(the new part supersedes the old; a file that cannot be read is an error row)",
                       DermctxWarning, stacklevel=3)
         done = done.drop(index=ids)
@@ -182,23 +185,27 @@ def resume_store(store: Path, settings: dict[str, Any], files: pd.DataFrame | No
 
 
 def stored_files(path: str | PathLike[str]) -> pd.DataFrame:
-    """Each stored image file's ``file_size``, ``file_mtime_ns`` and ``file_ctime_ns`` when it was
-    embedded (-1: not recorded, parts written by an older dermctx), indexed by ``image_id``."""
+    """Each stored image's ``file_size``, ``file_mtime_ns``, ``file_ctime_ns`` and ``file_path``
+    when it was embedded (-1 / "": not recorded, parts written by an older dermctx), indexed by
+    ``image_id``."""
     return _read_store(Path(path))[1]
 
 
 def changed_files(stored: pd.DataFrame, now: pd.DataFrame) -> pd.Series:
     """Per image id of ``stored`` (:func:`stored_files`): True where the file now differs.
 
-    ``now`` holds ``size``, ``mtime_ns`` and ``ctime_ns`` (:func:`dermctx.io.images.file_stamps`,
-    -1 for a missing file) indexed by image id, covering ``stored``'s ids. A stamp not recorded
-    (-1) is not compared.
+    ``now`` holds ``path``, ``size``, ``mtime_ns`` and ``ctime_ns``
+    (:func:`dermctx.io.images.file_stamps`, -1 for a missing file) indexed by image id, covering
+    ``stored``'s ids. A stamp not recorded (-1, "") is not compared; an image id whose row now
+    names another file path counts as changed.
     """
     now = now.loc[stored.index]
     out = pd.Series(False, index=stored.index)
     for column, field in zip(_FILE_COLUMNS, ("size", "mtime_ns", "ctime_ns"), strict=True):
         recorded = stored[column] >= 0
         out |= recorded & (stored[column] != now[field])
+    if "file_path" in stored.columns and "path" in now.columns:  # the row now names another file
+        out |= (stored["file_path"] != "") & (stored["file_path"] != now["path"])
     return out
 
 
@@ -242,8 +249,8 @@ def _read_store(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame = frame.drop_duplicates("image_id", keep="last").set_index("image_id")
     frame.index = pd.Index(frame.index.astype(object), name="image_id")
-    files = frame[list(_FILE_COLUMNS)]
-    frame = frame.drop(columns=list(_FILE_COLUMNS))
+    files = frame[[*_FILE_COLUMNS, "file_path"]]
+    frame = frame.drop(columns=[*_FILE_COLUMNS, "file_path"])
     frame.attrs["dermctx"] = settings
     return frame, files
 
@@ -266,10 +273,12 @@ def _read_part(part: Path) -> pd.DataFrame:
     if ids.isna().any():
         raise ModelError(f"{part}: 'image_id' is missing on {int(ids.isna().sum())} row(s)")
     stamps = {c: frame.pop(c) if c in frame.columns else pd.Series(-1, index=frame.index) for c in _FILE_COLUMNS}
+    file_path = frame.pop("file_path") if "file_path" in frame.columns else pd.Series("", index=frame.index)
     try:
         values = frame.astype(np.float32)
         for column, stamp in stamps.items():
             values[column] = stamp.fillna(-1).astype(np.int64)
+        values["file_path"] = file_path.fillna("").astype(str).to_numpy(dtype=object)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{part}: embedding or file columns hold values that are not numbers "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from exc

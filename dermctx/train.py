@@ -712,7 +712,6 @@ def _prepare_out_dir(out_dir: str | PathLike[str] | None, settings: dict[str, An
 def _image_stamps(rows: pd.DataFrame) -> pd.DataFrame:
     """``image_id``, ``path`` and the :func:`~dermctx.io.images.file_stamps` of each row's image."""
     frame = file_stamps(rows["path"])
-    frame.insert(0, "path", [str(p) if isinstance(p, str | PathLike) else "" for p in rows["path"]])
     frame.insert(0, "image_id", rows["image_id"].astype(str).to_numpy())
     return frame
 

@@ -375,3 +375,16 @@ def test_ray_backend_equals_local(local_ray, image_table: pd.DataFrame, tmp_path
     assert list(remote_errors["row"]) == [3, 6]
     np.testing.assert_allclose(read_embeddings(store).loc[local.index].to_numpy(),
                                local.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_changed_files_compares_stamps_and_the_file_path() -> None:
+    from dermctx.embedding_store import changed_files
+
+    stored = pd.DataFrame({"file_size": [10, 10, -1], "file_mtime_ns": [5, 5, -1], "file_ctime_ns": [7, 7, -1],
+                           "file_path": ["a.png", "b.png", ""]}, index=["A", "B", "OLD"])
+    now = pd.DataFrame({"path": ["b.png", "b.png", "x.png"], "size": [10, 10, 99], "mtime_ns": [5, 5, 1],
+                        "ctime_ns": [7, 7, 1]}, index=["A", "B", "OLD"])
+    # A's row now names b.png (same size and times: files extracted from one archive): changed;
+    # OLD was stored without a record: not compared
+    assert changed_files(stored, now).tolist() == [True, False, False]
+    assert changed_files(stored, now.assign(ctime_ns=[7, 8, 1])).tolist() == [True, True, False]

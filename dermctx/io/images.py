@@ -79,9 +79,11 @@ def file_stamps(paths: Any) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        One row per path, in order: ``size`` (bytes), ``mtime_ns`` and ``ctime_ns``
-        (nanoseconds, ``os.stat``); -1 in all three where the file is absent or unreadable.
+        One row per path, in order: ``path`` (as text, "" for none), ``size`` (bytes),
+        ``mtime_ns`` and ``ctime_ns`` (nanoseconds, ``os.stat``); -1 in the last three where the
+        file is absent or unreadable.
     """
+    paths = list(paths)
     rows = []
     for path in paths:
         st = None
@@ -91,7 +93,9 @@ def file_stamps(paths: Any) -> pd.DataFrame:
             except (OSError, ValueError):  # absent, unreadable, or a name the OS refuses
                 st = None
         rows.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns) if st is not None else (-1, -1, -1))
-    return pd.DataFrame(rows, columns=["size", "mtime_ns", "ctime_ns"], dtype=np.int64)
+    frame = pd.DataFrame(rows, columns=["size", "mtime_ns", "ctime_ns"], dtype=np.int64)
+    frame.insert(0, "path", ["" if _is_missing(p) else str(p) for p in paths])
+    return frame
 
 
 def is_dicom_file(path: Path) -> bool:
