@@ -122,3 +122,23 @@ def test_age_in_decades_warns(fitted):
     assert "age" in ranker.input_distribution_.columns
     with pytest.warns(DermctxWarning, match="column 'age'"):
         ranker.rank(held_out.assign(age=held_out["age"] / 10))
+
+
+def test_embeddings_on_another_scale_warn_through_their_length(tmp_path):
+    from dermctx.synthetic import make_ugly_duckling
+
+    train = make_ugly_duckling(150, dim=8, random_state=0)
+    test = make_ugly_duckling(60, dim=8, random_state=1)
+    ranker = ContextRanker(score_col=None, **FAST).fit(train.drop(columns="target"), train["target"])
+    assert "length of emb_*" in ranker.input_distribution_.columns
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ranker.rank(test)
+    assert _shift_warnings(caught) == []
+    emb = [c for c in test.columns if c.startswith("emb_")]
+    scaled = test.assign(**{c: test[c] * 10 for c in emb})  # another backbone's scale
+    with pytest.warns(DermctxWarning, match=r"column 'length of emb_\*'"):
+        ranker.rank(scaled)
+    ranker.save(tmp_path / "m")  # saved and loaded with the model
+    with pytest.warns(DermctxWarning, match=r"column 'length of emb_\*'"):
+        ContextRanker.load(tmp_path / "m").rank(scaled)

@@ -369,7 +369,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         Out-of-fold calibrated probabilities of the training lesions (inner patient folds).
     input_distribution_ : InputDistribution
         The training quantiles of the per-patient medians of the numeric measurement columns
-        (CNN score, image size, context, outlier and numeric extra features). Scoring warns (``DermctxWarning``) when a
+        (CNN score, image size, age, context, outlier and numeric extra features) and of the
+        embeddings' length (``"length of emb_*"``). Scoring warns (``DermctxWarning``) when a
         batch's column looks measured on another scale (:mod:`dermctx.input_shift`).
     """
 
@@ -861,7 +862,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                              "or context_features")
         self._raise_problems(X, fitting=True)
         self._warn_empty_inputs(X, cols)
-        self.input_distribution_ = InputDistribution.fit(X, self._numeric_inputs(X))
+        self.input_distribution_ = InputDistribution.fit(self._with_embedding_length(X),
+                                                         [*self._numeric_inputs(X), *self._embedding_length()])
         self._warn_repeated_lesions(X, "ContextRanker.fit")
         self.classes_ = np.array([0, 1])
 
@@ -992,10 +994,25 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         cols += [c for c in self.extra_features if pd.api.types.is_numeric_dtype(X[c])]
         return [str(c) for c in dict.fromkeys(cols) if not isinstance(X[c].dtype, pd.CategoricalDtype)]
 
+    def _embedding_length(self) -> list[str]:
+        """The name of the embeddings' length column (:meth:`_with_embedding_length`), if any."""
+        return [f"length of {self.embedding_prefix}*"] if getattr(self, "emb_cols_", None) else []
+
+    def _with_embedding_length(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``patient_id``, the numeric inputs and the Euclidean length of each row's embedding: one
+        number that moves when embeddings come from another backbone, checkpoint or scale."""
+        names = self._embedding_length()
+        cols = ["patient_id", *(c for c in self._numeric_inputs(X) if c in X.columns)]
+        frame = X[list(dict.fromkeys(cols))]
+        if names and all(c in X.columns for c in self.emb_cols_):
+            emb = X[self.emb_cols_].to_numpy(dtype=float, na_value=np.nan)
+            frame = frame.assign(**{names[0]: np.sqrt((emb ** 2).sum(axis=1))})
+        return frame
+
     def _warn_shifted_inputs(self, X: pd.DataFrame, who: str) -> None:
         """Warn when a numeric input looks scored on another scale (:mod:`dermctx.input_shift`)."""
         found = getattr(self, "input_distribution_", None)
-        messages = found.check(X) if found is not None and len(X) else []
+        messages = found.check(self._with_embedding_length(X)) if found is not None and len(X) else []
         if messages:
             warnings.warn(f"{who}: {'; '.join(messages)}. Another unit, scale or method? The model was not "
                           "fitted on values like these and their scores are unreliable: convert the column, or "
@@ -1498,7 +1515,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             est.input_distribution_ = InputDistribution.from_state(f.mapping("input_distribution", {}))
         except ValueError as exc:
             raise ModelError(f"{meta_path}: input_distribution: {exc}") from exc
-        if not set(est.input_distribution_.columns) <= set(map(str, est.feature_names_in_)):
+        if not set(est.input_distribution_.columns) <= {*map(str, est.feature_names_in_), *est._embedding_length()}:
             raise ModelError(f"{meta_path}: input_distribution names columns the model does not read")
         read = set(est.feature_names_in_)
         declared = [est.score_col] if est.uses_cnn_ else []
