@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -171,6 +171,34 @@ def _counts_rows(values: pd.Series) -> bool:
         return False
     v = to_numbers(values, booleans=False)[0].to_numpy(dtype=float)
     return bool(np.array_equal(v, np.arange(len(v))) or np.array_equal(v, np.arange(1, len(v) + 1)))
+
+
+class _TextCells(NamedTuple):
+    """How a column that is not numeric holds numbers (:func:`_text_cells`)."""
+
+    numbers: pd.Series  # each cell as a number, NaN where it is not one
+    not_number: np.ndarray  # (n,) bool: a cell given that is not a number
+    example: str  # the first non-missing cell, stripped ("" when none)
+    decimal_commas: bool  # most cells are numbers written with a decimal comma ('6,08')
+    units: bool  # most cells are numbers followed by a unit ('4.2 mm2', '12%')
+    mostly_numbers: bool  # at least half the cells given are numbers
+
+
+_DECIMAL_COMMA = r"[-+]?\d+,\d+"
+_WITH_UNIT = r"[-+]?\d+(?:[.,]\d+)?\s*(?:[^\W\d_]+[\d²³]?|%)"
+
+
+def _text_cells(values: pd.Series) -> _TextCells:
+    """Read a non-numeric column's cells as numbers, and the ways they can be numbers kept as text."""
+    numbers, not_number = to_numbers(values, booleans=False)
+    text = values.dropna().astype(str).str.strip()
+
+    def most(pattern: str) -> bool:
+        return bool(len(text)) and bool(text.str.fullmatch(pattern).mean() >= 0.5)
+
+    given = int(values.notna().sum())
+    return _TextCells(numbers, np.asarray(not_number), text.iloc[0] if len(text) else "", most(_DECIMAL_COMMA),
+                      most(_WITH_UNIT), given > 0 and numbers.notna().sum() >= 0.5 * given)
 
 
 def _names_patients(values: pd.Series, patient_id: pd.Series) -> bool:
@@ -432,19 +460,18 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                 if (c in taken or _is_index_column(c) or str(c).startswith(prefix) or str(c).lower() in LABEL_COLUMNS
                         or pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])):
                     continue
-                numbers, not_number = to_numbers(X[c], booleans=False)
-                text = X[c].dropna().astype(str).str.strip()
-                if len(text) and text.str.fullmatch(r"[-+]?\d+,\d+").mean() >= 0.5:
+                cells = _text_cells(X[c])
+                if cells.decimal_commas:
                     raise TableError(
                         f"ContextRanker: context_features='auto': column {str(c)!r} holds numbers written with "
-                        f"decimal commas (e.g. {text.iloc[0]!r}); read the file with decimal=',' (pandas) or "
+                        f"decimal commas (e.g. {cells.example!r}); read the file with decimal=',' (pandas) or "
                         "convert the column, or list the context features yourself")
-                if not_number.any() and numbers.notna().sum() >= 0.5 * X[c].notna().sum() > 0:
-                    i = int(np.flatnonzero(not_number)[0])
+                if cells.not_number.any() and cells.mostly_numbers:
+                    i = int(np.flatnonzero(cells.not_number)[0])
                     raise TableError(
                         f"ContextRanker: context_features='auto': column {str(c)!r} is mostly numbers but "
-                        f"{int(not_number.sum())} cell(s) are not (first: {preview_cells(X[c].iloc[i])} at "
-                        f"{describe_rows(X, np.asarray(not_number))}); clean them (missing is fine), or "
+                        f"{int(cells.not_number.sum())} cell(s) are not (first: {preview_cells(X[c].iloc[i])} at "
+                        f"{describe_rows(X, cells.not_number)}); clean them (missing is fine), or "
                         "list the context features yourself")
             return sorted(str(c) for c in X.columns
                           if c not in taken and not str(c).startswith(prefix) and not _is_index_column(c)
@@ -485,9 +512,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                                  "measurement; list it in extra_features (a yes/no property of the lesion), or "
                                  "convert it to 0/1 if its share among the patient's lesions matters")
             if c in X.columns and not pd.api.types.is_numeric_dtype(X[c]) and X[c].notna().any():
-                numbers, not_number = to_numbers(X[c], booleans=False)
-                if numbers.notna().sum() < 0.5 * X[c].notna().sum():
-                    first = X[c][np.asarray(not_number)].iloc[0] if not_number.any() else X[c].dropna().iloc[0]
+                cells = _text_cells(X[c])
+                if not cells.mostly_numbers:
+                    first = X[c][cells.not_number].iloc[0] if cells.not_number.any() else X[c].dropna().iloc[0]
                     raise TableError(f"ContextRanker: context_features column {c!r} holds text (e.g. "
                                      f"{preview_cells(first)}), not numbers; context features are numeric "
                                      "measurements: list it in extra_features to use it as a category")
@@ -521,22 +548,20 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
                                  "different one for each: it names the patient; leave it out")
             if pd.api.types.is_numeric_dtype(v) or isinstance(v.dtype, pd.CategoricalDtype) or not v.notna().any():
                 continue
-            text = v.dropna().astype(str).str.strip()
-            for pattern, what in ((r"[-+]?\d+,\d+", "numbers written with decimal commas"),
-                                  (r"[-+]?\d+(?:[.,]\d+)?\s*(?:[^\W\d_]+[\d²³]?|%)",
-                                   "numbers written with units")):
-                if len(text) and text.str.fullmatch(pattern).mean() >= 0.5:
+            cells = _text_cells(v)
+            for found, what in ((cells.decimal_commas, "numbers written with decimal commas"),
+                                (cells.units, "numbers written with units")):
+                if found:
                     raise TableError(f"ContextRanker: extra_features column {c!r} holds {what} (e.g. "
-                                     f"{text.iloc[0]!r}); read as a category its numbers would be lost: convert "
+                                     f"{cells.example!r}); read as a category its numbers would be lost: convert "
                                      "it to numbers (pandas: decimal=',' when reading, or strip the unit)")
-            numbers, not_number = to_numbers(v, booleans=False)
-            n_text = int(np.asarray(not_number).sum())
-            if numbers.notna().sum() >= 0.5 * v.notna().sum():
+            n_text = int(cells.not_number.sum())
+            if cells.mostly_numbers:
                 if n_text:
-                    i = int(np.flatnonzero(not_number)[0])
+                    i = int(np.flatnonzero(cells.not_number)[0])
                     raise TableError(
                         f"ContextRanker: extra_features column {c!r} is mostly numbers but {n_text} cell(s) are "
-                        f"not (first: {preview_cells(v.iloc[i])} at {describe_rows(X, np.asarray(not_number))}); "
+                        f"not (first: {preview_cells(v.iloc[i])} at {describe_rows(X, cells.not_number)}); "
                         "read as a category its numbers would be lost: clean those cells (missing is fine)")
                 raise TableError(
                     f"ContextRanker: extra_features column {c!r} holds numbers written as text (e.g. "
