@@ -20,7 +20,10 @@ columns (plus age, sex, site); ``ContextRanker(score_col=None, context_features=
 ``SetRanker`` on the raw columns; and ``ContextRanker(..., lesion_model=True)`` (a per-lesion
 LightGBM's out-of-fold logit as the offset), reported beside them. Goals: on ``outlier``, both context models beat the per-lesion
 LightGBM by >= 5% relative pAUC80 and >= 0.05 within-patient AUC; on ``null``, the paired-bootstrap
-95% lower bound of their AUC difference to it is >= -0.005. Then ``score_patient`` on the held-out
+95% lower bound of their AUC difference to it is >= -0.005. Beside them, not a model: the generator's
+own log odds (``make_tbp_patients(oracle=True)``: the values before clipping, the patient's phenotype
+and the planted-pattern mixture, which no model sees), the Bayes ceiling of every metric on these
+patients; its gain over the per-lesion LightGBM is the most any model could add. Then ``score_patient`` on the held-out
 outlier melanomas: how often its explanation names the planted feature in the planted direction.
 
 Run by hand (about 15-25 min on 2 cores)::
@@ -60,6 +63,7 @@ PER_LESION = "LightGBM per lesion (raw columns)"
 CONTEXT = "ContextRanker (context_features)"
 SET = "SetRanker (raw columns)"
 STAGED = "ContextRanker (lesion_model=True)"
+CEILING = "Bayes ceiling (the generator's own log odds)"
 
 
 def measured_columns(table: pd.DataFrame) -> list[str]:
@@ -79,7 +83,7 @@ def models(cols: list[str], keys: list[str] | None = None) -> dict[str, object]:
     }
     names = [MODEL_KEYS[k] for k in keys] if keys else list(every)
     return {PER_LESION: Columns(MetadataGBM(), [*cols, "age", "sex", "site"]),
-            **{name: every[name]() for name in names}}
+            **{name: every[name]() for name in names}, CEILING: "oracle_log_odds"}
 
 
 def goals(result, mode: str, n_boot: int) -> dict[str, object]:
@@ -87,7 +91,7 @@ def goals(result, mode: str, n_boot: int) -> dict[str, object]:
     pred = result.predictions
     summary = result.summary()
     out: dict[str, object] = {}
-    for name in [c for c in pred.columns if c in (CONTEXT, SET, STAGED)]:
+    for name in [c for c in pred.columns if c in (CONTEXT, SET, STAGED, CEILING)]:
         row: dict[str, object] = {}
         for metric in ("auc", "pauc80", "within_patient_auc"):
             r = paired_bootstrap(metric, pred["target"], pred[name], pred[PER_LESION], pred["patient_id"],
@@ -95,7 +99,11 @@ def goals(result, mode: str, n_boot: int) -> dict[str, object]:
             row[metric] = {"estimate": r.estimate, "ci_low": r.low, "ci_high": r.high}
         base_pauc = float(summary.loc[PER_LESION, "pauc80"])
         row["pauc80_relative_gain"] = float(summary.loc[name, "pauc80"]) / base_pauc - 1.0
-        if mode == "outlier":
+        if name == CEILING:
+            # what no model can pass: the room there is for any model over the per-lesion LightGBM
+            row["room for any model: within-patient AUC >= +0.05"] = bool(
+                row["within_patient_auc"]["estimate"] >= 0.05)
+        elif mode == "outlier":
             row["goal: pAUC80 >= +5% relative"] = bool(row["pauc80_relative_gain"] >= 0.05)
             row["goal: within-patient AUC >= +0.05"] = bool(row["within_patient_auc"]["estimate"] >= 0.05)
         else:
@@ -112,13 +120,14 @@ def explanation_check(table: pd.DataFrame, cols: list[str], n_patients: int) -> 
     train_ids = set(rng.choice(pids, size=len(pids) // 2, replace=False))
     train = table[table["patient_id"].isin(train_ids)]
     test = table[~table["patient_id"].isin(train_ids)]
-    X = train.drop(columns=["target", "planted_feature", "planted_direction"])
+    hidden = ["target", "planted_feature", "planted_direction", "oracle_log_odds"]
+    X = train.drop(columns=hidden)
     model = ContextRanker(score_col=None, context_features=cols).fit(X, train["target"])
     hits, named, total, reachable = 0, 0, 0, 0
     examples = []
     for pid in test.loc[test["target"] == 1, "patient_id"].unique()[:n_patients]:
         lesions = test[test["patient_id"] == pid]
-        out = model.score_patient(lesions.drop(columns=["target", "planted_feature", "planted_direction"]))
+        out = model.score_patient(lesions.drop(columns=hidden))
         words = out.set_index("image_id")["explanation"]
         for _, mel in lesions[lesions["target"] == 1].iterrows():
             feature, side = mel["planted_feature"], "higher" if mel["planted_direction"] > 0 else "lower"
@@ -162,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = {"outlier": "outlier", "outlier, phenotype_share=0.6": "phenotype", "null": "null"}
     scenarios = [sc for sc in scenarios if args.scenarios is None or keys[sc[0]] in args.scenarios]
     for label, mode, share in scenarios:
-        table = make_tbp_patients(n_patients, mode=mode, phenotype_share=share, random_state=args.data_seed)
+        table = make_tbp_patients(n_patients, mode=mode, phenotype_share=share, random_state=args.data_seed,
+                                  oracle=True)
         cols = measured_columns(table)
         t0 = time.perf_counter()
         result = dermctx.benchmark(table, models(cols, args.models), folds=5, seeds=[0], n_boot=n_boot,

@@ -36,6 +36,8 @@ LABEL_COLUMNS: dict[str, str] = {
                        "other lesion (dermctx.synthetic.make_tbp_patients)",
     "planted_direction": "the direction of the deviation planted on a synthetic melanoma, 0 on "
                          "every other lesion (dermctx.synthetic.make_tbp_patients)",
+    "oracle_log_odds": "the generator's own log odds of melanoma, from values no model is shown "
+                       "(dermctx.synthetic.make_tbp_patients(oracle=True))",
     # a clinic's own spellings of the biopsy and its result: a lesion is biopsied because it looked
     # suspicious, and histology is the diagnosis itself
     **{name: "whether or how the lesion was biopsied, or its histology: decided by, or the same as, the "

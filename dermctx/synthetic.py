@@ -294,8 +294,9 @@ def _size_range(lesions_per_patient: int | tuple[int, int]) -> tuple[int, int]:
 
 def _plant_shifts(rng: np.random.Generator, n_mel: int, diff: np.ndarray, z: np.ndarray,
                   within: np.ndarray, columns: list[str], scale: float, rising: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Planted deviations of ``n_mel`` melanomas: (shifts (M, F), main feature index, direction).
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Planted deviations of ``n_mel`` melanomas: shifts (M, F), main feature index (M,),
+    direction (M,) and which features were planted (M, F) bool.
 
     ``diff``, ``z`` and the shifts are in the transformed space; ``rising`` (F,) is +1 where the
     transform increases with the real value and -1 where it decreases, so that the direction
@@ -313,15 +314,15 @@ def _plant_shifts(rng: np.random.Generator, n_mel: int, diff: np.ndarray, z: np.
     shifts = np.zeros((n_mel, n_feat))
     main = np.full(n_mel, -1, dtype=np.int64)
     direction = np.zeros(n_mel, dtype=np.int64)
+    planted = np.zeros((n_mel, n_feat), dtype=bool)
     if n_mel == 0 or not members or scale == 0:
-        return shifts, main, direction
+        return shifts, main, direction, planted
     group_w = np.array([max(abs(z[j]) for j in m) for m in members])
     k = rng.integers(1, min(3, len(members)) + 1, size=n_mel)  # (M,)
     # k groups without replacement, weights group_w (Gumbel top-k)
     keys = np.log(group_w)[None, :] + rng.gumbel(size=(n_mel, len(members)))  # (M, G)
     order = np.argsort(-keys, axis=1)
     chosen_groups = np.arange(len(members))[None, :] < k[:, None]  # (M, G) by rank
-    planted = np.zeros((n_mel, n_feat), dtype=bool)
     feat_keys = np.log(np.abs(z) + 1e-300)[None, :] + rng.gumbel(size=(n_mel, n_feat))  # (M, F)
     for g, m in enumerate(members):
         pick = np.asarray(m)[np.argmax(feat_keys[:, m], axis=1)]  # (M,) one member per group
@@ -336,7 +337,38 @@ def _plant_shifts(rng: np.random.Generator, n_mel: int, diff: np.ndarray, z: np.
         s = np.flatnonzero(pattern)
         coef = np.linalg.solve(within[np.ix_(s, s)], delta[s])  # (|S|,)
         shifts[np.ravel(inverse) == p] = within[:, s] @ coef
-    return shifts, main, direction
+    return shifts, main, direction, planted
+
+
+#: Melanomas simulated to estimate the distribution of planted patterns for ``oracle=True``.
+ORACLE_PATTERN_DRAWS = 200_000
+
+
+def _gauss_logpdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Log density of N(mean, cov) at the rows of ``x`` (n, F) (the constant 2π term dropped)."""
+    chol = np.linalg.cholesky(cov)
+    half = np.linalg.solve(chol, (x - mean).T)  # (F, n)
+    return -0.5 * (half ** 2).sum(axis=0) - np.log(np.diag(chol)).sum()
+
+
+def _outlier_log_lr(r: np.ndarray, patterns: np.ndarray, weights: np.ndarray, within: np.ndarray,
+                    delta: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """log p(r | melanoma) / p(r | benign) for residuals ``r`` (n, F) from the patient's own benign
+    mean, over the columns ``seen`` (F,) bool.
+
+    Benign: ``r ~ N(0, W)``; melanoma: a mixture over planted patterns ``k`` (weights ``π_k``) of
+    ``N(s_k, W)``, ``s_k = W[:, S] W[S, S]^-1 δ_S``: each component's log ratio is linear in ``r``.
+    """
+    shifts = np.zeros((len(patterns), r.shape[1]))  # (K, F) s_k
+    for k, pattern in enumerate(patterns):
+        s = np.flatnonzero(pattern)
+        shifts[k] = within[:, s] @ np.linalg.solve(within[np.ix_(s, s)], delta[s])
+    shifts = shifts[:, seen]
+    a = np.linalg.solve(within[np.ix_(seen, seen)], shifts.T).T  # (K, F') W^-1 s_k
+    b = 0.5 * (a * shifts).sum(axis=1)  # (K,) s_k' W^-1 s_k / 2
+    terms = np.log(weights)[None, :] + r[:, seen] @ a.T - b[None, :]  # (n, K)
+    top = terms.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(terms - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
 def make_tbp_patients(
@@ -348,6 +380,7 @@ def make_tbp_patients(
     phenotype_share: float | None = None,
     deviation_sd: float = 1.0,
     malignant: Literal["melanoma", "all"] = "melanoma",
+    oracle: bool = False,
     random_state: int | None = 0,
 ) -> pd.DataFrame:
     """Whole patients of 3D total-body photography, with ISIC 2024's per-lesion columns.
@@ -438,6 +471,17 @@ def make_tbp_patients(
         The real class that calibrates the melanomas: the 157 ISIC 2024 melanomas (default),
         or all 393 malignant rows (ISIC 2024's ``target``: 60% basal and squamous cell
         carcinomas).
+    oracle : bool
+        Add ``oracle_log_odds``: the generator's own log odds that the lesion is a melanoma,
+        from what no model is shown (its drawn values of the columns that are not
+        :data:`TBP_DERIVED`, before clipping and rounding, the patient's
+        phenotype ``d_p``, the site offsets, the planted-pattern distribution and the patient's
+        melanoma rate): ``logit(rate_p) + log P(site | melanoma) / P(site | benign) + log LR``.
+        Ranking by it is the Bayes-optimal ranking of these patients, within each patient and
+        (up to the cap on melanomas per patient) pooled, so its AUC, pAUC and within-patient AUC
+        are the ceilings any model can reach on the table, up to sampling noise. The pattern
+        mixture of ``mode="outlier"`` is estimated from :data:`ORACLE_PATTERN_DRAWS` simulated
+        melanomas (a fixed seed). Refused as an input by every estimator, like ``planted_*``.
     random_state : int or None
         Seed; the same seed gives the same table.
 
@@ -447,8 +491,9 @@ def make_tbp_patients(
         One row per lesion, in patient order: ``image_id, patient_id, lesion_id, target, age,
         sex, site, site_detail`` (the ISIC 2024 site term), ``source`` (``"synthetic"``), the 33
         :data:`TBP_COLUMNS` (float64), ``planted_feature`` (the main planted feature of an outlier
-        melanoma, ``""`` otherwise) and ``planted_direction`` (+1 or -1, 0 otherwise). Both
-        ``planted_*`` columns describe the label and are refused as inputs by every estimator.
+        melanoma, ``""`` otherwise), ``planted_direction`` (+1 or -1, 0 otherwise) and, with
+        ``oracle=True``, ``oracle_log_odds`` (float64). These columns describe the label and are
+        refused as inputs by every estimator.
         Ids carry the seed (``"tbp7-P00000"``), so draws with different seeds do not collide.
     """
     if int(n_patients) != n_patients or n_patients < 1:
@@ -527,12 +572,32 @@ def make_tbp_patients(
         sd_within = np.asarray(benign["sd"]) * np.sqrt(1 - calibrated)
         diff = mu_m - mu_b
         rising = np.array([-1.0 if cal["transforms"][c].get("sign", 1.0) < 0 else 1.0 for c in columns])
-        shifts, main, direction = _plant_shifts(rng, n_mel, diff, diff / sd_within, within,
-                                                columns, float(deviation_sd), rising)
+        shifts, main, direction, _ = _plant_shifts(rng, n_mel, diff, diff / sd_within, within,
+                                                   columns, float(deviation_sd), rising)
         x[mel_rows] += shifts
         has = main >= 0
         planted_feature[mel_rows[has]] = np.asarray(columns, dtype=object)[main[has]]
         planted_direction[mel_rows] = direction
+
+    log_odds = None
+    if oracle:
+        f_site_b, f_site_m = _smoothed_freq(benign["site"], sites), _smoothed_freq(mel["site"], sites)
+        prior = np.clip(rate_p, 1e-9, 1 - 1e-9)
+        log_odds = (np.log(prior) - np.log1p(-prior))[patient] + np.log(f_site_m / f_site_b)[site_i]
+        # the columns the table shows (the others are recomputed from them, their draws discarded)
+        seen = np.array([c not in TBP_DERIVED for c in columns])
+        if mode == "null":
+            at = (x - mu_b - offsets[site_i])[:, seen]  # (n, F') from the site's benign mean
+            cov_m, cov_s = _cov(mel)[np.ix_(seen, seen)], cov_b[np.ix_(seen, seen)]
+            log_odds += _gauss_logpdf(at, (mu_m - mu_b)[seen], cov_m) - _gauss_logpdf(at, 0 * at[0], cov_s)
+        elif deviation_sd > 0:
+            _, _, _, drawn = _plant_shifts(np.random.default_rng(0), ORACLE_PATTERN_DRAWS, diff,
+                                           diff / sd_within, within, columns, float(deviation_sd), rising)
+            patterns, counts = np.unique(drawn[drawn.any(axis=1)], axis=0, return_counts=True)
+            if len(patterns):
+                r = x - mu_b - offsets[site_i] - phenotype[patient]  # (n, F) from the patient's benign mean
+                log_odds += _outlier_log_lr(r, patterns, counts / counts.sum(), within,
+                                            float(deviation_sd) * diff, seen)
 
     # back to the real scale: clip to the real range, round to the real step, recompute derived columns
     values: dict[str, np.ndarray] = {}
@@ -573,4 +638,6 @@ def make_tbp_patients(
     features = pd.DataFrame({c: values[c] for c in TBP_COLUMNS})
     planted = pd.DataFrame({"planted_feature": planted_feature,
                             "planted_direction": planted_direction})
+    if log_odds is not None:
+        planted["oracle_log_odds"] = log_odds
     return pd.concat([table, features, planted], axis=1)

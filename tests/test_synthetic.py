@@ -238,3 +238,36 @@ def test_phenotype_share_and_malignant_options():
     mel = everything[everything["target"] == 1]
     # ISIC 2024's malignant rows are 40% basal cell carcinomas, many on the head and neck
     assert (mel["site"] == "head/neck").mean() > 0.1
+
+
+def test_oracle_log_odds_rank_better_than_a_model_fitted_on_the_same_rows():
+    """``oracle=True`` adds the generator's own log odds without changing the draw; they rank lesions,
+    within each patient and pooled, better than a per-lesion model fitted on these very rows (in
+    sample, so the model is flattered), and they are refused as an input."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    plain = make_tbp_patients(600, melanoma_rate=0.03, random_state=5)
+    table = make_tbp_patients(600, melanoma_rate=0.03, random_state=5, oracle=True)
+    pd.testing.assert_frame_equal(plain, table.drop(columns="oracle_log_odds"))
+    y, pid, oracle = table["target"], table["patient_id"], table["oracle_log_odds"]
+    assert np.isfinite(oracle).all()
+    x = _transformed(table, PRIMARY)
+    fitted = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y).decision_function(x)
+    assert dermctx.metrics.auc(y, oracle) > dermctx.metrics.auc(y, fitted) + 0.01
+    assert (dermctx.metrics.within_patient_auc(y, oracle, pid).value
+            > dermctx.metrics.within_patient_auc(y, fitted, pid).value + 0.01)
+    assert "oracle_log_odds" in LABEL_COLUMNS
+    ranker = dermctx.ContextRanker(score_col=None, context_features=["tbp_lv_areaMM2"],
+                                   extra_features=["oracle_log_odds"])
+    with pytest.raises(LeakageError, match="oracle_log_odds"):
+        ranker.fit(table, y)
+
+
+def test_oracle_without_a_planted_deviation_knows_only_the_patient_and_the_site():
+    table = make_tbp_patients(200, deviation_sd=0.0, melanoma_rate=0.05, random_state=1, oracle=True)
+    assert (table.groupby(["patient_id", "site_detail"])["oracle_log_odds"].nunique() == 1).all()
+    null = make_tbp_patients(300, mode="null", melanoma_rate=0.05, random_state=1, oracle=True)
+    # the null's melanomas come from another Gaussian: its log likelihood ratio separates them
+    assert dermctx.metrics.auc(null["target"], null["oracle_log_odds"]) > 0.95
