@@ -120,7 +120,7 @@ def explanation_check(table: pd.DataFrame, cols: list[str], n_patients: int) -> 
     train_ids = set(rng.choice(pids, size=len(pids) // 2, replace=False))
     train = table[table["patient_id"].isin(train_ids)]
     test = table[~table["patient_id"].isin(train_ids)]
-    hidden = ["target", "planted_feature", "planted_direction", "oracle_log_odds"]
+    hidden = [c for c in ("target", "planted_feature", "planted_direction", "oracle_log_odds") if c in table]
     X = train.drop(columns=hidden)
     model = ContextRanker(score_col=None, context_features=cols).fit(X, train["target"])
     hits, named, total, reachable = 0, 0, 0, 0

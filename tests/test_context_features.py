@@ -496,3 +496,23 @@ def test_a_text_cell_in_a_numeric_extra_feature_is_that_rows_error_at_scoring(me
     scores, errors = r.rank(new)
     assert errors["row"].tolist() == [3, 7] and "column 'uv' is '-'" in errors["message"].iloc[0]
     assert len(scores) == len(new) - 2
+
+
+def test_families_hold_only_measurements_correlated_pairwise():
+    """A chain a~b, b~c with a and c barely related is not one family (single linkage made it one)."""
+    from dermctx.models.ranker import FAMILY_CORRELATION, _families
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(5000)
+    c = 0.3 * a + np.sqrt(1 - 0.3**2) * rng.standard_normal(5000)
+    b = a + c  # correlated about 0.8 with each, while a and c are correlated 0.3
+    d = a + 0.3 * rng.standard_normal(5000)  # a close correlate of a
+    frame = pd.DataFrame({"a": a, "b": b, "c": c, "d": d, "e": rng.standard_normal(5000)})
+    corr = frame.rank().corr().abs()
+    assert corr.loc["a", "b"] >= FAMILY_CORRELATION and corr.loc["b", "c"] >= FAMILY_CORRELATION
+    families = _families(frame, random_state=0)
+    assert ["a", "d"] in families or ["d", "a"] in families
+    for family in families:
+        pairs = corr.loc[family, family].to_numpy()
+        assert pairs.min() >= FAMILY_CORRELATION, (family, pairs)
+    assert not any({"a", "c"} <= set(f) for f in families)

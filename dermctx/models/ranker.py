@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.cluster import AgglomerativeClustering
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
@@ -141,8 +142,8 @@ CONTEXT_MEASURE_STATS: tuple[str, ...] = ("diff", "z", "rank", "med_diff", "med_
 #: the score by more than this (probability units: 0.1 percentage points); below it, a change
 #: means nothing to a reader (and may be LightGBM's rounding).
 MIN_LOO_CHANGE: float = 1e-3
-#: Context features whose Spearman correlation on the training rows is at least this (in absolute
-#: value) form one family in the worded explanations (``feature_families_``).
+#: Context features whose Spearman correlations on the training rows are all at least this (in
+#: absolute value, every pair) form one family in the worded explanations (``feature_families_``).
 FAMILY_CORRELATION: float = 0.7
 #: Columns never picked by ``context_features="auto"``: identity, metadata, the image's size and
 #: file, fold and split bookkeeping.
@@ -243,27 +244,21 @@ def _patient_mean(v: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def _families(values: pd.DataFrame, random_state: int) -> list[list[str]]:
-    """Groups of columns linked by |Spearman correlation| >= FAMILY_CORRELATION (connected
-    components, on up to 100,000 training rows); singletons are left out."""
+    """Groups of columns whose every pair has |Spearman correlation| >= FAMILY_CORRELATION
+    (complete-linkage clustering of 1 - |correlation|, on up to 100,000 training rows), so that a
+    chain of pairwise links does not join unrelated measurements; singletons are left out."""
     cols = list(values.columns)
     if len(cols) < 2:
         return []
     sample = values.sample(n=min(len(values), 100_000), random_state=random_state) if len(values) else values
     corr = sample.rank().corr(min_periods=10).abs().to_numpy()
-    parent = list(range(len(cols)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for i in range(len(cols)):
-        for j in range(i + 1, len(cols)):
-            if np.isfinite(corr[i, j]) and corr[i, j] >= FAMILY_CORRELATION:
-                parent[root(i)] = root(j)
+    distance = 1.0 - np.where(np.isfinite(corr), corr, 0.0)  # (F, F); no correlation: distance 1
+    np.fill_diagonal(distance, 0.0)
+    labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="complete",
+                                     distance_threshold=1.0 - FAMILY_CORRELATION + 1e-9).fit(distance).labels_
     groups: dict[int, list[str]] = {}
-    for i, col in enumerate(cols):
-        groups.setdefault(root(i), []).append(col)
+    for label, col in zip(labels, cols, strict=True):
+        groups.setdefault(int(label), []).append(col)
     return [g for g in groups.values() if len(g) > 1]
 
 
@@ -384,8 +379,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     within_patient_weight_ : float
         The weight of the within-patient part of the correction in use.
     feature_families_ : list of list of str
-        Context features correlated at |Spearman| >= :data:`FAMILY_CORRELATION` on the training
-        rows; the explanations word each family's contribution by its most deviating member.
+        Groups of context features whose every pair is correlated at |Spearman| >=
+        :data:`FAMILY_CORRELATION` on the training rows (complete linkage: no chains); the
+        explanations word each family's contribution by its most deviating member.
     gate_scores_ : list of dict
         Per candidate weight, on the inner folds: ``weight``, ``within_patient_auc`` and ``top1``
         (means over the patients they are defined on), ``p_no_gain`` and ``p_no_auc_gain`` (the
