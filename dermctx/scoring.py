@@ -24,8 +24,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from dermctx.errors import ModelError, TableError, errors_frame
-from dermctx.table import refuse_duplicate_columns
+from dermctx.errors import ModelError, TableError, error_record, errors_frame
+from dermctx.table import as_texts, refuse_duplicate_columns, repeated_image_rows
 
 __all__ = ["score_parquet", "score_table"]
 
@@ -47,18 +47,46 @@ def _chunk_of(patient_ids: pd.Series, chunk_patients: int) -> tuple[np.ndarray, 
     return codes // chunk_patients, max(1, -(-len(uniques) // chunk_patients))
 
 
-def _score_rows(model: Any, X: pd.DataFrame, positions: np.ndarray, explain: bool, labels: Any = None
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``model.rank`` on one chunk, with ``row`` (the position in the whole input) on both tables."""
+def _score_rows(model: Any, X: pd.DataFrame, positions: np.ndarray, explain: bool, labels: Any = None,
+                refused: dict[int, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``model.rank`` on one chunk, with ``row`` (the position in the whole input) on both tables.
+
+    ``refused`` maps input positions to the message of rows refused on the whole input (rows
+    that share an image id, found across chunks): they are error rows, never scored."""
     X = X.reset_index(drop=True)
     if "image_id" not in X.columns:  # as rank() names rows without ids: by input position
         X = X.assign(image_id=positions.astype(str))
-    scores, errors = model.rank(X, explain=explain, labels=labels)
-    bad = np.zeros(len(X), dtype=bool)
+    refused = refused or {}
+    out = np.array([int(p) in refused for p in positions], dtype=bool) if refused else np.zeros(len(X), bool)
+    keep = np.flatnonzero(~out)
+    scores, errors = model.rank(X.iloc[keep].reset_index(drop=True), explain=explain, labels=labels)
+    bad = np.zeros(len(keep), dtype=bool)
     bad[errors["row"].to_numpy(dtype=np.int64)] = True
-    scores.insert(0, "row", positions[~bad])
-    errors["row"] = pd.array(positions[errors["row"].to_numpy(dtype=np.int64)], dtype="Int64")
+    scores.insert(0, "row", positions[keep][~bad])
+    errors["row"] = pd.array(positions[keep][errors["row"].to_numpy(dtype=np.int64)], dtype="Int64")
+    if out.any():
+        paths = X["path"].to_numpy(dtype=object) if "path" in X.columns else [None] * len(X)
+        ids = X["image_id"].to_numpy(dtype=object)
+        own = errors_frame(error_record(str(ids[i]), int(positions[i]), paths[i], "rank", refused[int(positions[i])])
+                           for i in np.flatnonzero(out))
+        errors = errors_frame([*errors.to_dict(orient="records"), *own.to_dict(orient="records")])
     return scores, errors
+
+
+def _refuse_repeated_images(model: Any, rows: pd.DataFrame, positions: np.ndarray,
+                            patient_ids: pd.Series) -> dict[int, str]:
+    """Rows of the whole input that share an image id (copies and conflicting rows,
+    :func:`dermctx.table.repeated_image_rows`), by input position; the patients that lose a
+    lesion to them are warned about, as :meth:`ContextRanker.rank` does."""
+    copies, problems = repeated_image_rows(rows, positions, ignore=("__row__",))
+    refused = {int(positions[i]): msg for i, msg in problems.items()}
+    if refused:  # a copy takes nothing from its patient; rows of one image that differ do
+        lost = np.zeros(len(patient_ids), dtype=bool)
+        lost[[int(positions[i]) for i in problems if not copies[i]]] = True
+        copy = np.zeros(len(patient_ids), dtype=bool)
+        copy[positions[copies].astype(np.int64)] = True
+        model._warn_lost_lesions(pd.DataFrame({"patient_id": patient_ids.to_numpy()[~copy]}), lost[~copy])
+    return refused
 
 
 def _progress(iterable: Any, total: int, show: bool, desc: str) -> Any:
@@ -115,9 +143,10 @@ def score_table(
         raise TableError("score_table: expected a lesion table (DataFrame with a 'patient_id' column)")
     refuse_duplicate_columns(table, "score_table")
     chunk, n_chunks = _chunk_of(table["patient_id"], chunk_patients)
+    refused = _refuse_repeated_images(model, table, np.arange(len(table)), table["patient_id"])
     order = np.argsort(chunk, kind="stable")
     bounds = np.flatnonzero(np.diff(chunk[order])) + 1
-    parts = [_score_rows(model, table.iloc[rows], rows, explain, labels)
+    parts = [_score_rows(model, table.iloc[rows], rows, explain, labels, refused)
              for rows in _progress(np.split(order, bounds) if len(order) else [], n_chunks, progress, "score")]
     if not parts:  # no rows
         scores, errors = model.rank(table, explain=explain, labels=labels)
@@ -136,14 +165,22 @@ def _columns(model: Any, available: list[str]) -> list[str]:
     return [c for c in dict.fromkeys(wanted) if c in available]
 
 
-def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path) -> list[Path]:
+def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path
+               ) -> tuple[list[Path], pd.Series, pd.DataFrame]:
     """Route the rows of ``path`` to one Parquet file per chunk of whole patients, keeping only
-    ``columns`` and the input position ``__row__``."""
+    ``columns`` and the input position ``__row__``. Also returns every row's ``patient_id`` and
+    the rows whose ``image_id`` another row has too (``columns`` and ``__row__``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pid = pq.read_table(path, columns=["patient_id"]).column("patient_id").to_pandas()
     chunk, n_chunks = _chunk_of(pid, chunk_patients)
+    if "image_id" in columns:
+        ids = as_texts(pq.read_table(path, columns=["image_id"]).column("image_id").to_pandas())
+        shared = ids.duplicated(keep=False).to_numpy() & (ids != "").to_numpy()
+    else:
+        shared = np.zeros(len(pid), dtype=bool)
+    suspects: list[pd.DataFrame] = []
     files = [work / f"chunk-{k:06d}.parquet" for k in range(n_chunks)]
     writers: dict[int, Any] = {}
     start = 0
@@ -151,6 +188,8 @@ def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path) 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=columns):
             rows = np.arange(start, start + batch.num_rows)
             batch = batch.append_column("__row__", pa.array(rows, pa.int64()))
+            if shared[rows].any():
+                suspects.append(batch.take(pa.array(np.flatnonzero(shared[rows]))).to_pandas())
             here = chunk[rows]
             for k in np.unique(here):
                 part = batch.take(pa.array(np.flatnonzero(here == k)))
@@ -161,37 +200,41 @@ def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path) 
     finally:
         for w in writers.values():
             w.close()
-    return [f for f in files if f.exists()]
+    repeated = pd.concat(suspects, ignore_index=True) if suspects else pd.DataFrame(columns=[*columns, "__row__"])
+    return [f for f in files if f.exists()], pid, repeated
 
 
-def _score_file(model: Any, part: Path, explain: bool, labels: Any = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _score_file(model: Any, part: Path, explain: bool, labels: Any = None, refused: dict[int, str] | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     import pyarrow.parquet as pq
 
     frame = pq.read_table(part).to_pandas()
     positions = frame.pop("__row__").to_numpy()
-    return _score_rows(model, frame, positions, explain, labels)
+    return _score_rows(model, frame, positions, explain, labels, refused)
 
 
-def _local(model: Any, parts: list[Path], explain: bool, labels: Any, progress: bool
-           ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def _local(model: Any, parts: list[Path], explain: bool, labels: Any, progress: bool,
+           refused: dict[int, str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     for part in _progress(parts, len(parts), progress, "score"):
-        yield _score_file(model, part, explain, labels)
+        yield _score_file(model, part, explain, labels, refused)
 
 
 class _RayScorer:
     """A Ray Data actor: loads the saved model once, scores whole-patient chunk files."""
 
-    def __init__(self, model_dir: str, explain: bool, labels: Any = None) -> None:
+    def __init__(self, model_dir: str, explain: bool, labels: Any = None,
+                 refused: dict[int, str] | None = None) -> None:
         from dermctx.models.ranker import ContextRanker
 
         self.model = ContextRanker.load(model_dir)
         self.explain = explain
         self.labels = labels
+        self.refused = refused
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out_scores, out_errors = [], []
         for part in batch["part"]:
-            scores, errors = _score_file(self.model, Path(str(part)), self.explain, self.labels)
+            scores, errors = _score_file(self.model, Path(str(part)), self.explain, self.labels, self.refused)
             scores_path = Path(str(part)).with_suffix(".scores.parquet")
             scores.to_parquet(scores_path, index=False)
             errors_path = Path(str(part)).with_suffix(".errors.parquet")
@@ -201,8 +244,8 @@ class _RayScorer:
         return {"scores": np.array(out_scores), "errors": np.array(out_errors)}
 
 
-def _ray(model: Any, parts: list[Path], explain: bool, labels: Any, work: Path, actors: int | None
-         ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def _ray(model: Any, parts: list[Path], explain: bool, labels: Any, work: Path, actors: int | None,
+         refused: dict[int, str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     try:
         import ray
         import ray.data
@@ -213,7 +256,7 @@ def _ray(model: Any, parts: list[Path], explain: bool, labels: Any, work: Path, 
     model_dir = work / "model"
     model.save(model_dir)  # workers read the model as data, like any saved model
     ds = ray.data.from_items([{"part": str(p)} for p in parts]).map_batches(
-        _RayScorer, fn_constructor_args=(str(model_dir), explain, labels), batch_size=1,
+        _RayScorer, fn_constructor_args=(str(model_dir), explain, labels, refused), batch_size=1,
         concurrency=int(actors or 2), batch_format="numpy")
     done = {Path(str(r["scores"])).name: r for r in ds.take_all()}
     for part in parts:  # chunk order, as local scoring
@@ -304,11 +347,12 @@ def score_parquet(
     with tempfile.TemporaryDirectory(prefix="dermctx-score-") as tmp:
         work = Path(tmp)
         try:
-            parts = _partition(source, columns, chunk_patients, work)
+            parts, patient_ids, repeated = _partition(source, columns, chunk_patients, work)
         except (OSError, pa.ArrowException) as exc:
             raise TableError(f"{source}: could not be read ({type(exc).__name__}: {exc})") from exc
-        chunks = (_ray(model, parts, explain, labels, work, ray_actors) if backend == "ray"
-                  else _local(model, parts, explain, labels, progress))
+        refused = _refuse_repeated_images(model, repeated, repeated["__row__"].to_numpy(dtype=np.int64), patient_ids)
+        chunks = (_ray(model, parts, explain, labels, work, ray_actors, refused) if backend == "ray"
+                  else _local(model, parts, explain, labels, progress, refused))
         try:
             for scores, errs in chunks:
                 errors.append(errs)

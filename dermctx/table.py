@@ -23,7 +23,7 @@ float32 columns ``emb_0000, emb_0001, ...`` (see :func:`embedding_columns`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -261,6 +261,53 @@ def as_texts(values: pd.Series) -> pd.Series:
         return values.astype(object).where(values.notna(), "").astype(str)
     texts = [("" if is_missing_scalar(v) else cell_text(v)) for v in values.to_numpy(dtype=object)]
     return pd.Series(texts, index=values.index, dtype=object)
+
+
+def repeated_image_rows(
+    table: pd.DataFrame, positions: np.ndarray | None = None, ignore: Sequence[str] = ()
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Rows whose non-blank ``image_id`` another row has too: ``(copies, problems)``.
+
+    A row equal in every column (but ``ignore``) to an earlier row with its image id is a copy:
+    ``copies`` (n,) bool marks it and ``problems`` refuses it (the first stays). When the rows of
+    an image id differ in any column, nothing tells which one is right: every one of them is in
+    ``problems``, naming the rows and the first column that differs. ``problems`` maps a row's
+    position (0-based, in ``table``) to its message; the messages name rows by ``positions``
+    (default: the positions in ``table``, e.g. the rows of a whole input of which ``table`` is
+    part). Missing cells are equal to each other.
+    """
+    n = len(table)
+    copies = np.zeros(n, dtype=bool)
+    problems: dict[int, str] = {}
+    if "image_id" not in table.columns or not n:
+        return copies, problems
+    named = np.arange(n) if positions is None else np.asarray(positions)
+    ids = as_texts(table["image_id"]).to_numpy(dtype=object)
+    repeated = pd.Series(ids).duplicated(keep=False).to_numpy() & (ids != "")
+    if not repeated.any():
+        return copies, problems
+    rows = np.flatnonzero(repeated)
+    cols = [c for c in table.columns if c not in ignore]
+    cells = pd.DataFrame({i: as_texts(table[c].iloc[rows]).to_numpy(dtype=object) for i, c in enumerate(cols)})
+    for image_id, group in pd.Series(rows).groupby(ids[rows], sort=False):
+        at = group.to_numpy()
+        local = np.searchsorted(rows, at)
+        block = cells.iloc[local]
+        differing = [j for j in range(len(cols)) if block[j].nunique() > 1]
+        if not differing:
+            for i in at[1:]:
+                copies[i] = True
+                problems[int(i)] = (f"image_id {image_id!r} appears on an earlier row too (row {int(named[at[0]])}, "
+                                    "identical): a copy; each lesion image once")
+            continue
+        col = cols[differing[0]]
+        values = list(dict.fromkeys(block[differing[0]]))[:3]
+        shown = ", ".join(str(int(named[i])) for i in at[:5]) + (f" and {len(at) - 5} more" if len(at) > 5 else "")
+        for i in at:
+            problems[int(i)] = (f"image_id {image_id!r} is on rows {shown} with different values (column "
+                                f"{str(col)!r}: {' vs '.join(repr(v) for v in values)}); each image once: which "
+                                "row is right cannot be told, so none of them is scored")
+    return copies, problems
 
 
 def is_missing_scalar(value: Any) -> bool:

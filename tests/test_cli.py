@@ -322,16 +322,17 @@ def test_score_lists_rows_without_usable_ids_as_errors_and_scores_the_rest(files
     table = pd.read_csv(files["table"], dtype={"image_id": str, "patient_id": str})
     table.loc[2, "patient_id"] = ""          # blank patient
     table.loc[5, "patient_id"] = "unknown"   # placeholder patient
-    table.loc[8, "image_id"] = table.loc[9, "image_id"]  # an image id twice: the later row refused
+    table.loc[8, "image_id"] = table.loc[9, "image_id"]  # one image id on two different rows: both refused
     table.loc[11, "image_id"] = ""           # no image id
     table.to_csv(tmp_path / "t.csv", index=False)
     out = tmp_path / "scores.csv"
     assert main(["score", str(tmp_path / "t.csv"), "--scores", str(files["oof"]), "--score-col", "pred",
                  "--model", str(files["model"]), "--out", str(out)]) == 1
     errors = pd.read_csv(tmp_path / "scores.errors.csv")
-    assert errors["row"].tolist() == [2, 5, 9, 11]
+    assert errors["row"].tolist() == [2, 5, 8, 9, 11]
     # (row 11's blank id has no score in the scores file either: the join names it first)
-    assert [m.split(" ")[0] for m in errors["message"]] == ["patient_id", "patient_id", "image_id", "no"]
+    assert [m.split(" ")[0] for m in errors["message"]] == ["patient_id", "patient_id", "image_id", "image_id", "no"]
+    assert "rows 8, 9 with different values" in errors["message"].iloc[2]
     assert len(pd.read_csv(out)) + len(errors) == len(table)
     # fitting on such a table is still refused, naming the rows
     assert main(["fit", str(tmp_path / "t.csv"), "--scores", str(files["oof"]), "--score-col", "pred",

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermctx.errors import ModelError, TableError
+from dermctx.errors import DermctxWarning, ModelError, TableError
 from dermctx.models.gbm import MetadataGBM
 from dermctx.models.ranker import ContextRanker
 from dermctx.scoring import score_parquet, score_table
@@ -126,3 +126,36 @@ def test_cli_fits_context_features_without_a_cnn(tmp_path):
                  "--context-features", "tbp_lv_areaMM2,tbp_lv_norm_color"]) == 0
     loaded = ContextRanker.load(tmp_path / "m")
     assert loaded.score_col is None and loaded.context_features_ == ["tbp_lv_areaMM2", "tbp_lv_norm_color"]
+
+
+def test_rows_sharing_an_image_id_are_refused_across_chunks(model, lesions, tmp_path):
+    """Two rows of one image that differ (here: two patients) are both error rows, whichever chunk
+    each falls in; an exact copy of a row is refused and the first scored; rank, chunks and
+    Parquet agree, and the patients that lose a lesion are warned about."""
+    table = lesions.drop(index=[5, 17]).reset_index(drop=True)
+    other = int(np.flatnonzero(table["patient_id"] != table["patient_id"].iloc[0])[-1])
+    table.loc[other, "image_id"] = table["image_id"].iloc[0]  # another patient's row, the same image id
+    table = pd.concat([table, table.iloc[[3]]], ignore_index=True)  # an exact copy of row 3
+    copy_row = len(table) - 1
+    src = tmp_path / "shared.parquet"
+    table.to_parquet(src, index=False, row_group_size=50)
+
+    def from_parquet():
+        errors = score_parquet(model, src, tmp_path / "s.parquet", chunk_patients=1, progress=False)
+        return pd.read_parquet(tmp_path / "s.parquet"), errors
+
+    results = {}
+    for name, run in [("rank", lambda: model.rank(table)),
+                      ("chunks", lambda: score_table(model, table, chunk_patients=1, progress=False)),
+                      ("parquet", from_parquet)]:
+        with pytest.warns(DermctxWarning, match="lost lesions"):
+            scores, errors = run()
+        results[name] = errors
+        assert list(errors["row"]) == [0, other, copy_row], name
+        assert "with different values (column 'patient_id'" in errors["message"].iloc[0]
+        assert f"rows 0, {other}" in errors["message"].iloc[1]
+        assert "(row 3, identical)" in errors["message"].iloc[2]
+        assert len(scores) == len(table) - 3
+    pd.testing.assert_frame_equal(results["rank"], results["chunks"])
+    pd.testing.assert_frame_equal(results["rank"], results["parquet"])
+    assert 3 in set(scores["row"]) and 0 not in set(scores["row"])  # the Parquet run's scores

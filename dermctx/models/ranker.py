@@ -88,6 +88,7 @@ from dermctx.table import (
     normalise_metadata,
     placeholder_patient_ids,
     refuse_duplicate_columns,
+    repeated_image_rows,
     to_numbers,
 )
 
@@ -149,14 +150,6 @@ FAMILY_CORRELATION: float = 0.7
 #: file, fold and split bookkeeping.
 _NOT_CONTEXT = frozenset({"patient_id", "image_id", "lesion_id", "target", "age", "sex", "site",
                           "width", "height", "path", "fold", "split"})
-
-
-def _copied_rows(X: pd.DataFrame) -> np.ndarray:
-    """(n,) bool: rows whose non-blank ``image_id`` an earlier row already has (a copy of a row)."""
-    if "image_id" not in X.columns:
-        return np.zeros(len(X), dtype=bool)
-    ids = as_texts(X["image_id"])
-    return (ids.duplicated() & (ids != "")).to_numpy()
 
 
 def _is_index_column(name: Any) -> bool:
@@ -622,11 +615,9 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """(row position, message) of each row that cannot be scored."""
         problems: dict[int, str] = {}
         pid = X["patient_id"]
-        if "image_id" in X.columns:  # a copy of a row would count as another lesion of the patient
-            ids = as_texts(X["image_id"])
-            for i in np.flatnonzero(_copied_rows(X)):
-                problems.setdefault(int(i), f"image_id {ids.iloc[i]!r} appears on an earlier row too; "
-                                    "each lesion image once")
+        # a copy of a row would count as another lesion of the patient; rows of one image that
+        # differ cannot be told apart
+        problems.update(repeated_image_rows(X)[1])
         if "image_id" in X.columns:
             for i in np.flatnonzero(is_blank(X["image_id"])):
                 problems.setdefault(int(i), "image_id is missing or blank")
@@ -952,7 +943,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _warn_lost_lesions(X: pd.DataFrame, bad: np.ndarray) -> None:
         """Lesions refused by ``rank`` are missing from their patients' context: say whose (a
         refused copy of a scored row takes nothing from it)."""
-        copies = _copied_rows(X)
+        copies = repeated_image_rows(X)[0]
         lost = bad & ~copies
         if not lost.any():
             return
