@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dermctx.errors import ModelError, TableError, error_record, errors_frame
-from dermctx.table import as_texts, refuse_duplicate_columns, repeated_image_rows
+from dermctx.table import as_texts, refuse_duplicate_columns, repeated_image_rows, stripped_ids
 
 __all__ = ["score_parquet", "score_table"]
 
@@ -43,7 +43,7 @@ def _chunk_of(patient_ids: pd.Series, chunk_patients: int) -> tuple[np.ndarray, 
     """Chunk number of each row (patients in order of first appearance) and the chunk count."""
     if not isinstance(chunk_patients, int) or isinstance(chunk_patients, bool) or chunk_patients < 1:
         raise TableError(f"chunk_patients={chunk_patients!r}; expected a whole number >= 1")
-    codes, uniques = pd.factorize(patient_ids.astype(str), use_na_sentinel=False)
+    codes, uniques = pd.factorize(as_texts(patient_ids).str.strip(), use_na_sentinel=False)
     return codes // chunk_patients, max(1, -(-len(uniques) // chunk_patients))
 
 
@@ -78,7 +78,7 @@ def _refuse_repeated_images(model: Any, rows: pd.DataFrame, positions: np.ndarra
     """Rows of the whole input that share an image id (copies and conflicting rows,
     :func:`dermctx.table.repeated_image_rows`), by input position; the patients that lose a
     lesion to them are warned about, as :meth:`ContextRanker.rank` does."""
-    copies, problems = repeated_image_rows(rows, positions, ignore=("__row__",))
+    copies, problems = repeated_image_rows(stripped_ids(rows), positions, ignore=("__row__",))
     refused = {int(positions[i]): msg for i, msg in problems.items()}
     if refused:  # a copy takes nothing from its patient; rows of one image that differ do
         lost = np.zeros(len(patient_ids), dtype=bool)
@@ -142,6 +142,7 @@ def score_table(
     if not isinstance(table, pd.DataFrame) or "patient_id" not in table.columns:
         raise TableError("score_table: expected a lesion table (DataFrame with a 'patient_id' column)")
     refuse_duplicate_columns(table, "score_table")
+    table = stripped_ids(table)  # " P1" and "P1" are one patient, in one chunk
     chunk, n_chunks = _chunk_of(table["patient_id"], chunk_patients)
     refused = _refuse_repeated_images(model, table, np.arange(len(table)), table["patient_id"])
     order = np.argsort(chunk, kind="stable")
@@ -157,7 +158,7 @@ def score_table(
 
 
 def _columns(model: Any, available: list[str]) -> list[str]:
-    wanted = [*model.feature_names_in_, "image_id", "path"]
+    wanted = [*model.feature_names_in_, "image_id", "lesion_id", "path"]
     missing = [c for c in model.feature_names_in_ if c not in available]
     if missing:
         raise TableError(f"the table lacks column(s) {missing[:10]} the model reads "
@@ -169,18 +170,26 @@ def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path
                ) -> tuple[list[Path], pd.Series, pd.DataFrame]:
     """Route the rows of ``path`` to one Parquet file per chunk of whole patients, keeping only
     ``columns`` and the input position ``__row__``. Also returns every row's ``patient_id`` and
-    the rows whose ``image_id`` another row has too (``columns`` and ``__row__``)."""
+    the rows whose ``image_id`` another row has too (every column of the file, and ``__row__``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pid = pq.read_table(path, columns=["patient_id"]).column("patient_id").to_pandas()
     chunk, n_chunks = _chunk_of(pid, chunk_patients)
     if "image_id" in columns:
-        ids = as_texts(pq.read_table(path, columns=["image_id"]).column("image_id").to_pandas())
+        ids = as_texts(pq.read_table(path, columns=["image_id"]).column("image_id").to_pandas()).str.strip()
         shared = ids.duplicated(keep=False).to_numpy() & (ids != "").to_numpy()
     else:
         shared = np.zeros(len(pid), dtype=bool)
     suspects: list[pd.DataFrame] = []
+    if shared.any():  # rows that share an image id are compared on every column of the file
+        start = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+            rows = np.arange(start, start + batch.num_rows)
+            if shared[rows].any():
+                picked = batch.take(pa.array(np.flatnonzero(shared[rows]))).to_pandas()
+                suspects.append(picked.assign(__row__=rows[shared[rows]]))
+            start += batch.num_rows
     files = [work / f"chunk-{k:06d}.parquet" for k in range(n_chunks)]
     writers: dict[int, Any] = {}
     start = 0
@@ -188,8 +197,6 @@ def _partition(path: Path, columns: list[str], chunk_patients: int, work: Path
         for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=columns):
             rows = np.arange(start, start + batch.num_rows)
             batch = batch.append_column("__row__", pa.array(rows, pa.int64()))
-            if shared[rows].any():
-                suspects.append(batch.take(pa.array(np.flatnonzero(shared[rows]))).to_pandas())
             here = chunk[rows]
             for k in np.unique(here):
                 part = batch.take(pa.array(np.flatnonzero(here == k)))

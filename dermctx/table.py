@@ -263,6 +263,26 @@ def as_texts(values: pd.Series) -> pd.Series:
     return pd.Series(texts, index=values.index, dtype=object)
 
 
+#: The id columns every step reads as stripped text (``" P1"`` and ``"P1"`` are one patient).
+ID_COLUMNS: tuple[str, ...] = ("patient_id", "image_id", "lesion_id")
+
+
+def stripped_ids(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its :data:`ID_COLUMNS` as :func:`validate_table` reads them: text without
+    surrounding spaces (a cell of spaces only is missing). The same object when nothing changes,
+    else a shallow copy with the changed columns replaced."""
+    changed = {}
+    for col in ID_COLUMNS:
+        if col not in table.columns or table[col].dtype.kind in "biu":
+            continue
+        texts = as_texts(table[col])
+        clean = texts.str.strip()
+        differ = (texts != clean).to_numpy()
+        if differ.any():
+            changed[col] = table[col].astype(object).where(~differ, clean.where(clean != "", None))
+    return table.assign(**changed) if changed else table
+
+
 def repeated_image_rows(
     table: pd.DataFrame, positions: np.ndarray | None = None, ignore: Sequence[str] = ()
 ) -> tuple[np.ndarray, dict[int, str]]:
@@ -282,7 +302,7 @@ def repeated_image_rows(
     if "image_id" not in table.columns or not n:
         return copies, problems
     named = np.arange(n) if positions is None else np.asarray(positions)
-    ids = as_texts(table["image_id"]).to_numpy(dtype=object)
+    ids = as_texts(table["image_id"]).str.strip().to_numpy(dtype=object)
     repeated = pd.Series(ids).duplicated(keep=False).to_numpy() & (ids != "")
     if not repeated.any():
         return copies, problems

@@ -159,3 +159,40 @@ def test_rows_sharing_an_image_id_are_refused_across_chunks(model, lesions, tmp_
     pd.testing.assert_frame_equal(results["rank"], results["chunks"])
     pd.testing.assert_frame_equal(results["rank"], results["parquet"])
     assert 3 in set(scores["row"]) and 0 not in set(scores["row"])  # the Parquet run's scores
+
+
+def test_ids_with_spaces_are_the_same_ids_everywhere(model, lesions, tmp_path):
+    """' P1' and 'P1' are one patient (as validate_table and the command line read them): rank,
+    chunks and Parquet score it as one set, equal to the clean table; ' I3 ' repeats 'I3'."""
+    clean = lesions.drop(index=[5, 17]).reset_index(drop=True)
+    spaced = clean.copy()
+    spaced["patient_id"] = [p if i % 2 else f" {p}  " for i, p in enumerate(spaced["patient_id"])]
+    want, _ = model.rank(clean)
+    src = tmp_path / "spaced.parquet"
+    spaced.to_parquet(src, index=False, row_group_size=40)
+    chunks, errors = score_table(model, spaced, chunk_patients=1, progress=False)
+    score_parquet(model, src, tmp_path / "s.parquet", chunk_patients=1, progress=False)
+    streamed = pd.read_parquet(tmp_path / "s.parquet").sort_values("row")
+    for got in (model.rank(spaced)[0], chunks, streamed):
+        np.testing.assert_allclose(got["score"], want["score"], rtol=0, atol=1e-12)
+        assert list(got["patient_id"]) == list(want["patient_id"])
+    # an image id with spaces around it is the id without them: a copy, refused
+    copy = pd.concat([clean, clean.iloc[[4]].assign(image_id=f"  {clean['image_id'].iloc[4]} ")], ignore_index=True)
+    copy.to_parquet(src, index=False)
+    for errors in (model.rank(copy)[1], score_table(model, copy, chunk_patients=1, progress=False)[1],
+                   score_parquet(model, src, tmp_path / "s.parquet", chunk_patients=1, progress=False)):
+        assert list(errors["row"]) == [len(clean)] and "(row 4, identical)" in errors["message"].iloc[0]
+
+
+def test_parquet_rows_sharing_an_image_id_are_compared_on_every_column(model, lesions, tmp_path):
+    """Two rows of one image that differ only in a column the model does not read are still two
+    different rows: both refused, from Parquet as from a DataFrame."""
+    table = lesions.drop(index=[5, 17]).reset_index(drop=True).assign(note="")
+    table = pd.concat([table, table.iloc[[3]].assign(note="re-exported")], ignore_index=True)
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    with pytest.warns(DermctxWarning, match="lost lesions"):
+        errors = score_parquet(model, tmp_path / "t.parquet", tmp_path / "s.parquet", progress=False)
+    assert list(errors["row"]) == [3, len(table) - 1]
+    assert "column 'note': '' vs 're-exported'" in errors["message"].iloc[0]
+    with pytest.warns(DermctxWarning, match="lost lesions"):
+        assert list(model.rank(table)[1]["row"]) == [3, len(table) - 1]

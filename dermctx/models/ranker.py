@@ -89,6 +89,7 @@ from dermctx.table import (
     placeholder_patient_ids,
     refuse_duplicate_columns,
     repeated_image_rows,
+    stripped_ids,
     to_numbers,
 )
 
@@ -609,7 +610,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         refuse_duplicate_columns(X, "ContextRanker")
         if "patient_id" not in X.columns:
             raise TableError(f"ContextRanker: X has no 'patient_id' column (columns {list(X.columns)[:20]})")
-        return X
+        return stripped_ids(X)
 
     def _row_problems(self, X: pd.DataFrame) -> list[tuple[int, str]]:
         """(row position, message) of each row that cannot be scored."""
