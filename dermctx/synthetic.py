@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from dermctx.errors import DermctxError
+from dermctx.errors import DermctxError, DermctxWarning
 from dermctx.table import SITES, embedding_column_names, normalise_site
 
 __all__ = ["TBP_COLUMNS", "make_tbp_patients", "make_ugly_duckling"]
@@ -447,7 +448,7 @@ def make_tbp_patients(
         How melanomas are drawn (see above).
     lesions_per_patient : None, int or (low, high)
         Lesions per patient. None (default): lognormal with median 40 and log-SD 0.9, clipped to
-        [5, 300] (mean about 57). The real ISIC 2024 training set has 401,059 lesions of 1,042
+        [5, 300] (mean about 58). The real ISIC 2024 training set has 401,059 lesions of 1,042
         patients (mean 385) and the shared subset cannot give the distribution; the default
         is smaller so that, at the default ``melanoma_rate``, most patients have 0-2 melanomas
         as in the real data. An int: that many; a pair: uniform on ``low..high``.
@@ -465,8 +466,10 @@ def make_tbp_patients(
         0.6-1.9 within-patient SDs (size 1.7-1.9, colour 1.0-1.7, contrast 1.2-1.4, colour
         irregularity 1.1-1.3, symmetry 0.6; border and eccentricity differ by less than 0.5 SD
         in the data and are not planted). A per-lesion LightGBM then reaches an AUC of about
-        0.80 on held-out patients (0.65 at 0.5, 0.90 at 1.5). 0 plants nothing: melanomas are
-        then benign draws (no signal at all).
+        0.80 on held-out patients (0.65 at 0.5, 0.90 at 1.5). The SDs are those at the calibrated
+        phenotype shares: a larger ``phenotype_share`` leaves less variance within a patient, so
+        the same shift is more within-patient SDs (about twice as many at 0.8). 0 plants nothing:
+        melanomas are then benign draws (no signal at all).
     malignant : {"melanoma", "all"}
         The real class that calibrates the melanomas: the 157 ISIC 2024 melanomas (default),
         or all 393 malignant rows (ISIC 2024's ``target``: 60% basal and squamous cell
@@ -550,6 +553,11 @@ def make_tbp_patients(
     rank[order] = np.arange(n) - starts[patient[order]]
     target = rank < n_mel_p[patient]  # (n,)
     n_mel = int(target.sum())
+    if n_mel == 0 and melanoma_rate > 0:
+        warnings.warn(f"make_tbp_patients: no melanoma was drawn ({n} lesions of {n_patients} patients at "
+                      f"melanoma_rate={melanoma_rate}); a patient has at most "
+                      f"{MAX_MELANOMAS_PER_PATIENT} melanomas and at most half of their lesions, so "
+                      "patients need 2 or more lesions", DermctxWarning, stacklevel=2)
 
     # sites per lesion, from the real frequencies of the lesion's class
     sites: list[str] = cal["sites"]

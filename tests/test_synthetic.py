@@ -271,3 +271,12 @@ def test_oracle_without_a_planted_deviation_knows_only_the_patient_and_the_site(
     null = make_tbp_patients(300, mode="null", melanoma_rate=0.05, random_state=1, oracle=True)
     # the null's melanomas come from another Gaussian: its log likelihood ratio separates them
     assert dermctx.metrics.auc(null["target"], null["oracle_log_odds"]) > 0.95
+
+
+def test_a_draw_without_melanomas_is_warned_about():
+    with pytest.warns(DermctxWarning, match="no melanoma was drawn"):
+        table = make_tbp_patients(50, lesions_per_patient=1, random_state=0)
+    assert table["target"].sum() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)
+        make_tbp_patients(50, melanoma_rate=0.0, random_state=0)  # asked for none: nothing to say
