@@ -516,3 +516,18 @@ def test_families_hold_only_measurements_correlated_pairwise():
         pairs = corr.loc[family, family].to_numpy()
         assert pairs.min() >= FAMILY_CORRELATION, (family, pairs)
     assert not any({"a", "c"} <= set(f) for f in families)
+
+
+def test_a_typical_measurement_is_worded_by_its_value_not_as_a_deviation():
+    """A lesion in the middle of its patient's others contributes through its value: worded as
+    typical for the patient, never as 'lower than 19 of 37' next to 'raises'."""
+    from dermctx.models.explanation import ExplanationContext, _phrase, _standing
+
+    x = np.array([3.2, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 9.0])
+    codes = np.zeros(len(x), dtype=int)
+    others = x[1:]
+    z = np.array([(3.2 - others.mean()) / others.std()] + [0.0] * 7)
+    ctx = ExplanationContext(codes=codes, values={"x": x}, z={"x": z}, names={"x": "border irregularity"})
+    assert abs(z[0]) < 0.5
+    assert _phrase("x", 0, ctx, {"x": _standing(x, codes)}) == \
+        "border irregularity 3.2, typical for this patient (lower than 4 of 7)"

@@ -51,6 +51,12 @@ MIN_CONTRIBUTION: float = 0.05
 #: perimeter and diameter together, and the one that moved most is not always the one changed.
 FAMILY_ALSO: int = 2
 FAMILY_ALSO_SD: float = 1.5
+#: A measurement within this many SDs of the patient's other lesions' mean, with at least
+#: :data:`TYPICAL_SHARE` of them on each side, is typical for the patient: its contribution comes
+#: from the value itself, so the value is worded ("border irregularity 3.2, typical for this
+#: patient"), not a deviation the lesion does not have.
+TYPICAL_SD: float = 0.5
+TYPICAL_SHARE: float = 0.25
 
 
 def source_of(feature: str) -> str:
@@ -192,7 +198,9 @@ def _phrase(source: str, i: int, ctx: ExplanationContext, standing: Mapping[str,
         z = ctx.z[source][i]
         if standing[source][2][i] <= 0:
             return f"{name} {format_number(value)} (no other lesions to compare)"
-        lower, higher, _ = standing[source]
+        lower, higher, n = standing[source]
+        if abs(z) < TYPICAL_SD and min(lower[i], higher[i]) >= TYPICAL_SHARE * n[i]:
+            return f"{name} {format_number(value)}, typical for this patient ({compare(source, short=True)})"
         if abs(z) < 0.05:
             return f"{name} {compare(source)} (at their mean)"  # never "-0.0 SD"
         if (z > 0) != (lower[i] >= higher[i]):  # above most but below their mean (or the reverse):
