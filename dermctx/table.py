@@ -269,11 +269,17 @@ ID_COLUMNS: tuple[str, ...] = ("patient_id", "image_id", "lesion_id")
 
 def stripped_ids(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with its :data:`ID_COLUMNS` as :func:`validate_table` reads them: text without
-    surrounding spaces (a cell of spaces only is missing). The same object when nothing changes,
-    else a shallow copy with the changed columns replaced."""
+    surrounding spaces (a cell of spaces only is missing), whole numbers stored as floats as the
+    numbers (``123.0`` is ``"123"``). The same object when nothing changes, else a shallow copy
+    with the changed columns replaced."""
     changed = {}
     for col in ID_COLUMNS:
         if col not in table.columns or table[col].dtype.kind in "biu":
+            continue
+        if table[col].dtype.kind == "f":
+            values = table[col]
+            changed[col] = pd.Series([None if pd.isna(v) else _id_text(v) for v in values],
+                                     index=values.index, dtype=object)
             continue
         texts = as_texts(table[col])
         clean = texts.str.strip()
@@ -406,6 +412,14 @@ def preview_cells(values: pd.Series, limit: int = 5) -> list[Any]:
             for v in values.to_numpy(dtype=object)[:limit]]
 
 
+def _id_text(value: Any) -> str:
+    """One id as text: a whole number stored as a float (a column with a gap) as the number
+    (``123.0`` -> ``"123"``), anything else as its stripped text."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -> pd.Series:
     """An id column as stripped text; refuses cells that hold a list, dict, array or non-UTF-8 bytes."""
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
@@ -424,7 +438,7 @@ def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -
             bad[i] = True
             texts.append("")
         else:
-            texts.append("" if is_missing_scalar(v) else str(v).strip())
+            texts.append("" if is_missing_scalar(v) else _id_text(v))
     if bad.any():
         shown = preview_cells(values[bad], 3)
         raise TableError(

@@ -169,3 +169,14 @@ def test_bad_ids_keep_leaves_unidentifiable_rows_for_the_scorer():
     assert kept["image_id"].tolist() == ["a", "b", "b", "", "e"]
     with pytest.raises(TableError, match="bad_ids='drop'"):
         validate_table(t, bad_ids="drop")
+
+
+def test_whole_number_ids_stored_as_floats_are_the_numbers():
+    """A patient id column with a gap is read by pandas as floats (123.0): the id is '123', as in
+    a scores file or a CSV read as text; a real decimal stays as written."""
+    from dermctx.table import stripped_ids
+
+    table = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": [123.0, 7.0, 1.5], "target": [0, 1, 0]})
+    assert validate_table(table, labelled=True)["patient_id"].tolist() == ["123", "7", "1.5"]
+    gap = pd.DataFrame({"image_id": ["a", "b"], "patient_id": [123.0, np.nan]})
+    assert stripped_ids(gap)["patient_id"].tolist() == ["123", None]
