@@ -16,13 +16,14 @@ A column leaks the label in two ways, and :class:`~dermctx.ContextRanker`,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dermctx.errors import LeakageError
+from dermctx.errors import DermctxWarning, LeakageError
 from dermctx.io.registry import label_columns
 from dermctx.table import as_texts
 
@@ -50,6 +51,13 @@ LABEL_COLUMNS: dict[str, str] = {
 #: filled-in label column only when that would happen by chance less often than this (the class's
 #: share of the rows, to the power of the number of such rows).
 LEAK_CHANCE: float = 1e-6
+
+#: A numeric feature column that alone orders the training rows with an AUC this close to 1 (or
+#: 0), with at least :data:`NEAR_PERFECT_MIN` rows of each class, is warned about: no single real
+#: measurement of a lesion does that, but a CNN's score on its own training images, or a number
+#: derived from the diagnosis under another name, does.
+NEAR_PERFECT_AUC: float = 0.995
+NEAR_PERFECT_MIN: int = 20
 
 
 def refuse_label_columns(columns: Sequence[Any], *, who: str) -> None:
@@ -84,6 +92,13 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
         but only on rows of one class while the other class is present, a two-valued copy of
         the label, or a numeric column whose rows off its most common value (at least 10) are all
         of one class, beyond chance (:data:`LEAK_CHANCE`; a label column with its blanks filled in).
+
+    Warns
+    -----
+    DermctxWarning
+        A numeric column that alone separates the classes almost perfectly (training AUC >=
+        :data:`NEAR_PERFECT_AUC`): an in-sample CNN score or a renamed label-derived number. It
+        is used as given.
     """
     refuse_label_columns(columns, who=who)
     y = np.asarray(y)
@@ -96,6 +111,34 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
         if problem:
             raise LeakageError(f"{who}: feature column {col!r} {problem} in the training data, so "
                                "it gives the label away and cannot be an input")
+    _warn_near_perfect(X, y, columns, classes, who)
+
+
+def _warn_near_perfect(X: pd.DataFrame, y: np.ndarray, columns: Sequence[Any], classes: np.ndarray,
+                       who: str) -> None:
+    """Warn, naming them, about numeric columns that alone order the training labels almost perfectly."""
+    found = []
+    for col in columns:
+        values = X[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        v = values.to_numpy(dtype=float, na_value=np.nan)
+        ok = np.isfinite(v) & ~pd.isna(y)
+        labels = y[ok] == classes[-1]
+        n_pos = int(labels.sum())
+        if min(n_pos, len(labels) - n_pos) < NEAR_PERFECT_MIN or np.ptp(v[ok]) == 0:
+            continue
+        ranks = pd.Series(v[ok]).rank().to_numpy()  # ties share their mean rank
+        auc = (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(labels) - n_pos))
+        if max(auc, 1 - auc) >= NEAR_PERFECT_AUC:
+            found.append(f"{col!r} (AUC {auc:.4f} on {len(labels)} rows)")
+    if found:
+        warnings.warn(
+            f"{who}: feature column(s) {', '.join(found[:5])} alone separate the training labels almost "
+            "perfectly. No single measurement of a lesion does that: a CNN's scores on the images it was "
+            "trained on (use out-of-fold scores) or a number derived from the diagnosis under another "
+            "name would. The model is fitted on it as given; check where the column comes from",
+            DermctxWarning, stacklevel=3)
 
 
 def _leak(present: np.ndarray, values: pd.Series, y: np.ndarray, classes: np.ndarray) -> str | None:

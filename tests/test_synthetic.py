@@ -280,3 +280,31 @@ def test_a_draw_without_melanomas_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DermctxWarning)
         make_tbp_patients(50, melanoma_rate=0.0, random_state=0)  # asked for none: nothing to say
+
+
+def test_a_column_that_alone_separates_the_labels_is_warned_about():
+    """The oracle renamed, or a CNN's in-sample scores, order the training labels almost perfectly:
+    warned about by name (the name check cannot see a renamed column); real measurements are not."""
+    table = make_tbp_patients(300, mode="null", melanoma_rate=0.05, random_state=1, oracle=True)
+    renamed = table.rename(columns={"oracle_log_odds": "risk_index"})
+    ranker = dermctx.ContextRanker(score_col=None, context_features=["tbp_lv_areaMM2"],
+                                   extra_features=["risk_index"], n_folds=3)
+    with pytest.warns(DermctxWarning, match=r"'risk_index' \(AUC 0\.99"):
+        ranker.fit(renamed.drop(columns=["planted_feature", "planted_direction"]), renamed["target"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)
+        dermctx.MetadataGBM(n_estimators=20).fit(table[list(PRIMARY)], table["target"])
+
+
+def test_real_measurements_and_out_of_fold_cnn_scores_are_not_near_perfect(shared_data):
+    from dermctx.label_guard import check_feature_columns
+
+    rows = pd.read_csv(shared_data / "isic2024" / "isic2024_train_subset_1954.csv", low_memory=False)
+    rows = rows[rows["tbp_lv_areaMM2"].notna()]
+    cols = [c for c in TBP_COLUMNS if c in rows.columns]
+    oof = pd.read_csv(shared_data / "isic2020" / "oof_effnet_b1_dev.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DermctxWarning)
+        check_feature_columns(rows, rows["target"].to_numpy(), cols, who="test")
+        score = [c for c in oof.columns if c not in ("image_name", "image_id", "patient_id", "target", "fold")]
+        check_feature_columns(oof, oof["target"].to_numpy(), score, who="test")
