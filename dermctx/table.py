@@ -276,16 +276,16 @@ def stripped_ids(table: pd.DataFrame) -> pd.DataFrame:
     for col in ID_COLUMNS:
         if col not in table.columns or table[col].dtype.kind in "biu":
             continue
-        if table[col].dtype.kind == "f":
-            values = table[col]
-            changed[col] = pd.Series([None if pd.isna(v) else _id_text(v) for v in values],
-                                     index=values.index, dtype=object)
-            continue
-        texts = as_texts(table[col])
-        clean = texts.str.strip()
+        values = table[col]
+        texts = as_texts(values)
+        if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            clean = texts.str.strip()
+        else:  # numbers among the ids: 100.0 is the id "100", as validate_table reads it
+            clean = pd.Series(["" if is_missing_scalar(v) else _id_text(v) for v in values.to_numpy(dtype=object)],
+                              index=values.index, dtype=object)
         differ = (texts != clean).to_numpy()
         if differ.any():
-            changed[col] = table[col].astype(object).where(~differ, clean.where(clean != "", None))
+            changed[col] = values.astype(object).where(~differ, clean.where(clean != "", None))
     return table.assign(**changed) if changed else table
 
 
@@ -417,7 +417,7 @@ def _id_text(value: Any) -> str:
     (``123.0`` -> ``"123"``), anything else as its stripped text."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
-    return str(value).strip()
+    return cell_text(value).strip()
 
 
 def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -> pd.Series:

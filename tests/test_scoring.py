@@ -196,3 +196,20 @@ def test_parquet_rows_sharing_an_image_id_are_compared_on_every_column(model, le
     assert "column 'note': '' vs 're-exported'" in errors["message"].iloc[0]
     with pytest.warns(DermctxWarning, match="lost lesions"):
         assert list(model.rank(table)[1]["row"]) == [3, len(table) - 1]
+
+
+def test_ids_mixing_text_and_whole_number_floats_are_one_id(model, lesions):
+    """'100' on some rows and 100.0 on others (a concat of a text table and one whose ids had a
+    gap) are one patient, and an image id 5007 / 5007.0 repeats itself, as validate_table reads them."""
+    clean = lesions.drop(index=[5, 17]).reset_index(drop=True)
+    codes = {p: 100 + k for k, p in enumerate(clean["patient_id"].unique())}
+    mixed = clean.assign(patient_id=[str(codes[p]) if i % 2 else float(codes[p])
+                                     for i, p in enumerate(clean["patient_id"])]).astype({"patient_id": object})
+    want, _ = model.rank(clean.assign(patient_id=clean["patient_id"].map(codes).astype(str)))
+    for got in (model.rank(mixed)[0], score_table(model, mixed, chunk_patients=1, progress=False)[0]):
+        assert list(got["patient_id"]) == list(want["patient_id"])
+        np.testing.assert_allclose(got["score"], want["score"], rtol=0, atol=1e-12)
+    images = clean.assign(image_id=np.arange(5000, 5000 + len(clean))).astype({"image_id": object})
+    copy = pd.concat([images, images.iloc[[7]].assign(image_id=5007.0)], ignore_index=True)
+    errors = model.rank(copy)[1]
+    assert list(errors["row"]) == [len(images)] and "(row 7, identical)" in errors["message"].iloc[0]
