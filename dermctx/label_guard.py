@@ -106,11 +106,17 @@ def check_feature_columns(X: pd.DataFrame, y: Any, columns: Sequence[Any], *, wh
     if len(classes) < 2 or not len(columns):
         return
     present = X[list(columns)].notna().to_numpy()
-    for j, col in enumerate(columns):
-        problem = _leak(present[:, j], X[col], y, classes)
-        if problem:
-            raise LeakageError(f"{who}: feature column {col!r} {problem} in the training data, so "
-                               "it gives the label away and cannot be an input")
+    leaks = [(col, problem) for j, col in enumerate(columns)
+             if (problem := _leak(present[:, j], X[col], y, classes))]
+    if leaks:
+        col, problem = leaks[0]
+        more = ""
+        if len(leaks) > 1:  # name them all at once, not one refusal per fit
+            names = [str(c) for c, _ in leaks[1:]]
+            more = (f"; {len(names)} more column(s) leak too: {names[:10]}"
+                    f"{f' and {len(names) - 10} more' if len(names) > 10 else ''}")
+        raise LeakageError(f"{who}: feature column {col!r} {problem} in the training data, so "
+                           f"it gives the label away and cannot be an input{more}")
     _warn_near_perfect(X, y, columns, classes, who)
 
 

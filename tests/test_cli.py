@@ -564,3 +564,22 @@ def test_score_explains_in_plain_words_for_isic2024_columns(tmp_path):
     assert words["explanation"].str.contains("area \\(mm²\\)|yellowness|colour").any()
     assert main(["score", str(tmp_path / "new.csv"), "--model", str(tmp_path / "m"),
                  "--explain-words", "isic2024"]) == 2  # without --explain: a usage error
+
+
+def test_a_scores_file_with_a_row_twice_is_read_once_and_a_clash_refused(files, tmp_path, capsys):
+    scores = pd.read_csv(files["oof"])
+    twice = pd.concat([scores, scores.iloc[[3, 4]]], ignore_index=True)  # fold outputs appended twice
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    out = tmp_path / "s.csv"
+    assert main(["score", str(files["table"]), "--scores", str(tmp_path / "twice.csv"), "--score-col", "pred",
+                 "--model", str(files["model"]), "--out", str(out)]) == 0
+    assert "2 row(s) repeat an earlier row exactly" in capsys.readouterr().err
+    clean = tmp_path / "clean.csv"
+    assert main(["score", str(files["table"]), "--scores", str(files["oof"]), "--score-col", "pred",
+                 "--model", str(files["model"]), "--out", str(clean)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(clean))
+    clash = pd.concat([scores, scores.iloc[[3]].assign(pred=0.99)], ignore_index=True)
+    clash.to_csv(tmp_path / "clash.csv", index=False)
+    assert main(["score", str(files["table"]), "--scores", str(tmp_path / "clash.csv"), "--score-col", "pred",
+                 "--model", str(files["model"]), "--out", str(out)]) == 2
+    assert f"is on rows [3, {len(scores)}] with different values" in capsys.readouterr().err

@@ -308,3 +308,14 @@ def test_real_measurements_and_out_of_fold_cnn_scores_are_not_near_perfect(share
         check_feature_columns(rows, rows["target"].to_numpy(), cols, who="test")
         score = [c for c in oof.columns if c not in ("image_name", "image_id", "patient_id", "target", "fold")]
         check_feature_columns(oof, oof["target"].to_numpy(), score, who="test")
+
+
+def test_every_leaking_column_is_named_in_one_refusal():
+    table = make_tbp_patients(200, melanoma_rate=0.1, random_state=2)
+    cols = ["tbp_lv_areaMM2", "tbp_lv_norm_color", "tbp_lv_deltaB"]
+    appended = table["target"].to_numpy() == 1
+    appended[np.flatnonzero(appended)[::2]] = False  # half the melanomas came without measurements
+    table.loc[appended, cols] = np.nan
+    with pytest.raises(LeakageError, match=r"'tbp_lv_areaMM2' is missing on .*2 more column\(s\) leak too: "
+                                           r"\['tbp_lv_norm_color', 'tbp_lv_deltaB'\]"):
+        dermctx.MetadataGBM(n_estimators=10).fit(table[cols], table["target"])

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from dermctx.errors import DermctxError, TableError
 
 from ._common import Failed, Options
@@ -210,11 +212,22 @@ def read_keyed(path: Path, columns: list[str], what: str) -> pd.DataFrame:
     if missing:
         raise TableError(f"{name}: no column {missing[0]!r}; its columns: {list(frame.columns)[:20]}")
     keys = frame[key].astype(str).str.strip()
-    repeated = keys[keys.duplicated()]
-    if len(repeated):
-        raise TableError(f"{name}: image id {repeated.iloc[0]!r} is on more than one row "
-                         f"({len(repeated)} repeated ids); expected one row per image")
-    return frame[columns].set_axis(keys.to_numpy(), axis=0)
+    values = frame[columns].set_axis(keys.to_numpy(), axis=0)
+    repeated = keys.duplicated().to_numpy()
+    if repeated.any():
+        # the same row twice (fold outputs concatenated twice) says one thing: read once; rows of
+        # one image that disagree cannot be told apart
+        copies = values.reset_index().duplicated().to_numpy()
+        clash = repeated & ~copies
+        if clash.any():
+            first = keys.iloc[int(np.flatnonzero(clash)[0])]
+            rows = np.flatnonzero((keys == first).to_numpy())
+            raise TableError(f"{name}: image id {first!r} is on rows {rows[:5].tolist()} with different values "
+                             f"({int(clash.sum())} such repeated ids); expected one row per image")
+        print(f"{name}: {int(repeated.sum())} row(s) repeat an earlier row exactly (same image id, same "
+              f"{', '.join(columns)}); each read once", file=sys.stderr)
+        values = values[~repeated]
+    return values
 
 
 def keep_rows(loaded: Loaded, ok: np.ndarray, stage: str, messages: list[str], source: Path,
