@@ -25,6 +25,7 @@ import pandas as pd
 
 from dermctx.errors import DermctxWarning, LeakageError
 from dermctx.io.registry import label_columns
+from dermctx.metrics import auc as roc_auc
 from dermctx.table import as_texts
 
 __all__ = ["LABEL_COLUMNS", "check_feature_columns", "refuse_label_columns"]
@@ -134,8 +135,7 @@ def _warn_near_perfect(X: pd.DataFrame, y: np.ndarray, columns: Sequence[Any], c
         n_pos = int(labels.sum())
         if min(n_pos, len(labels) - n_pos) < NEAR_PERFECT_MIN or np.ptp(v[ok]) == 0:
             continue
-        ranks = pd.Series(v[ok]).rank().to_numpy()  # ties share their mean rank
-        auc = (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(labels) - n_pos))
+        auc = roc_auc(labels.astype(int), v[ok])
         if max(auc, 1 - auc) >= NEAR_PERFECT_AUC:
             found.append(f"{col!r} (AUC {auc:.4f} on {len(labels)} rows)")
     if found:

@@ -57,7 +57,7 @@ def _score_rows(model: Any, X: pd.DataFrame, positions: np.ndarray, explain: boo
     if "image_id" not in X.columns:  # as rank() names rows without ids: by input position
         X = X.assign(image_id=positions.astype(str))
     refused = refused or {}
-    out = np.array([int(p) in refused for p in positions], dtype=bool) if refused else np.zeros(len(X), bool)
+    out = np.isin(positions, np.fromiter(refused, dtype=np.int64, count=len(refused)))
     keep = np.flatnonzero(~out)
     scores, errors = model.rank(X.iloc[keep].reset_index(drop=True), explain=explain, labels=labels)
     bad = np.zeros(len(keep), dtype=bool)
@@ -78,7 +78,7 @@ def _refuse_repeated_images(model: Any, rows: pd.DataFrame, positions: np.ndarra
     """Rows of the whole input that share an image id (copies and conflicting rows,
     :func:`dermctx.table.repeated_image_rows`), by input position; the patients that lose a
     lesion to them are warned about, as :meth:`ContextRanker.rank` does."""
-    copies, problems = repeated_image_rows(stripped_ids(rows), positions, ignore=("__row__",))
+    copies, problems = repeated_image_rows(rows, positions, ignore=("__row__",))
     refused = {int(positions[i]): msg for i, msg in problems.items()}
     if refused:  # a copy takes nothing from its patient; rows of one image that differ do
         lost = np.zeros(len(patient_ids), dtype=bool)
@@ -357,7 +357,8 @@ def score_parquet(
             parts, patient_ids, repeated = _partition(source, columns, chunk_patients, work)
         except (OSError, pa.ArrowException) as exc:
             raise TableError(f"{source}: could not be read ({type(exc).__name__}: {exc})") from exc
-        refused = _refuse_repeated_images(model, repeated, repeated["__row__"].to_numpy(dtype=np.int64), patient_ids)
+        refused = _refuse_repeated_images(model, stripped_ids(repeated), repeated["__row__"].to_numpy(dtype=np.int64),
+                                          patient_ids)
         chunks = (_ray(model, parts, explain, labels, work, ray_actors, refused) if backend == "ray"
                   else _local(model, parts, explain, labels, progress, refused))
         try:

@@ -335,10 +335,15 @@ def _plant_shifts(rng: np.random.Generator, n_mel: int, diff: np.ndarray, z: np.
     delta = scale * diff  # (F,) shift of a planted feature, in the transformed space
     patterns, inverse = np.unique(planted, axis=0, return_inverse=True)
     for p, pattern in enumerate(patterns):
-        s = np.flatnonzero(pattern)
-        coef = np.linalg.solve(within[np.ix_(s, s)], delta[s])  # (|S|,)
-        shifts[np.ravel(inverse) == p] = within[:, s] @ coef
+        shifts[np.ravel(inverse) == p] = _pattern_shift(pattern, within, delta)
     return shifts, main, direction, planted
+
+
+def _pattern_shift(pattern: np.ndarray, within: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """(F,) shift of a melanoma whose features ``pattern`` (F,) bool are planted: ``delta`` on
+    them, every other column by its within-patient regression on them, ``W[:, S] W[S, S]^-1 δ_S``."""
+    s = np.flatnonzero(pattern)
+    return within[:, s] @ np.linalg.solve(within[np.ix_(s, s)], delta[s])
 
 
 #: Melanomas simulated to estimate the distribution of planted patterns for ``oracle=True``.
@@ -358,13 +363,9 @@ def _outlier_log_lr(r: np.ndarray, patterns: np.ndarray, weights: np.ndarray, wi
     mean, over the columns ``seen`` (F,) bool.
 
     Benign: ``r ~ N(0, W)``; melanoma: a mixture over planted patterns ``k`` (weights ``π_k``) of
-    ``N(s_k, W)``, ``s_k = W[:, S] W[S, S]^-1 δ_S``: each component's log ratio is linear in ``r``.
+    ``N(s_k, W)`` (:func:`_pattern_shift`): each component's log ratio is linear in ``r``.
     """
-    shifts = np.zeros((len(patterns), r.shape[1]))  # (K, F) s_k
-    for k, pattern in enumerate(patterns):
-        s = np.flatnonzero(pattern)
-        shifts[k] = within[:, s] @ np.linalg.solve(within[np.ix_(s, s)], delta[s])
-    shifts = shifts[:, seen]
+    shifts = np.stack([_pattern_shift(p, within, delta) for p in patterns])[:, seen]  # (K, F') s_k
     a = np.linalg.solve(within[np.ix_(seen, seen)], shifts.T).T  # (K, F') W^-1 s_k
     b = 0.5 * (a * shifts).sum(axis=1)  # (K,) s_k' W^-1 s_k / 2
     terms = np.log(weights)[None, :] + r[:, seen] @ a.T - b[None, :]  # (n, K)
@@ -597,7 +598,7 @@ def make_tbp_patients(
         if mode == "null":
             at = (x - mu_b - offsets[site_i])[:, seen]  # (n, F') from the site's benign mean
             cov_m, cov_s = _cov(mel)[np.ix_(seen, seen)], cov_b[np.ix_(seen, seen)]
-            log_odds += _gauss_logpdf(at, (mu_m - mu_b)[seen], cov_m) - _gauss_logpdf(at, 0 * at[0], cov_s)
+            log_odds += _gauss_logpdf(at, (mu_m - mu_b)[seen], cov_m) - _gauss_logpdf(at, np.zeros(at.shape[1]), cov_s)
         elif deviation_sd > 0:
             _, _, _, drawn = _plant_shifts(np.random.default_rng(0), ORACLE_PATTERN_DRAWS, diff,
                                            diff / sd_within, within, columns, float(deviation_sd), rising)

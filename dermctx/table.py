@@ -277,13 +277,8 @@ def stripped_ids(table: pd.DataFrame) -> pd.DataFrame:
         if col not in table.columns or table[col].dtype.kind in "biu":
             continue
         values = table[col]
-        texts = as_texts(values)
-        if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-            clean = texts.str.strip()
-        else:  # numbers among the ids: 100.0 is the id "100", as validate_table reads it
-            clean = pd.Series(["" if is_missing_scalar(v) else _id_text(v) for v in values.to_numpy(dtype=object)],
-                              index=values.index, dtype=object)
-        differ = (texts != clean).to_numpy()
+        clean, no_id = _id_cells(values)  # as validate_table reads them; cells that are no id stay
+        differ = (as_texts(values) != clean).to_numpy() & ~no_id
         if differ.any():
             changed[col] = values.astype(object).where(~differ, clean.where(clean != "", None))
     return table.assign(**changed) if changed else table
@@ -420,10 +415,12 @@ def _id_text(value: Any) -> str:
     return cell_text(value).strip()
 
 
-def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -> pd.Series:
-    """An id column as stripped text; refuses cells that hold a list, dict, array or non-UTF-8 bytes."""
+def _id_cells(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """An id column as stripped text (missing as ""), and a mask of the cells that are no id: a
+    list, dict, array, or bytes that are not UTF-8 (their text is "")."""
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-        return values.astype(object).where(values.notna(), "").astype(str).str.strip()
+        return (values.astype(object).where(values.notna(), "").astype(str).str.strip(),
+                np.zeros(len(values), dtype=bool))
     cells = values.to_numpy(dtype=object)
     texts: list[str] = []
     bad = np.zeros(len(cells), dtype=bool)
@@ -439,13 +436,19 @@ def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -
             texts.append("")
         else:
             texts.append("" if is_missing_scalar(v) else _id_text(v))
+    return pd.Series(texts, index=values.index, dtype=object), bad
+
+
+def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -> pd.Series:
+    """An id column as stripped text; refuses cells that hold a list, dict, array or non-UTF-8 bytes."""
+    texts, bad = _id_cells(values)
     if bad.any():
         shown = preview_cells(values[bad], 3)
         raise TableError(
             f"{where}column {column!r} holds {shown} at {describe_rows(table, bad)}; expected text "
             "ids (a list, dict, array or bytes that are not UTF-8 text is not an id)"
         )
-    return pd.Series(texts, index=values.index, dtype=object)
+    return texts
 
 
 def placeholder_patient_ids(ids: pd.Series) -> np.ndarray:

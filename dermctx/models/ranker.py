@@ -944,6 +944,8 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
     def _warn_lost_lesions(X: pd.DataFrame, bad: np.ndarray) -> None:
         """Lesions refused by ``rank`` are missing from their patients' context: say whose (a
         refused copy of a scored row takes nothing from it)."""
+        if not bad.any():
+            return
         copies = repeated_image_rows(X)[0]
         lost = bad & ~copies
         if not lost.any():
