@@ -417,7 +417,9 @@ def _id_text(value: Any) -> str:
 
 def _id_cells(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """An id column as stripped text (missing as ""), and a mask of the cells that are no id: a
-    list, dict, array, or bytes that are not UTF-8 (their text is "")."""
+    list, dict, array, bytes that are not UTF-8, True/False, or a float too large to hold a
+    whole number exactly (2**53 and above; float32: 2**24), whose neighbours it would merge
+    with (their text is "")."""
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
         return (values.astype(object).where(values.notna(), "").astype(str).str.strip(),
                 np.zeros(len(values), dtype=bool))
@@ -431,12 +433,23 @@ def _id_cells(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
             except UnicodeDecodeError:
                 bad[i] = True
                 texts.append("")
-        elif np.ndim(v) != 0 or isinstance(v, (dict, set, frozenset)):
+        elif (np.ndim(v) != 0 or isinstance(v, (dict, set, frozenset, bool, np.bool_))
+              or (isinstance(v, (float, np.floating)) and np.isfinite(v)
+                  and abs(v) >= 2.0 ** (np.finfo(type(v)).nmant + 1))):
             bad[i] = True
             texts.append("")
         else:
             texts.append("" if is_missing_scalar(v) else _id_text(v))
     return pd.Series(texts, index=values.index, dtype=object), bad
+
+
+def unreadable_ids(values: pd.Series) -> np.ndarray:
+    """(n,) bool: the cells of an id column that are no id (see :func:`validate_table`): a list,
+    dict, array, bytes that are not UTF-8, True/False, or a float too large to hold a whole
+    number exactly. Whole-number columns have none."""
+    if values.dtype.kind in "iu":
+        return np.zeros(len(values), dtype=bool)
+    return _id_cells(values)[1]
 
 
 def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -> pd.Series:
@@ -446,7 +459,8 @@ def _id_texts(values: pd.Series, column: str, where: str, table: pd.DataFrame) -
         shown = preview_cells(values[bad], 3)
         raise TableError(
             f"{where}column {column!r} holds {shown} at {describe_rows(table, bad)}; expected text "
-            "ids (a list, dict, array or bytes that are not UTF-8 text is not an id)"
+            "ids (a list, dict, array, True/False, bytes that are not UTF-8 text, or a float too large "
+            "to hold a whole number exactly is not an id)"
         )
     return texts
 

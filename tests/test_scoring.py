@@ -11,6 +11,7 @@ from dermctx.models.gbm import MetadataGBM
 from dermctx.models.ranker import ContextRanker
 from dermctx.scoring import score_parquet, score_table
 from dermctx.synthetic import make_ugly_duckling
+from dermctx.table import validate_table
 
 
 def _lesions(n_patients: int, seed: int) -> pd.DataFrame:
@@ -213,3 +214,25 @@ def test_ids_mixing_text_and_whole_number_floats_are_one_id(model, lesions):
     copy = pd.concat([images, images.iloc[[7]].assign(image_id=5007.0)], ignore_index=True)
     errors = model.rank(copy)[1]
     assert list(errors["row"]) == [len(images)] and "(row 7, identical)" in errors["message"].iloc[0]
+
+
+def test_cells_that_are_no_id_are_error_rows_never_another_patient(model, lesions, tmp_path):
+    """A patient id held in a list, a True/False, bytes that are not UTF-8 or a float too large
+    for a whole number was read as text and scored as a made-up patient (or crashed the batch):
+    each is that row's error, on every path, and fitting refuses it, as validate_table does."""
+    clean = lesions.drop(index=[5, 17]).reset_index(drop=True)
+    bad = clean.astype({"patient_id": object})
+    bad.at[2, "patient_id"] = [bad.at[2, "patient_id"]]
+    bad.at[4, "patient_id"] = True
+    bad.at[6, "patient_id"] = b"\xff\xfe"
+    bad.at[8, "patient_id"] = 2.0 ** 60
+    for scores, errors in (model.rank(bad), score_table(model, bad, chunk_patients=1, progress=False)):
+        assert list(errors["row"]) == [2, 4, 6, 8]
+        assert all("expected a text id" in m for m in errors["message"])
+        assert len(scores) == len(bad) - 4 and "['" not in " ".join(scores["patient_id"])
+    with pytest.raises(TableError, match="expected a text id"):
+        ContextRanker(n_folds=3).fit(bad, np.r_[np.ones(20), np.zeros(len(bad) - 20)])
+    for cell in (True, 2.0 ** 60):
+        table = pd.DataFrame({"image_id": ["a", "b"], "patient_id": [cell, "P2"], "target": [0, 1]})
+        with pytest.raises(TableError, match="not an id"):
+            validate_table(table, labelled=True)

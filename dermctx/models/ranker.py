@@ -91,6 +91,7 @@ from dermctx.table import (
     repeated_image_rows,
     stripped_ids,
     to_numbers,
+    unreadable_ids,
 )
 
 __all__ = ["ContextRanker"]
@@ -616,13 +617,19 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """(row position, message) of each row that cannot be scored."""
         problems: dict[int, str] = {}
         pid = X["patient_id"]
+        for col in ("patient_id", "image_id"):  # never read as text and scored as another id
+            if col in X.columns:
+                for i in np.flatnonzero(unreadable_ids(X[col])):
+                    problems[int(i)] = (f"{col} is {preview_cells(X[col].iloc[i])}; expected a text id (a "
+                                        "list, dict, True/False, bytes that are not UTF-8 or a float too large "
+                                        "for a whole number is no id)")
         # a copy of a row would count as another lesion of the patient; rows of one image that
         # differ cannot be told apart
         problems.update(repeated_image_rows(X)[1])
         if "image_id" in X.columns:
             for i in np.flatnonzero(is_blank(X["image_id"])):
                 problems.setdefault(int(i), "image_id is missing or blank")
-        for i in np.flatnonzero((pid.isna() | (pid.astype(str).str.strip() == "")).to_numpy()):
+        for i in np.flatnonzero(is_blank(pid)):
             problems.setdefault(int(i), "patient_id is missing or blank")
         for i in np.flatnonzero(placeholder_patient_ids(pid)):  # never one pooled "patient"
             problems.setdefault(int(i), f"patient_id {str(pid.iloc[i])!r} is a placeholder for an "
@@ -950,7 +957,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         lost = bad & ~copies
         if not lost.any():
             return
-        pid = X["patient_id"].astype(str)
+        pid = as_texts(X["patient_id"])
         hit = pid[lost].value_counts()
         total = pid[~copies].value_counts()
         partial = [p for p in hit.index if total[p] > hit[p]]
@@ -968,10 +975,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         """Several images of one lesion each count as a lesion of the patient's context: say so."""
         if "lesion_id" not in X.columns or not len(X):
             return
-        known = X["lesion_id"].notna() & (X["lesion_id"].astype(str).str.strip() != "")
+        known = X["lesion_id"].notna() & (as_texts(X["lesion_id"]).str.strip() != "")
         if "image_id" in X.columns:  # a copy of a row is refused on its own, not another image
             known &= ~as_texts(X["image_id"]).duplicated().to_numpy()
-        keys = X.loc[known, ["patient_id", "lesion_id"]].astype(str)
+        keys = pd.DataFrame({c: as_texts(X.loc[known, c]) for c in ("patient_id", "lesion_id")})
         repeated = keys[keys.duplicated(keep=False)]
         if len(repeated):
             first = repeated.iloc[0]
@@ -1262,7 +1269,7 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
         X = self._check_input(X)
         self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
         self._warn_repeated_lesions(X, "ContextRanker.rank")
-        ids = X["image_id"].astype(str).to_numpy() if "image_id" in X.columns else np.arange(len(X)).astype(str)
+        ids = as_texts(X["image_id"]).to_numpy() if "image_id" in X.columns else np.arange(len(X)).astype(str)
         problems = self._row_problems(X)
         bad = np.zeros(len(X), dtype=bool)
         bad[[i for i, _ in problems]] = True
@@ -1321,10 +1328,10 @@ class ContextRanker(ClassifierMixin, BaseEstimator):
             Lesions of several patients, or a row that cannot be scored.
         """
         X = self._check_input(X)
-        pids = X["patient_id"].astype(str).unique()
+        self._raise_problems(X)
+        pids = as_texts(X["patient_id"]).unique()
         if len(pids) != 1:
             raise TableError(f"score_patient: expected one patient's lesions, got {len(pids)} patients {list(pids[:5])}")
-        self._raise_problems(X)
         self._warn_empty_inputs(X, list(self.feature_names_in_), when="scored")
         self._warn_shifted_inputs(X, "ContextRanker.score_patient")
         self._warn_repeated_lesions(X, "ContextRanker.score_patient")
